@@ -1,0 +1,245 @@
+"""Reading PiD checkpoints: `.pth` (weights-only) and `.safetensors`, reference prefix filtering,
+fingerprinting against the variant registry, and validation with precise errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from .config import PidConfig, coerce_config
+from .variants import VARIANTS, Variant, get_variant, variant_from_path_parts
+
+log = logging.getLogger(__name__)
+
+# Keys of full training exports that the reference loader drops.
+DROPPED_PREFIXES = ("net_ema.", "fake_score.", "discriminator.")
+# Parameters that exist in some checkpoints but that inference never reads (spec §2.14).
+UNUSED_PREFIXES = ("lq_proj.lq_aux_rgb_head.",)
+# Safetensors metadata key our converter writes.
+VARIANT_METADATA_KEY = "pid.variant"
+
+_LATENT_KEY = "lq_proj.latent_proj.0.weight"
+_GATE_KEY = "lq_proj.gate_modules.0.content_proj.weight"
+_RELEASED_SIZE_HINT = "the released model_ema_bf16.pth files are about 2.8 GB"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, is not a PiD checkpoint, or does not fit the chosen network."""
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a flat {name: tensor} dict from `.safetensors` or a weights-only `torch.save` file.
+    Returns (state dict, safetensors metadata or {})."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    size = path.stat().st_size
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, size)
+    return _read_torch(path, size), {}
+
+
+def _read_safetensors(path: Path, size: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r} ({size:,} bytes) is not a readable safetensors file ({e}); "
+                              "it may be truncated: download it again") from e
+    return tensors, metadata
+
+
+def _read_torch(path: Path, size: int) -> dict[str, torch.Tensor]:
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if head.startswith(b"PK"):
+            raise CheckpointError(f"{str(path)!r} ({size:,} bytes) is a truncated or damaged checkpoint archive "
+                                  f"({_RELEASED_SIZE_HINT}): download it again")
+        raise CheckpointError(f"{str(path)!r} ({size:,} bytes) is not a PyTorch checkpoint (expected a torch.save "
+                              "zip archive such as model_ema_bf16.pth, or a .safetensors file)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{str(path)!r} holds objects other than tensors and cannot be loaded safely (weights_only=True "
+            f"refused it: {str(e).splitlines()[0]}). PiD checkpoints are flat name → tensor dicts; pid never "
+            "unpickles arbitrary code.") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{str(path)!r} ({size:,} bytes) could not be read ({str(e).splitlines()[0]}); "
+                              f"it is probably truncated ({_RELEASED_SIZE_HINT}): download it again") from e
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        kind = type(obj).__name__
+        keys = list(obj)[:8] if isinstance(obj, Mapping) else []
+        raise CheckpointError(f"{str(path)!r} holds a {kind}{f' with keys {keys}' if keys else ''}, not a flat "
+                              "dict of tensors as PiD checkpoints do")
+    return dict(obj)
+
+
+def filter_reference_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reference loader's filtering: strip `net.`, drop EMA / fake-score / discriminator copies, keep
+    un-prefixed keys as they are."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith(DROPPED_PREFIXES):
+            continue
+        name = key[len("net."):] if key.startswith("net.") else key
+        if name in out:
+            raise CheckpointError(f"checkpoint has both {key!r} and {name!r}: which one to use is ambiguous")
+        out[name] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------- fingerprint
+@dataclass(frozen=True)
+class Fingerprint:
+    """The structural facts a state dict reveals about the network it belongs to."""
+
+    hidden_size: int
+    lq_hidden_dim: int
+    latent_conv_in_channels: int
+    gate_width: int
+    pit_lq_inject: bool
+    has_aux_head: bool
+
+    @property
+    def generation(self) -> str:
+        return {512: "v1", 1024: "v1.5"}.get(self.lq_hidden_dim, "custom")
+
+    def describe(self) -> str:
+        gate = "per-token" if self.gate_width == 1 else "per-token-per-dim"
+        return (f"{self.generation} network: LQ width {self.lq_hidden_dim}, {self.latent_conv_in_channels} latent "
+                f"conv input channels, {gate} gates, PiT gate {'yes' if self.pit_lq_inject else 'no'}, "
+                f"aux RGB head {'present' if self.has_aux_head else 'absent'}")
+
+    def fits(self, config: PidConfig) -> bool:
+        return (self.hidden_size, self.lq_hidden_dim, self.latent_conv_in_channels, self.gate_width,
+                self.pit_lq_inject) == (config.hidden_size, config.lq_hidden_dim, config.latent_conv_in_channels,
+                                        config.gate_width, config.pit_lq_inject)
+
+
+def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> Fingerprint:
+    """Fingerprint a filtered (un-prefixed) state dict; raise if it is not a PiD network."""
+    missing = [k for k in (_LATENT_KEY, _GATE_KEY, "y_pos_embedding") if k not in state_dict]
+    if missing:
+        sample = sorted(state_dict)[:6]
+        raise CheckpointError(
+            f"this is not a PiD checkpoint: it lacks {missing} (found {len(state_dict)} keys, e.g. {sample}). "
+            "Expected a file such as checkpoints/<experiment>/model_ema_bf16.pth from the nvidia/PiD release.")
+    latent_w = state_dict[_LATENT_KEY]
+    return Fingerprint(
+        hidden_size=int(state_dict["y_pos_embedding"].shape[-1]),
+        lq_hidden_dim=int(latent_w.shape[0]),
+        latent_conv_in_channels=int(latent_w.shape[1]),
+        gate_width=int(state_dict[_GATE_KEY].shape[0]),
+        pit_lq_inject="pit_lq_gate.log_alpha" in state_dict,
+        has_aux_head=any(k.startswith(UNUSED_PREFIXES) for k in state_dict),
+    )
+
+
+def candidate_variants(fp: Fingerprint) -> list[Variant]:
+    """Released variants whose network fits the fingerprint. Where the aux head separates students from
+    teachers, the ones consistent with it are preferred."""
+    fits = [v for v in VARIANTS.values() if fp.fits(v.config)]
+    consistent = [v for v in fits if v.checkpoint_has_aux_head == fp.has_aux_head]
+    return consistent or fits
+
+
+def resolve(state_dict: Mapping[str, torch.Tensor], *, variant: Optional[str] = None,
+            config: "PidConfig | Mapping[str, Any] | None" = None, path: Optional[Path] = None,
+            metadata: Optional[Mapping[str, str]] = None) -> tuple[PidConfig, Optional[Variant]]:
+    """Decide which network a (filtered) state dict is for: from `config`, `variant`, the file's metadata or
+    folder name, or its fingerprint, always confirmed by the fingerprint."""
+    fp = fingerprint(state_dict)
+    chosen = get_variant(variant) if variant is not None else None
+    if config is not None:
+        cfg = coerce_config(config)
+        if not fp.fits(cfg):
+            raise CheckpointError(f"the checkpoint does not fit the given config: it is a {fp.describe()}; "
+                                  f"the config describes {_describe_config(cfg)}. {_generation_hint(fp, cfg)}")
+        return cfg, chosen
+    source = f"variant={variant!r}"
+    if chosen is None and metadata and metadata.get(VARIANT_METADATA_KEY):
+        chosen, source = get_variant(metadata[VARIANT_METADATA_KEY]), "its metadata"
+    if chosen is None and path is not None:
+        chosen = variant_from_path_parts(list(path.resolve().parts))
+        source = f"its path ({path})"
+    candidates = candidate_variants(fp)
+    if chosen is not None:
+        if not fp.fits(chosen.config):
+            others = ", ".join(v.name for v in candidates) or "none of the released variants"
+            raise CheckpointError(
+                f"{source} names variant {chosen.name!r}, but the weights are a {fp.describe()}, which fits "
+                f"{others}. {_generation_hint(fp, chosen.config)}")
+        return chosen.config, chosen
+    if len(candidates) == 1:
+        return candidates[0].config, candidates[0]
+    if not candidates:
+        raise CheckpointError(
+            f"no released PiD variant matches this checkpoint ({fp.describe()}). If it is a custom network, pass "
+            "config= with its reference PidNet constructor arguments (a dict or a JSON file on the CLI).")
+    names = ", ".join(v.name for v in candidates)
+    raise CheckpointError(
+        f"the weights alone cannot tell which variant this is: they fit {names} (same shapes, different latent "
+        "spaces). Choose with variant='<name>' (CLI: --variant), or keep the file in its official folder "
+        "checkpoints/<experiment>/ so the folder name decides.")
+
+
+def _describe_config(cfg: PidConfig) -> str:
+    gate = "per-token" if cfg.gate_width == 1 else "per-token-per-dim"
+    return (f"LQ width {cfg.lq_hidden_dim}, {cfg.latent_conv_in_channels} latent conv input channels, {gate} "
+            f"gates, PiT gate {'yes' if cfg.pit_lq_inject else 'no'}")
+
+
+def _generation_hint(fp: Fingerprint, cfg: PidConfig) -> str:
+    cfg_gen = {512: "v1", 1024: "v1.5"}.get(cfg.lq_hidden_dim)
+    if fp.generation in ("v1", "v1.5") and cfg_gen and cfg_gen != fp.generation:
+        return f"Likely cause: a {fp.generation} checkpoint loaded with a {cfg_gen} config."
+    if fp.latent_conv_in_channels != cfg.latent_conv_in_channels:
+        return ("Likely cause: a checkpoint for another latent space (the LQ conv input channels identify it: "
+                "16 Flux/SD3/Qwen/Z-Image, 128 FLUX.2 v1, 32 FLUX.2 v1.5, 4 SDXL, 768 DINOv2, 1152 SigLIP).")
+    return ""
+
+
+# ------------------------------------------------------------------------------------------- validation
+def check_state_dict(state_dict: Mapping[str, torch.Tensor], net: torch.nn.Module,
+                     strict: bool = True) -> dict[str, torch.Tensor]:
+    """Drop the documented unused keys and check names and shapes against `net`; raise with the lists."""
+    sd = {k: v for k, v in state_dict.items() if not k.startswith(UNUSED_PREFIXES)}
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    mismatched = [(k, tuple(sd[k].shape), expected[k]) for k in sorted(set(sd) & set(expected))
+                  if tuple(sd[k].shape) != expected[k]]
+    problems = []
+    if mismatched:
+        lines = [f"  {k}: checkpoint {list(a)} vs network {list(b)}" for k, a, b in mismatched]
+        problems.append(f"{len(mismatched)} shape mismatch(es):\n" + _clip(lines))
+    if strict and missing:
+        problems.append(f"{len(missing)} missing key(s):\n" + _clip([f"  {k}" for k in missing]))
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s):\n" + _clip([f"  {k}" for k in unexpected]))
+    if problems:
+        hint = ""
+        cfg = getattr(net, "config", None)
+        if cfg is not None and _LATENT_KEY in sd and _GATE_KEY in sd and "y_pos_embedding" in sd:
+            hint = _generation_hint(fingerprint(sd), cfg)
+        raise CheckpointError("the state dict does not fit the network:\n" + "\n".join(problems)
+                              + (f"\n{hint}" if hint else ""))
+    return sd
+
+
+def _clip(lines: list[str], limit: int = 20) -> str:
+    more = len(lines) - limit
+    return "\n".join(lines[:limit] + ([f"  ... and {more} more"] if more > 0 else []))

@@ -1,0 +1,99 @@
+"""The latent adapter (spec §2.9): a CNN that maps the LDM latent onto the patch grid, linear heads that
+turn it into one feature per injection point, and the sigma-aware gates that add those features to the
+image stream. Everything except the x-dependent half of each gate depends only on the latent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from ..config import PidConfig
+
+
+@dataclass
+class GateInput:
+    """What one gate needs from the latent, computed once per decode."""
+
+    lq: torch.Tensor  # [B, L, D] latent feature
+    lq_logit: torch.Tensor  # [B, L, G] = lq·W_lqᵀ + b, the latent half of the gate logit
+    alpha_sigma: torch.Tensor  # [B] float32 = exp(log_alpha)·σ
+
+
+class SigmaGate(nn.Module):
+    """x + sigmoid(W·[x; lq] + b − exp(log_alpha)·σ) ⊙ lq, one logit per token (width 1) or per channel."""
+
+    def __init__(self, dim: int, width: int):
+        super().__init__()
+        self.dim = dim
+        self.content_proj = nn.Linear(2 * dim, width)
+        self.log_alpha = nn.Parameter(torch.tensor(1.6094379124341003))  # ln 5, the reference init
+
+    def prepare(self, lq: torch.Tensor, sigma: torch.Tensor) -> GateInput:
+        w_lq = self.content_proj.weight[:, self.dim:]
+        lq_logit = F.linear(lq, w_lq, self.content_proj.bias)
+        return GateInput(lq, lq_logit, self.log_alpha.exp() * sigma.float())
+
+    def forward(self, x: torch.Tensor, inp: GateInput) -> torch.Tensor:
+        w_x = self.content_proj.weight[:, : self.dim]
+        return ops.sigma_gate(x, inp.lq, inp.lq_logit, w_x, inp.alpha_sigma)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, padding_mode: str):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode),
+            nn.GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def _conv3x3(c_in: int, c_out: int, padding_mode: str) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, padding_mode=padding_mode)
+
+
+def align_latent_to_grid(latent: torch.Tensor, grid_h: int, grid_w: int, config: PidConfig) -> torch.Tensor:
+    """Unpatchify (FLUX.2 v1.5) and bring the latent onto the patch grid: nearest upsampling when a latent
+    cell covers several patches (every release), identity/bilinear at ratio 1, space-to-depth below 1."""
+    f = config.lq_latent_unpatchify_factor
+    if f > 1:
+        latent = F.pixel_shuffle(latent, f)  # channel c·f² + i·f + j → position (h·f + i, w·f + j)
+    ratio = config.latent_to_patch_ratio
+    if ratio > 1:
+        return F.interpolate(latent, size=(grid_h, grid_w), mode="nearest")
+    if ratio == 1:
+        if latent.shape[-2:] != (grid_h, grid_w):
+            latent = F.interpolate(latent, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+        return latent
+    fold = config.latent_fold_factor
+    if latent.shape[-2:] != (grid_h * fold, grid_w * fold):
+        latent = F.interpolate(latent, size=(grid_h * fold, grid_w * fold), mode="bilinear", align_corners=False)
+    B, C = latent.shape[:2]
+    latent = latent.reshape(B, C, grid_h, fold, grid_w, fold).permute(0, 1, 3, 5, 2, 4)
+    return latent.reshape(B, C * fold * fold, grid_h, grid_w)
+
+
+class LatentProjection(nn.Module):
+    """The `lq_proj` module: CNN trunk, output heads (one per gate, plus the PiT head) and the gates."""
+
+    def __init__(self, config: PidConfig):
+        super().__init__()
+        self.config = config
+        hd, pad = config.lq_hidden_dim, config.lq_conv_padding_mode
+        self.latent_proj = nn.Sequential(
+            _conv3x3(config.latent_conv_in_channels, hd, pad), nn.SiLU(), _conv3x3(hd, hd, pad),
+            *[ResBlock(hd, pad) for _ in range(config.lq_num_res_blocks)])
+        self.output_heads = nn.ModuleList(nn.Linear(hd, config.hidden_size) for _ in range(config.num_gates))
+        self.pit_head = nn.Linear(hd, config.hidden_size) if config.pit_lq_inject else None
+        self.gate_modules = nn.ModuleList(
+            SigmaGate(config.hidden_size, config.gate_width) for _ in range(config.num_gates))
+
+    def trunk(self, latent: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+        """Latent [B, C, h, w] → patch-grid features [B, L, Hd] (row-major tokens)."""
+        feats = self.latent_proj(align_latent_to_grid(latent, grid_h, grid_w, self.config))
+        return feats.flatten(2).transpose(1, 2)

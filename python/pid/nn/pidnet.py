@@ -1,0 +1,196 @@
+"""PidNet: the PiD pixel-diffusion network (spec §2), with the reference parameter names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import PidConfig
+from .latent_adapter import GateInput, LatentProjection, SigmaGate
+from .layers import FinalLayer, PixelEmbedder, TimestepEmbedder, TokenEmbedder, pixel_sincos_table
+from .mmdit import MMDiTBlock
+from .pit import PiTBlock
+from .rope import RopeTable, rope_1d, rope_2d
+
+
+@dataclass
+class LatentCondition:
+    """Everything that depends only on the latent and its noise level σ, for one output grid."""
+
+    grid: tuple[int, int]  # patch grid (Hs, Ws) it was computed for
+    gates: list[GateInput]  # one per injection point (before blocks 0, k, 2k, ... with k = lq_interval)
+    pit: Optional[GateInput] = None  # v1.5: the gate in front of the pixel blocks
+
+
+@dataclass
+class TextCondition:
+    """The embedded caption: tokens entering the first MMDiT block and their RoPE table."""
+
+    tokens: torch.Tensor  # [B, Ltxt, D]
+    rope: Optional[RopeTable]
+
+
+class PidNet(nn.Module):
+    """forward(x, t, y, lq_latent, degrade_sigma) → velocity, as the reference; or, to reuse work across
+    sampler steps, `encode_condition` + `encode_text` once and `denoise` per step."""
+
+    def __init__(self, config: PidConfig):
+        super().__init__()
+        self.config = cfg = config
+        D = cfg.hidden_size
+        self.y_pos_embedding = nn.Parameter(torch.zeros(1, cfg.txt_max_length, D))
+        self.pixel_embedder = PixelEmbedder(cfg.in_channels, cfg.pixel_hidden_size)
+        self.s_embedder = TokenEmbedder(cfg.in_channels * cfg.patch_size**2, D)
+        self.t_embedder = TimestepEmbedder(D)
+        self.y_embedder = TokenEmbedder(cfg.txt_embed_dim, D, norm=True)
+        self.patch_blocks = nn.ModuleList(
+            MMDiTBlock(D, cfg.num_heads, cfg.mlp_hidden_size) for _ in range(cfg.patch_depth))
+        self.pixel_blocks = nn.ModuleList(
+            PiTBlock(cfg.pixel_hidden_size, D, cfg.patch_size, cfg.pixel_attn_hidden_size, cfg.pixel_num_heads)
+            for _ in range(cfg.pixel_depth))
+        self.final_layer = FinalLayer(cfg.pixel_hidden_size, cfg.in_channels)
+        self.lq_proj = LatentProjection(cfg)
+        self.pit_lq_gate = SigmaGate(D, cfg.gate_width) if cfg.pit_lq_inject else None
+        self._tables: dict[Any, Any] = {}
+
+    @classmethod
+    def from_reference_kwargs(cls, kwargs: Mapping[str, Any]) -> "PidNet":
+        return cls(PidConfig.from_reference_kwargs(kwargs))
+
+    # ------------------------------------------------------------------ cached position tables
+    def _cached(self, key, make):
+        if key not in self._tables:
+            self._tables[key] = make()
+        return self._tables[key]
+
+    def image_rope(self, grid_h: int, grid_w: int, device) -> RopeTable:
+        cfg = self.config
+        return self._cached(("img", grid_h, grid_w, str(device)), lambda: rope_2d(
+            cfg.head_dim, grid_h, grid_w, cfg.rope_mode, cfg.rope_ref_grid, device=device))
+
+    def pixel_rope(self, grid_h: int, grid_w: int, device) -> RopeTable:
+        cfg = self.config
+        return self._cached(("pix", grid_h, grid_w, str(device)), lambda: rope_2d(
+            cfg.pixel_head_dim, grid_h, grid_w, cfg.rope_mode, cfg.rope_ref_grid, device=device))
+
+    def text_rope(self, length: int, device) -> Optional[RopeTable]:
+        cfg = self.config
+        if not cfg.use_text_rope:
+            return None
+        return self._cached(("txt", length, str(device)),
+                            lambda: rope_1d(cfg.head_dim, length, cfg.text_rope_theta, device=device))
+
+    def pixel_table(self, height: int, width: int, device) -> torch.Tensor:
+        return self._cached(("sincos", height, width, str(device)),
+                            lambda: pixel_sincos_table(height, width, self.config.pixel_hidden_size, device))
+
+    # ------------------------------------------------------------------ once per decode
+    def encode_condition(self, lq_latent: torch.Tensor, degrade_sigma: torch.Tensor,
+                         grid: tuple[int, int]) -> LatentCondition:
+        """Latent [B, C, h, w] and σ [B] → the gate inputs for a patch grid (Hs, Ws)."""
+        lq = self.lq_proj
+        tokens = lq.trunk(lq_latent, *grid)
+        gates = [gate.prepare(head(tokens), degrade_sigma) for head, gate in zip(lq.output_heads, lq.gate_modules)]
+        pit = self.pit_lq_gate.prepare(lq.pit_head(tokens), degrade_sigma) if self.pit_lq_gate is not None else None
+        return LatentCondition(tuple(grid), gates, pit)
+
+    def encode_text(self, y: torch.Tensor) -> TextCondition:
+        """Caption embeddings [B, Ltxt, txt_embed_dim] → text tokens; rows past txt_max_length are dropped."""
+        n = min(y.shape[1], self.config.txt_max_length)
+        tokens = self.y_embedder(y[:, :n])
+        tokens = tokens + self.y_pos_embedding[:, :n].to(tokens.dtype)
+        return TextCondition(tokens, self.text_rope(n, y.device))
+
+    # ------------------------------------------------------------------ once per step
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: TextCondition,
+                cond: Optional[LatentCondition] = None) -> torch.Tensor:
+        """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000)."""
+        cfg = self.config
+        B, _, H, W = x.shape
+        p = cfg.patch_size
+        Hs, Ws = H // p, W // p
+        if cond is not None and tuple(cond.grid) != (Hs, Ws):
+            raise ValueError(f"the latent condition was computed for a {cond.grid} patch grid, but x "
+                             f"{H}x{W} has a {(Hs, Ws)} grid; call encode_condition with grid={(Hs, Ws)}")
+        t_emb = self.t_embedder(t).view(B, 1, cfg.hidden_size)
+        c = F.silu(t_emb)
+        img_rope = self.image_rope(Hs, Ws, x.device)
+
+        s = self.s_embedder(F.unfold(x, kernel_size=p, stride=p).transpose(1, 2))
+        y = text.tokens
+        last = cfg.patch_depth - 1
+        for i, block in enumerate(self.patch_blocks):
+            if cond is not None and i % cfg.lq_interval == 0:
+                gate_idx = i // cfg.lq_interval
+                s = self.lq_proj.gate_modules[gate_idx](s, cond.gates[gate_idx])
+            s, y = block(s, y, c, img_rope, text.rope, text_out=i != last)
+
+        s = F.silu(t_emb + s)
+        if cond is not None and cond.pit is not None:
+            s = self.pit_lq_gate(s, cond.pit)
+        s_cond = s.reshape(B * Hs * Ws, cfg.hidden_size)
+
+        pixels = self.pixel_embedder(x, p, self.pixel_table(H, W, x.device))
+        pix_rope = self.pixel_rope(Hs, Ws, x.device)
+        for block in self.pixel_blocks:
+            pixels = block(pixels, s_cond, B, pix_rope)
+        out = self.final_layer(pixels)  # [B·L, p², 3]
+        out = out.view(B, Hs * Ws, p * p, cfg.in_channels).permute(0, 3, 2, 1)
+        return F.fold(out.reshape(B, cfg.in_channels * p * p, Hs * Ws), (H, W), kernel_size=p, stride=p)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, lq_latent: Optional[torch.Tensor] = None,
+                degrade_sigma: Optional[torch.Tensor | float] = None) -> torch.Tensor:
+        """The reference signature: x [B, 3, H, W], t [B] (flow time × 1000), y [B, Ltxt, txt_embed_dim],
+        lq_latent [B, C, h, w] (normalised latent), degrade_sigma [B] (or a float) → velocity [B, 3, H, W]."""
+        B, _, H, W = self._check_inputs(x, t, y, lq_latent)
+        cond = None
+        if lq_latent is not None:
+            sigma = self._sigma(degrade_sigma, B, x.device)
+            cond = self.encode_condition(lq_latent, sigma, (H // self.config.patch_size, W // self.config.patch_size))
+        return self.denoise(x, t.reshape(B), self.encode_text(y), cond)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_inputs(self, x, t, y, lq_latent):
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"x must be [B, {cfg.in_channels}, H, W], got {tuple(x.shape)}")
+        B, _, H, W = x.shape
+        if H % cfg.patch_size or W % cfg.patch_size:
+            raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {cfg.patch_size}; "
+                             f"use a size such as {H // cfg.patch_size * cfg.patch_size or cfg.patch_size}x"
+                             f"{W // cfg.patch_size * cfg.patch_size or cfg.patch_size}")
+        if t.numel() != B:
+            raise ValueError(f"t must hold one time per sample ([{B}]), got shape {tuple(t.shape)}")
+        if y.ndim != 3 or y.shape[0] != B or y.shape[2] != cfg.txt_embed_dim:
+            raise ValueError(f"y must be [{B}, Ltxt, {cfg.txt_embed_dim}] caption embeddings, got {tuple(y.shape)}")
+        if lq_latent is not None and (lq_latent.ndim != 4 or lq_latent.shape[0] != B
+                                      or lq_latent.shape[1] != cfg.lq_latent_channels):
+            raise ValueError(f"lq_latent must be [{B}, {cfg.lq_latent_channels}, h, w] for this network, got "
+                             f"{tuple(lq_latent.shape)}")
+        return B, _, H, W
+
+    @staticmethod
+    def _sigma(degrade_sigma, batch: int, device) -> torch.Tensor:
+        if degrade_sigma is None:
+            raise ValueError("degrade_sigma is required with lq_latent: pass 0.0 for a clean latent, or the "
+                             "noise level of a partially denoised one")
+        sigma = torch.as_tensor(degrade_sigma, dtype=torch.float32, device=device).reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(batch)
+        if sigma.numel() != batch:
+            raise ValueError(f"degrade_sigma must be a float or hold one value per sample ({batch}), "
+                             f"got {sigma.numel()} values")
+        return sigma
+
+    # ------------------------------------------------------------------ weights
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """Load reference-named weights. Strict: every parameter must be present with its shape; only the
+        documented unused keys (the training-only aux RGB head) may be extra. Errors list the keys."""
+        from ..checkpoint import check_state_dict
+
+        state_dict = check_state_dict(state_dict, self, strict=strict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

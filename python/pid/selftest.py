@@ -1,0 +1,69 @@
+"""`pid selftest`: checks an install without downloading anything."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# A tiny network of the released shape family (v1.5 Flux layout, scaled down).
+TINY = dict(hidden_size=64, num_heads=4, pixel_hidden_size=8, pixel_attn_hidden_size=48, pixel_num_heads=4,
+            patch_depth=4, txt_embed_dim=32, txt_max_length=12, lq_hidden_dim=32, lq_num_res_blocks=2,
+            rope_ref_h=128, rope_ref_w=128)
+
+
+def _check(ok: bool, what: str, detail: str = "") -> bool:
+    (log.info if ok else log.error)("%s %s%s", "ok  " if ok else "FAIL", what, f" ({detail})" if detail else "")
+    return ok
+
+
+def run_selftest(golden_dir: Optional[str] = None) -> bool:
+    from . import _extension, golden, ops
+    from .config import PidConfig
+    from .nn import PidNet
+
+    results = []
+    if _extension.available():
+        results.append(_check(True, "compiled kernels loaded", f"CUDA kernels: {_extension.has_cuda_kernels()}"))
+    else:
+        results.append(_check(False, "compiled kernels loaded", f"using the PyTorch fallback: {_extension.LOAD_ERROR}"))
+
+    gen = torch.Generator().manual_seed(0)
+    x, lq = torch.randn(2, 37, 64, generator=gen), torch.randn(2, 37, 64, generator=gen)
+    for width in (1, 64):
+        args = (x, lq, torch.randn(2, 37, width, generator=gen), torch.randn(width, 64, generator=gen) * 0.1,
+                torch.rand(2, generator=gen))
+        err = (ops.sigma_gate(*args) - ops.reference.sigma_gate(*args)).abs().max().item()
+        results.append(_check(err < 1e-5, f"sigma_gate (width {width}) matches its reference", f"max |diff| {err:.2e}"))
+
+    torch.manual_seed(0)
+    net = PidNet(PidConfig(**TINY)).eval()
+    B, H, W = 2, 64, 96
+    x = torch.randn(B, 3, H, W, generator=gen)
+    t = torch.tensor([999.0, 634.0])
+    y = torch.randn(B, 10, 32, generator=gen)
+    latent = torch.randn(B, 16, H // 32, W // 32, generator=gen)
+    sigma = torch.tensor([0.0, 0.4])
+    with torch.no_grad():
+        v = net(x, t, y, lq_latent=latent, degrade_sigma=sigma)
+        cond = net.encode_condition(latent, sigma, (H // 16, W // 16))
+        v_split = net.denoise(x, t, net.encode_text(y), cond)
+    results.append(_check(bool(torch.isfinite(v).all()) and v.shape == x.shape, "tiny network forward",
+                          f"output {tuple(v.shape)}"))
+    results.append(_check(torch.equal(v, v_split), "encode_condition + denoise equals forward"))
+
+    folder = golden.find_golden_dir(*([golden_dir] if golden_dir else []))
+    if folder is None:
+        log.info("skip golden parity: no golden folder (set $PID_GOLDEN_DIR)")
+    else:
+        for case in golden.list_cases(folder, kind="net_forward"):
+            ref_net = PidNet.from_reference_kwargs(case.meta["net_kwargs"])
+            ref_net.load_state_dict(case.weights())
+            e = golden.errors(golden.run_net_case(case, ref_net.eval()), case.io["output"], case.meta["output_max_abs"])
+            results.append(_check(e["rel_l2"] <= 1e-5, f"golden {case.name}", f"relative error {e['rel_l2']:.1e}"))
+    ok = all(results)
+    (log.info if ok else log.error)("selftest %s: %d/%d checks passed", "passed" if ok else "FAILED", sum(results), len(results))
+    return ok

@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from pid import golden
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    folder = golden.find_golden_dir(SHARED / "golden")
+    if folder is None or not folder.is_dir():
+        pytest.skip(f"golden parity data not found (looked in ${golden.ENV_VAR} and {SHARED / 'golden'})")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shapes_file() -> Path:
+    path = SHARED / "spec" / "pid_state_dict_shapes.json"
+    if not path.is_file():
+        pytest.skip(f"state-dict shapes file not found at {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
