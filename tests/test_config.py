@@ -53,7 +53,7 @@ def test_released_defaults():
      "does not build"),
     ({"lq_in_channels": 0, "lq_latent_channels": 16, "lq_gate_type": "other"}, "lq_gate_type must be"),
     ({"lq_in_channels": 0, "lq_latent_channels": 16, "rope_mode": "yarn"}, "rope_mode"),
-    ({"lq_in_channels": 0, "lq_latent_channels": 16, "lq_conv_padding_mode": "reflect"}, "padding"),
+    ({"lq_in_channels": 0, "lq_latent_channels": 16, "lq_conv_padding_mode": "circular"}, "padding"),
     ({"lq_in_channels": 0, "lq_latent_channels": 16, "hidden_size": 100, "num_groups": 3}, "divisible"),
     ({"lq_in_channels": 0, "lq_latent_channels": 18, "lq_latent_unpatchify_factor": 2}, "unpatchify"),
     ({"lq_in_channels": 0, "lq_latent_channels": 16, "no_such_arg": 1}, "unknown reference"),

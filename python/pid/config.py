@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 GATE_TYPES = ("sigma_aware_per_token", "sigma_aware_per_token_per_dim")
 ROPE_MODES = ("original", "ntk_aware")
-PADDING_MODES = ("zeros", "replicate")
+PADDING_MODES = ("zeros", "reflect", "replicate")
 
 # Defaults of the reference `PidNet.__init__` (nv-tlabs/PiD, pid/_src/networks/pid_net.py). They are
 # used for any argument a reference kwargs dict omits. Note the RoPE trap: the base class defaults to
