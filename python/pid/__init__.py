@@ -2,11 +2,11 @@
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, PidConfig
-from .decoder import PidDecoder, load
+from .decoder import PidDecoder, decode, load
 from .nn import PidNet
 from .variants import VARIANTS, Variant, get_variant
 
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "ConfigError", "PidConfig", "PidDecoder", "PidNet", "VARIANTS", "Variant",
-           "__version__", "get_variant", "load"]
+           "__version__", "decode", "get_variant", "load"]

@@ -3,6 +3,7 @@ fingerprinting against the variant registry, and validation with precise errors.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 DROPPED_PREFIXES = ("net_ema.", "fake_score.", "discriminator.")
 # Parameters that exist in some checkpoints but that inference never reads (spec §2.14).
 UNUSED_PREFIXES = ("lq_proj.lq_aux_rgb_head.",)
-# Safetensors metadata key our converter writes.
+# Safetensors metadata keys our converter writes.
 VARIANT_METADATA_KEY = "pid.variant"
+CONFIG_METADATA_KEY = "pid.config"  # JSON of the reference PidNet kwargs
 
 _LATENT_KEY = "lq_proj.latent_proj.0.weight"
 _GATE_KEY = "lq_proj.gate_modules.0.content_proj.weight"
@@ -163,6 +165,9 @@ def resolve(state_dict: Mapping[str, torch.Tensor], *, variant: Optional[str] = 
     folder name, or its fingerprint, always confirmed by the fingerprint."""
     fp = fingerprint(state_dict)
     chosen = get_variant(variant) if variant is not None else None
+    if config is None and chosen is None and metadata and metadata.get(CONFIG_METADATA_KEY) \
+            and not metadata.get(VARIANT_METADATA_KEY):
+        config = json.loads(metadata[CONFIG_METADATA_KEY])
     if config is not None:
         cfg = coerce_config(config)
         if not fp.fits(cfg):
@@ -243,3 +248,18 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], net: torch.nn.Modul
 def _clip(lines: list[str], limit: int = 20) -> str:
     more = len(lines) - limit
     return "\n".join(lines[:limit] + ([f"  ... and {more} more"] if more > 0 else []))
+
+
+# ------------------------------------------------------------------------------------------- writing
+def save_safetensors(decoder, path: "str | os.PathLike") -> None:
+    """Write a loaded decoder's weights as bf16 safetensors without the `net.` prefix, with the variant name
+    (or, for a custom network, its reference kwargs) and the pid version in the metadata."""
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    tensors = {k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in decoder.net.state_dict().items()}
+    metadata = {"pid.version": __version__, CONFIG_METADATA_KEY: json.dumps(decoder.config.to_reference_kwargs())}
+    if decoder.variant is not None:
+        metadata[VARIANT_METADATA_KEY] = decoder.variant.name
+    save_file(tensors, str(path), metadata=metadata)

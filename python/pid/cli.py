@@ -42,6 +42,79 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _read_latent(path: str):
+    import torch
+
+    from pid.checkpoint import CheckpointError
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"pid: latent file {path!r} does not exist")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(p))
+    else:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        tensors = obj if isinstance(obj, dict) else {"latent": obj}
+    if "latent" in tensors:
+        return tensors["latent"]
+    if len(tensors) != 1:
+        raise CheckpointError(f"{path}: expected one tensor (or one named 'latent'), found {sorted(tensors)}")
+    return next(iter(tensors.values()))
+
+
+def _parse_size(value: Optional[str]):
+    if value is None:
+        return None
+    try:
+        if "x" in value.lower():
+            w, h = value.lower().split("x")
+            return int(h), int(w)
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"pid: --size {value!r}: expected N or WxH, e.g. 2048 or 2688x1536") from None
+
+
+def cmd_decode(args) -> int:
+    import torch
+
+    import pid
+
+    decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
+                       device=args.device, dtype=getattr(torch, args.dtype))
+    latent = _read_latent(args.latent)
+    sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
+    images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=args.caption_embeds,
+                            steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, shift=args.shift,
+                            seed=args.seed, output_size=_parse_size(args.size), latent_format=args.latent_format,
+                            output="pil")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
+    for image, path in zip(images, paths):
+        image.save(path)
+        log.info("wrote %s (%dx%d)", path, image.width, image.height)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import pid
+    from pid.checkpoint import save_safetensors
+
+    decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config))
+    save_safetensors(decoder, args.out)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def cmd_encode_caption(args) -> int:
+    from pid.text import encode_caption_command
+
+    encode_caption_command(args.caption, args.out, model_id=args.model, device=args.device)
+    return 0
+
+
 def cmd_variants(args) -> int:
     from pid.variants import VARIANTS
 
@@ -76,6 +149,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of reference PidNet kwargs, for checkpoints outside the registry")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("decode", help="decode a latent file into PNG images")
+    p.add_argument("latent", help=".safetensors or .pt holding one [B, C, h, w] or [C, h, w] tensor")
+    p.add_argument("--checkpoint", required=True, help="model_ema_bf16.pth or .safetensors")
+    p.add_argument("--variant", help="registry name, experiment name or registry key (see `pid variants`)")
+    p.add_argument("--config", help="JSON file of reference PidNet kwargs, for checkpoints outside the registry")
+    p.add_argument("--sigma", default="0.0", help="noise level of the latent, or one per sample: 0.3,0.5 (default 0)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--caption", help="caption text (needs the Gemma encoder: pip install 'pid[text]')")
+    group.add_argument("--caption-embeds", help="safetensors/.pt file of caption embeddings (pid encode-caption)")
+    p.add_argument("--latent-format", choices=("normalized", "raw"), default="normalized",
+                   help="normalized (what the LDM denoises; default) or raw VAE moments")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--sampler", choices=("student", "dpm++2m"))
+    p.add_argument("--cfg-scale", type=float)
+    p.add_argument("--shift", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", help="output size N or WxH (default: the latent's natural size)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--out", default="pid.png", help="PNG path (batches get _0, _1, ... suffixes)")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("convert", help="write a checkpoint as bf16 safetensors (no net. prefix, variant metadata)")
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("--variant")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("encode-caption", help="encode a caption with Gemma-2 into an embeddings file")
+    p.add_argument("caption", nargs="+", help="one or more captions")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="Efficient-Large-Model/gemma-2-2b-it", help="model id or local folder")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_encode_caption)
 
     p = sub.add_parser("variants", help="list the released checkpoints pid knows")
     p.add_argument("--json", action="store_true")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, sampling
 from .config import PidConfig
 from .nn import PidNet
 from .variants import Variant
@@ -58,6 +59,153 @@ class PidDecoder:
                        trained_side_range=list(v.trained_side_range))
         return out
 
+    # ------------------------------------------------------------------------------------------ decode
+    def decode(self, latent: torch.Tensor, *, sigma: "float | Sequence[float] | torch.Tensor" = 0.0,
+               caption: "str | Sequence[str] | None" = None, caption_embeds: "torch.Tensor | str | None" = None,
+               negative_caption_embeds: "torch.Tensor | str | None" = None, steps: Optional[int] = None,
+               sampler: Optional[str] = None, cfg_scale: Optional[float] = None, shift: Optional[float] = None,
+               seed: int = 0, generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
+               step_noises: Optional[Sequence[torch.Tensor]] = None,
+               output_size: "int | tuple[int, int] | None" = None, latent_format: str = "normalized",
+               latent_space=None, output: str = "tensor", progress: bool = True, text_encoder=None):
+        """Decode a latent [B, C, h, w] (or [C, h, w]) into images.
+
+        sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
+        frame (flow; VP for SDXL). Captions: `caption_embeds` ([300, 2304] or [B, 300, 2304], or a file) or
+        `caption` text (needs the optional Gemma encoder). Sampler defaults come from the variant: 4-step
+        student, or for the teachers DPM-Solver++ with CFG 5 and the dynamic shift. Randomness: `noise` (the
+        initial [B, 3, H, W] state) and `step_noises`, else `generator`, else a generator on the decoder's
+        device seeded with `seed` — the reference's draw order (initial noise, then one draw per re-noise).
+        Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3] (`"numpy"`) or PIL images."""
+        from . import text as captions
+
+        cfg, device = self.config, self.device
+        latent = self._prepare_latent(latent, latent_format, latent_space)
+        B, _, h, w = latent.shape
+        H, W = self._output_size(h, w, output_size)
+        sigma_t = _sigma_tensor(sigma, B, device)
+        sampler_name, steps = self._sampler_choice(sampler, steps)
+
+        y = captions.resolve_caption_embeds(B, caption=caption, caption_embeds=caption_embeds, encoder=text_encoder,
+                                            dim=cfg.txt_embed_dim, txt_len=None).to(device, torch.float32)
+        net = self.net
+        grid = (H // cfg.patch_size, W // cfg.patch_size)
+        with torch.no_grad(), self._autocast():
+            cond = net.encode_condition(latent, sigma_t, grid)
+            text = net.encode_text(y)
+            velocity = _velocity_fn(net, text, cond)
+            if generator is None:
+                generator = torch.Generator(device).manual_seed(int(seed))
+            if noise is None:
+                noise = torch.randn((B, 3, H, W), generator=generator, device=device, dtype=torch.float32)
+            elif tuple(noise.shape) != (B, 3, H, W):
+                raise ValueError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
+            noise = noise.to(device, torch.float32)
+            callback = _progress_logger(sampler_name) if progress else None
+            if sampler_name == "student":
+                if cfg_scale is not None or shift is not None:
+                    log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
+                x = sampling.sample_student(velocity, noise, steps=steps, generator=generator,
+                                            step_noises=step_noises, callback=callback)
+            else:
+                x = self._run_teacher(velocity, net, cond, noise, steps, cfg_scale, shift, H, W, B,
+                                      negative_caption_embeds, text_encoder, callback, captions)
+        images = x.clamp(-1, 1)
+        return _format_output(images, output)
+
+    def _prepare_latent(self, latent, latent_format, latent_space) -> torch.Tensor:
+        from . import latents as latent_spaces
+
+        if not isinstance(latent, torch.Tensor):
+            raise TypeError(f"latent must be a torch.Tensor, got {type(latent).__name__}")
+        if latent.ndim == 3:
+            latent = latent[None]
+        if latent.ndim != 4 or not latent.is_floating_point():
+            raise ValueError(f"latent must be a floating-point [B, C, h, w] tensor, got {latent.dtype} "
+                             f"{tuple(latent.shape)}")
+        if not torch.isfinite(latent).all():
+            raise ValueError("latent contains NaN or Inf values: check the LDM output (e.g. a VAE run in float16)")
+        if latent_format not in ("normalized", "raw"):
+            raise ValueError(f"latent_format must be 'normalized' or 'raw', got {latent_format!r}")
+        space = latent_space
+        if space is None and self.variant is not None:
+            space = latent_spaces.get_latent_space(self.variant.latent.name)
+        elif space is not None:
+            space = latent_spaces.get_latent_space(space)
+        if latent_format == "raw":
+            if space is None:
+                raise ValueError("latent_format='raw' needs the latent space: load a registry variant or pass "
+                                 "latent_space= (a pid.latents object)")
+            latent = space.normalize(latent)
+        if space is not None:
+            latent_spaces.check_latent(latent, space)
+        C = self.config.lq_latent_channels
+        if latent.shape[1] != C:
+            raise ValueError(f"this decoder takes {C}-channel latents, got {latent.shape[1]} channels")
+        # The reference entry points hand PiD a bf16 latent; the network up-casts it.
+        return latent.to(self.device).to(torch.bfloat16).to(torch.float32)
+
+    def _output_size(self, h: int, w: int, output_size) -> tuple[int, int]:
+        cfg = self.config
+        natural = (h * cfg.pixels_per_latent, w * cfg.pixels_per_latent)
+        if output_size is None:
+            H, W = natural
+        else:
+            H, W = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+            if H % cfg.patch_size or W % cfg.patch_size:
+                raise ValueError(f"output_size {H}x{W} must be a multiple of {cfg.patch_size} in both sides, e.g. "
+                                 f"{H // cfg.patch_size * cfg.patch_size}x{W // cfg.patch_size * cfg.patch_size}")
+            if (H, W) != natural:
+                log.warning("output size %dx%d differs from the latent's natural %dx%d: the latent features are "
+                            "nearest-resized to the patch grid, which is outside what PiD was trained on",
+                            H, W, *natural)
+        if self.variant is not None and not self.variant.in_trained_envelope(H, W):
+            log.warning("%dx%d is outside the sizes %s was trained at (%s); quality is not characterised there",
+                        W, H, self.variant.name, "see Variant.trained_sizes" if self.variant.trained_sizes
+                        else f"sides {self.variant.trained_side_range}")
+        return H, W
+
+    def _sampler_choice(self, sampler: Optional[str], steps: Optional[int]) -> tuple[str, int]:
+        defaults = self.variant.sampler if self.variant is not None else None
+        name = sampler or (defaults.sampler if defaults else "student")
+        if name not in ("student", "dpm++2m"):
+            raise ValueError(f"sampler must be 'student' or 'dpm++2m', got {name!r}")
+        if steps is None:
+            steps = defaults.steps if defaults and defaults.sampler == name else (4 if name == "student" else 25)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return name, int(steps)
+
+    def _run_teacher(self, velocity, net, cond, noise, steps, cfg_scale, shift, H, W, B, negative_embeds,
+                     text_encoder, callback, captions):
+        defaults = self.variant.sampler if self.variant is not None and self.variant.kind == "teacher" else None
+        if cfg_scale is None:
+            cfg_scale = defaults.cfg_scale if defaults else 1.0
+        if shift is None:
+            if defaults and defaults.dynamic_shift:
+                shift = sampling.dynamic_shift(H, W, *defaults.dynamic_shift)
+            else:
+                shift = defaults.shift if defaults else 6.0
+        guided = velocity
+        if cfg_scale != 1.0:
+            null = captions.resolve_caption_embeds(
+                B, caption=None if negative_embeds is not None else captions.DEFAULT_NEGATIVE_PROMPT,
+                caption_embeds=negative_embeds, encoder=text_encoder, dim=self.config.txt_embed_dim,
+                txt_len=None).to(self.device, torch.float32)
+            unconditional = _velocity_fn(net, net.encode_text(null), cond)
+
+            def guided(x, t):
+                v_u = unconditional(x, t)
+                return v_u + cfg_scale * (velocity(x, t) - v_u)
+        log.info("DPM-Solver++(2M): %d steps, CFG %.2f, shift %.3f", steps, cfg_scale, shift)
+        return sampling.sample_dpmpp_2m(guided, noise, steps=steps, shift=shift, callback=callback)
+
+    def _autocast(self):
+        """The reference regime on GPU: float32 weights, bf16 autocast. CPU runs in the weights' dtype."""
+        if self.device.type == "cuda" and self.dtype == torch.float32:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def __repr__(self) -> str:
         name = self.variant.name if self.variant else "custom"
         return (f"PidDecoder({name}, {self.num_parameters() / 1e6:.1f}M params, device={self.device}, "
@@ -94,6 +242,52 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tenso
     decoder = PidDecoder(net, chosen, source)
     log.info("loaded %r", decoder)
     return decoder
+
+
+def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[str] = None,
+           config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
+           dtype: torch.dtype = torch.float32, **decode_kwargs):
+    """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
+    return load(checkpoint_or_state_dict, variant=variant, config=config, device=device, dtype=dtype).decode(
+        latent, **decode_kwargs)
+
+
+def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).to(device)
+    if sigma.numel() == 1:
+        sigma = sigma.expand(batch).contiguous()
+    if sigma.numel() != batch:
+        raise ValueError(f"sigma must be one value or one per sample ({batch}), got {sigma.numel()} values")
+    if not torch.isfinite(sigma).all() or (sigma < 0).any() or (sigma > 1).any():
+        raise ValueError(f"sigma must lie in [0, 1] (0 = clean latent), got {sigma.tolist()}")
+    return sigma
+
+
+def _velocity_fn(net: PidNet, text, cond):
+    """v(x, t) with t in flow time; the network takes t × 1000 (float32, as the reference)."""
+    return lambda x, t: net.denoise(x, t * 1000, text, cond)
+
+
+def _progress_logger(name: str):
+    def callback(step: int, total: int, x: torch.Tensor) -> None:
+        log.info("%s step %d/%d", name, step + 1, total)
+    return callback
+
+
+def _format_output(images: torch.Tensor, output: str):
+    if output == "tensor":
+        return images
+    # The reference's image saving: (x + 1)·127.5 truncated to uint8.
+    pixels = ((images.float() + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    if output == "numpy":
+        return pixels.numpy()
+    if output == "pil":
+        try:
+            from PIL import Image
+        except ImportError as e:
+            raise ImportError("output='pil' needs Pillow: pip install 'pid[images]'") from e
+        return [Image.fromarray(p.numpy()) for p in pixels]
+    raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
 
 
 def _check_dtype(dtype) -> torch.dtype:

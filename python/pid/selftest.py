@@ -54,6 +54,11 @@ def run_selftest(golden_dir: Optional[str] = None) -> bool:
     results.append(_check(bool(torch.isfinite(v).all()) and v.shape == x.shape, "tiny network forward",
                           f"output {tuple(v.shape)}"))
     results.append(_check(torch.equal(v, v_split), "encode_condition + denoise equals forward"))
+    from .decoder import PidDecoder
+
+    images = PidDecoder(net).decode(latent, sigma=sigma, caption_embeds=y, seed=0, progress=False)
+    results.append(_check(images.shape == (B, 3, H, W) and bool(images.abs().max() <= 1),
+                          "tiny network decodes a synthetic latent (4-step student)", f"{tuple(images.shape)}"))
 
     folder = golden.find_golden_dir(*([golden_dir] if golden_dir else []))
     if folder is None:

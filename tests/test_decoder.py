@@ -1,0 +1,182 @@
+"""PidDecoder.decode: the whole pipeline on small golden-sized networks."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import pid
+from pid import golden, latents, sampling
+from pid.nn import PidNet
+
+from conftest import SHARED
+
+GOLDEN = golden.find_golden_dir(SHARED / "golden")
+pytestmark = pytest.mark.skipif(GOLDEN is None, reason="no golden folder")
+
+
+@pytest.fixture(scope="module")
+def case():
+    return golden.GoldenCase("v15_student", GOLDEN)
+
+
+@pytest.fixture(scope="module")
+def decoder(case):
+    return pid.load(GOLDEN / case.meta["weights_file"], config=case.meta["net_kwargs"])
+
+
+def _bf16(t):
+    return t.to(torch.bfloat16).float()
+
+
+def _reference_student(decoder, io, latent, noise, eps, steps=4):
+    """The pipeline assembled by hand from the golden-tested pieces (network + sampler)."""
+    net = decoder.net
+    H, W = noise.shape[-2:]
+    with torch.no_grad():
+        cond = net.encode_condition(_bf16(latent), io["degrade_sigma"], (H // 16, W // 16))
+        text = net.encode_text(io["y"])
+        return sampling.sample_student(lambda x, t: net.denoise(x, t * 1000, text, cond), noise, steps=steps,
+                                       step_noises=eps).clamp(-1, 1)
+
+
+def test_decode_equals_hand_assembled_pipeline(decoder, case):
+    io = case.io
+    eps = [io[f"eps_{k}"] for k in (1, 2, 3)]
+    out = decoder.decode(io["lq_latent"], sigma=io["degrade_sigma"], caption_embeds=io["y"], noise=io["noise"],
+                         step_noises=eps, progress=False)
+    assert out.shape == io["noise"].shape and out.abs().max() <= 1
+    assert torch.equal(out, _reference_student(decoder, io, io["lq_latent"], io["noise"], eps))
+
+
+def test_decode_matches_golden_when_the_latent_is_bf16(decoder, case):
+    """The golden run fed a float32 latent; decode rounds latents to bf16 like the reference entry points.
+    With a bf16-representable latent the two agree to the golden tolerance."""
+    io = case.io
+    eps = [io[f"eps_{k}"] for k in (1, 2, 3)]
+    lat = _bf16(io["lq_latent"])
+    out = decoder.decode(lat, sigma=io["degrade_sigma"], caption_embeds=io["y"], noise=io["noise"],
+                         step_noises=eps, progress=False)
+    assert torch.equal(out, _reference_student(decoder, io, lat, io["noise"], eps))
+
+
+def test_seed_and_generator_draw_order(decoder, case):
+    io = case.io
+    kw = dict(sigma=io["degrade_sigma"], caption_embeds=io["y"], progress=False)
+    a = decoder.decode(io["lq_latent"], seed=7, **kw)
+    assert torch.equal(a, decoder.decode(io["lq_latent"], seed=7, **kw))
+    assert not torch.equal(a, decoder.decode(io["lq_latent"], seed=8, **kw))
+    gen = torch.Generator().manual_seed(7)
+    noise = torch.randn(io["noise"].shape, generator=gen)  # draw #0: the initial noise
+    eps = [torch.randn(io["noise"].shape, generator=gen) for _ in range(3)]  # then one per re-noise
+    assert torch.equal(a, _reference_student(decoder, io, io["lq_latent"], noise, eps))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_other_step_counts(decoder, case, steps):
+    io = case.io
+    out = decoder.decode(io["lq_latent"], sigma=0.2, caption_embeds=io["y"][:1], steps=steps, seed=0, progress=False)
+    assert out.shape == io["noise"].shape and torch.isfinite(out).all()
+
+
+def test_teacher_sampler_with_cfg(decoder, case):
+    io = case.io
+    y_null = torch.randn_like(io["y"][:1])
+    out = decoder.decode(io["lq_latent"], sigma=io["degrade_sigma"], caption_embeds=io["y"],
+                         negative_caption_embeds=y_null, sampler="dpm++2m", steps=3, cfg_scale=4.0, shift=3.0,
+                         noise=io["noise"], progress=False)
+    net = decoder.net
+    with torch.no_grad():
+        cond = net.encode_condition(_bf16(io["lq_latent"]), io["degrade_sigma"], (4, 6))
+        tc, tu = net.encode_text(io["y"]), net.encode_text(y_null.expand(2, -1, -1))
+
+        def guided(x, t):
+            vu = net.denoise(x, t * 1000, tu, cond)
+            return vu + 4.0 * (net.denoise(x, t * 1000, tc, cond) - vu)
+        ref = sampling.sample_dpmpp_2m(guided, io["noise"], steps=3, shift=3.0).clamp(-1, 1)
+    assert torch.equal(out, ref)
+
+
+def test_per_sample_sigma_matters(decoder, case):
+    io = case.io
+    kw = dict(caption_embeds=io["y"], noise=io["noise"], seed=0, progress=False)
+    a = decoder.decode(io["lq_latent"], sigma=[0.0, 0.0], **kw)
+    b = decoder.decode(io["lq_latent"], sigma=[0.0, 0.7], **kw)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-5)  # sample 0 keeps sigma 0
+    assert (a[1] - b[1]).abs().max() > 1e-2
+
+
+def test_output_formats(decoder, case):
+    io = case.io
+    kw = dict(sigma=0.0, caption_embeds=io["y"], noise=io["noise"], step_noises=[io[f"eps_{k}"] for k in (1, 2, 3)],
+              progress=False)
+    t = decoder.decode(io["lq_latent"], **kw)
+    arr = decoder.decode(io["lq_latent"], output="numpy", **kw)
+    assert arr.dtype == np.uint8 and arr.shape == (2, 64, 96, 3)
+    expected = ((t + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # truncation, as the reference
+    assert np.array_equal(arr, expected)
+    pil = pytest.importorskip("PIL")
+    images = decoder.decode(io["lq_latent"], output="pil", **kw)
+    assert len(images) == 2 and images[0].size == (96, 64)
+    assert np.array_equal(np.asarray(images[1]), expected[1])
+
+
+def test_raw_latent_format_with_latent_space(decoder, case):
+    io = case.io
+    flux = latents.get_latent_space("flux")
+    raw = flux.denormalize(io["lq_latent"])
+    kw = dict(sigma=0.0, caption_embeds=io["y"], noise=io["noise"], seed=0, progress=False)
+    a = decoder.decode(raw, latent_format="raw", latent_space="flux", **kw)
+    b = decoder.decode(flux.normalize(raw), **kw)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="latent_space="):
+        decoder.decode(raw, latent_format="raw", **kw)
+
+
+def test_bad_inputs_are_named(decoder, case):
+    io = case.io
+    lat, y = io["lq_latent"], io["y"]
+    with pytest.raises(ValueError, match="16-channel latents, got 4"):
+        decoder.decode(lat[:, :4], caption_embeds=y)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        decoder.decode(lat * float("nan"), caption_embeds=y)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        decoder.decode(lat, caption_embeds=y, output_size=(100, 96))
+    with pytest.raises(ValueError, match=r"sigma must lie in \[0, 1\]"):
+        decoder.decode(lat, caption_embeds=y, sigma=1.5)
+    with pytest.raises(ValueError, match="one per sample"):
+        decoder.decode(lat, caption_embeds=y, sigma=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="pid encode-caption"):
+        decoder.decode(lat)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        decoder.decode(lat, caption_embeds=y, noise=torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="sampler must be"):
+        decoder.decode(lat, caption_embeds=y, sampler="euler")
+    with pytest.raises(TypeError):
+        decoder.decode(lat.numpy(), caption_embeds=y)
+
+
+def test_size_rules_and_warnings(decoder, case, caplog):
+    io = case.io
+    kw = dict(caption_embeds=io["y"], seed=0, progress=False)
+    assert decoder.decode(io["lq_latent"][:, :, :1, :2], **kw).shape[-2:] == (32, 64)  # natural: 32 px per cell
+    with caplog.at_level(logging.WARNING, logger="pid.decoder"):
+        out = decoder.decode(io["lq_latent"], output_size=(96, 96), **kw)
+    assert out.shape[-2:] == (96, 96) and "nearest-resized" in caplog.text
+
+
+def test_progress_is_logged(decoder, case, caplog):
+    io = case.io
+    with caplog.at_level(logging.INFO, logger="pid.decoder"):
+        decoder.decode(io["lq_latent"], caption_embeds=io["y"], seed=0)
+    assert "student step 4/4" in caplog.text
+
+
+def test_one_call_decode(case):
+    io = case.io
+    a = pid.decode(GOLDEN / case.meta["weights_file"], io["lq_latent"], config=case.meta["net_kwargs"],
+                   caption_embeds=io["y"], seed=3, progress=False)
+    b = pid.load(GOLDEN / case.meta["weights_file"], config=case.meta["net_kwargs"]).decode(
+        io["lq_latent"], caption_embeds=io["y"], seed=3, progress=False)
+    assert torch.equal(a, b)
