@@ -1,0 +1,84 @@
+"""Benchmark pid::sigma_gate: the compiled kernel vs the PyTorch reference, in one process.
+
+    python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32] [--json FILE]
+
+Prints one row per case: median time and spread (interquartile range) of each path, and the ratio.
+Absolute times mean something only together with the device name, which is printed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from pid import _extension
+from pid.ops import reference
+
+# (name, B, L, D, per_dim). L = (H/16)^2 tokens for an H x H output; D = 1536 as in the released nets.
+CASES = {
+    "cpu": [("per_token 512px", 1, 1024, 1536, False), ("per_dim 512px", 1, 1024, 1536, True)],
+    "cuda": [
+        ("per_token 1K", 1, 4096, 1536, False),
+        ("per_token 2K", 1, 16384, 1536, False),
+        ("per_dim 1K", 1, 4096, 1536, True),
+        ("per_dim 2K", 1, 16384, 1536, True),
+    ],
+}
+
+
+def timed(fn, args, device, warmup=3, reps=20):
+    for _ in range(warmup):
+        fn(*args)
+    times = []
+    for _ in range(reps):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(*args)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            fn(*args)
+            times.append((time.perf_counter() - t) * 1e3)
+    q = statistics.quantiles(times, n=4)
+    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--json", help="also write the results to this file")
+    a = p.parse_args()
+    if not _extension.available() or (a.device == "cuda" and not _extension.has_cuda_kernels()):
+        raise SystemExit(f"pid: no compiled {a.device} kernels: {_extension.LOAD_ERROR}")
+    dev, dtype = a.device, getattr(torch, a.dtype)
+    name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"pid::sigma_gate, {a.dtype}, {name}, torch {torch.__version__}")
+    print(f"{'case':<16} {'kernel ms':>10} {'(iqr)':>8} {'reference ms':>13} {'(iqr)':>8} {'speed-up':>9}")
+    rows = []
+    g = torch.Generator(device=dev).manual_seed(0)
+    with torch.inference_mode():
+        for case, B, L, D, per_dim in CASES[dev]:
+            G = D if per_dim else 1
+            r = lambda *s: torch.randn(*s, generator=g, device=dev).to(dtype)  # noqa: E731
+            args = (r(B, L, D), r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
+            k = timed(torch.ops.pid.sigma_gate, args, dev)
+            ref = timed(reference.sigma_gate, args, dev)
+            speedup = ref["median_ms"] / k["median_ms"]
+            print(f"{case:<16} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} {ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
+            rows.append({"case": case, "B": B, "L": L, "D": D, "G": G, "kernel": k, "reference": ref, "speedup": speedup})
+    if a.json:
+        meta = {"op": "pid::sigma_gate", "device": name, "dtype": a.dtype, "torch": torch.__version__}
+        with open(a.json, "w") as f:
+            json.dump({**meta, "results": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

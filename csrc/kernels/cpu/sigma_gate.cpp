@@ -1,0 +1,137 @@
+// CPU implementation of pid::sigma_gate (see pid/sigma_gate.h). OpenMP over tokens.
+#include "pid/sigma_gate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace pid {
+namespace {
+
+constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
+constexpr std::int64_t kTokenBlock = 16;            // G == D: tokens that share one pass over w_x
+
+inline float to_f32(float v) { return v; }
+inline float to_f32(bf16 v) { return bf16_to_float(v); }
+template <typename T> T from_f32(float v);
+template <> inline float from_f32<float>(float v) { return v; }
+template <> inline bf16 from_f32<bf16>(float v) { return float_to_bf16(v); }
+
+inline float sigmoid(float z) { return 1.f / (1.f + std::exp(-z)); }
+
+// Returns `src` as float32: itself if it is float32, else converted into `storage`.
+inline const float* as_f32(const float* src, std::int64_t, std::vector<float>&) { return src; }
+inline const float* as_f32(const bf16* src, std::int64_t n, std::vector<float>& storage) {
+  storage.resize(static_cast<std::size_t>(n));
+#pragma omp parallel for if (n >= kParallelMinWork)
+  for (std::int64_t i = 0; i < n; ++i) storage[i] = bf16_to_float(src[i]);
+  return storage.data();
+}
+
+template <typename T>
+void per_token(const T* x, const T* lq, const T* lq_logit, const T* w_x, const float* alpha,
+               T* out, SigmaGateSizes s) {
+  const std::int64_t D = s.D, n_tok = s.B * s.L;
+  std::vector<float> w_storage;
+  const float* w = as_f32(w_x, D, w_storage);
+#pragma omp parallel for schedule(static) if (n_tok * D >= kParallelMinWork)
+  for (std::int64_t t = 0; t < n_tok; ++t) {
+    const T* xt = x + t * D;
+    const T* lt = lq + t * D;
+    T* ot = out + t * D;
+    float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+    for (std::int64_t k = 0; k < D; ++k) acc += to_f32(xt[k]) * w[k];
+    const float gate = sigmoid(acc + to_f32(lq_logit[t]) - alpha[t / s.L]);
+#pragma omp simd
+    for (std::int64_t d = 0; d < D; ++d) ot[d] = from_f32<T>(to_f32(xt[d]) + gate * to_f32(lt[d]));
+  }
+}
+
+// logits[i * D + g] = dot(xb[i], w[g]) for the n (<= kTokenBlock) float32 token rows in xb.
+// Four tokens share each load of a w row.
+void block_logits(const float* xb, std::int64_t n, const float* w, std::int64_t D, float* logits) {
+  for (std::int64_t g = 0; g < D; ++g) {
+    const float* wg = w + g * D;
+    std::int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const float *x0 = xb + i * D, *x1 = x0 + D, *x2 = x1 + D, *x3 = x2 + D;
+      float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+      for (std::int64_t k = 0; k < D; ++k) {
+        a0 += x0[k] * wg[k];
+        a1 += x1[k] * wg[k];
+        a2 += x2[k] * wg[k];
+        a3 += x3[k] * wg[k];
+      }
+      logits[i * D + g] = a0;
+      logits[(i + 1) * D + g] = a1;
+      logits[(i + 2) * D + g] = a2;
+      logits[(i + 3) * D + g] = a3;
+    }
+    for (; i < n; ++i) {
+      const float* xi = xb + i * D;
+      float a = 0.f;
+#pragma omp simd reduction(+ : a)
+      for (std::int64_t k = 0; k < D; ++k) a += xi[k] * wg[k];
+      logits[i * D + g] = a;
+    }
+  }
+}
+
+template <typename T>
+void per_dim(const T* x, const T* lq, const T* lq_logit, const T* w_x, const float* alpha, T* out,
+             SigmaGateSizes s) {
+  const std::int64_t D = s.D, n_tok = s.B * s.L;
+  const std::int64_t n_blocks = (n_tok + kTokenBlock - 1) / kTokenBlock;
+  std::vector<float> w_storage;
+  const float* w = as_f32(w_x, D * D, w_storage);
+#pragma omp parallel if (n_tok * D >= kParallelMinWork)
+  {
+    std::vector<float> xb(static_cast<std::size_t>(kTokenBlock * D));
+    std::vector<float> logits(static_cast<std::size_t>(kTokenBlock * D));
+#pragma omp for schedule(static)
+    for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+      const std::int64_t t0 = blk * kTokenBlock, n = std::min(kTokenBlock, n_tok - t0);
+      const T* xs = x + t0 * D;
+#pragma omp simd
+      for (std::int64_t j = 0; j < n * D; ++j) xb[j] = to_f32(xs[j]);
+      block_logits(xb.data(), n, w, D, logits.data());
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int64_t t = t0 + i;
+        const float a = alpha[t / s.L];
+        const float* xi = xb.data() + i * D;
+        const float* zi = logits.data() + i * D;
+        const T* li = lq_logit + t * D;
+        const T* qi = lq + t * D;
+        T* oi = out + t * D;
+        for (std::int64_t d = 0; d < D; ++d)
+          oi[d] = from_f32<T>(xi[d] + sigmoid(zi[d] + to_f32(li[d]) - a) * to_f32(qi[d]));
+      }
+    }
+  }
+}
+
+template <typename T>
+void sigma_gate_impl(const T* x, const T* lq, const T* lq_logit, const T* w_x, const float* alpha,
+                     T* out, SigmaGateSizes s) {
+  if (s.B * s.L == 0 || s.D == 0) return;
+  if (s.G == 1)
+    per_token(x, lq, lq_logit, w_x, alpha, out, s);
+  else
+    per_dim(x, lq, lq_logit, w_x, alpha, out, s);
+}
+
+}  // namespace
+
+void sigma_gate_cpu(const float* x, const float* lq, const float* lq_logit, const float* w_x,
+                    const float* alpha_sigma, float* out, SigmaGateSizes s) {
+  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
+}
+
+void sigma_gate_cpu(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
+                    const float* alpha_sigma, bf16* out, SigmaGateSizes s) {
+  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
+}
+
+}  // namespace pid

@@ -1,0 +1,101 @@
+// CUDA implementation of pid::sigma_gate (see pid/sigma_gate.h). Simple and correct; not tuned.
+#include "pid/sigma_gate.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace pid {
+namespace {
+
+__device__ __forceinline__ float ld(const float* p) { return *p; }
+__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float sigmoid(float z) { return 1.f / (1.f + expf(-z)); }
+
+constexpr int kWarpsPerBlock = 4;
+constexpr int kTile = 16;
+
+// G == 1: one warp per token: warp-reduced dot product, then the gated residual.
+template <typename T>
+__global__ void per_token_kernel(const T* x, const T* lq, const T* lq_logit, const T* w,
+                                 const float* alpha, T* out, std::int64_t n_tok, std::int64_t L,
+                                 std::int64_t D) {
+  const std::int64_t t = std::int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (t >= n_tok) return;  // uniform per warp, so the full-mask shuffles below are safe
+  const T* xt = x + t * D;
+  const T* qt = lq + t * D;
+  T* ot = out + t * D;
+  float acc = 0.f;
+  for (std::int64_t k = lane; k < D; k += 32) acc += ld(xt + k) * ld(w + k);
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  const float gate = sigmoid(acc + ld(lq_logit + t) - alpha[t / L]);
+  for (std::int64_t d = lane; d < D; d += 32) st(ot + d, ld(xt + d) + gate * ld(qt + d));
+}
+
+// G == D: logits = x @ w^T by shared-memory tiles, the gated residual fused into the epilogue.
+// Block (kTile x kTile threads) computes tokens [blockIdx.x * kTile, +kTile) x channels [blockIdx.y * kTile, +kTile).
+template <typename T>
+__global__ void per_dim_kernel(const T* x, const T* lq, const T* lq_logit, const T* w,
+                               const float* alpha, T* out, std::int64_t n_tok, std::int64_t L,
+                               std::int64_t D) {
+  __shared__ float xs[kTile][kTile + 1];
+  __shared__ float ws[kTile][kTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const std::int64_t t = std::int64_t(blockIdx.x) * kTile + ty;   // this thread's token
+  const std::int64_t g = std::int64_t(blockIdx.y) * kTile + tx;   // this thread's channel
+  const std::int64_t wr = std::int64_t(blockIdx.y) * kTile + ty;  // w row this thread loads
+  float acc = 0.f;
+  for (std::int64_t k0 = 0; k0 < D; k0 += kTile) {
+    const std::int64_t k = k0 + tx;
+    xs[ty][tx] = (t < n_tok && k < D) ? ld(x + t * D + k) : 0.f;
+    ws[ty][tx] = (wr < D && k < D) ? ld(w + wr * D + k) : 0.f;
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kTile; ++j) acc += xs[ty][j] * ws[tx][j];
+    __syncthreads();
+  }
+  if (t < n_tok && g < D) {
+    const std::int64_t i = t * D + g;
+    const float gate = sigmoid(acc + ld(lq_logit + i) - alpha[t / L]);
+    st(out + i, ld(x + i) + gate * ld(lq + i));
+  }
+}
+
+template <typename T>
+int launch(const T* x, const T* lq, const T* lq_logit, const T* w, const float* alpha, T* out,
+           SigmaGateSizes s, void* stream) {
+  const std::int64_t n_tok = s.B * s.L;
+  if (n_tok == 0 || s.D == 0) return cudaSuccess;
+  auto st = static_cast<cudaStream_t>(stream);
+  if (s.G == 1) {
+    const std::int64_t blocks = (n_tok + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    per_token_kernel<<<unsigned(blocks), kWarpsPerBlock * 32, 0, st>>>(x, lq, lq_logit, w, alpha, out,
+                                                                      n_tok, s.L, s.D);
+  } else {
+    const std::int64_t bx = (n_tok + kTile - 1) / kTile, by = (s.D + kTile - 1) / kTile;
+    if (bx > 0x7fffffff || by > 65535) return cudaErrorInvalidConfiguration;
+    per_dim_kernel<<<dim3(unsigned(bx), unsigned(by)), dim3(kTile, kTile), 0, st>>>(
+        x, lq, lq_logit, w, alpha, out, n_tok, s.L, s.D);
+  }
+  return cudaGetLastError();
+}
+
+const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
+__nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+
+}  // namespace
+
+int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, const float* w_x,
+                    const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream) {
+  return launch(x, lq, lq_logit, w_x, alpha_sigma, out, s, stream);
+}
+
+int sigma_gate_cuda(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
+                    const float* alpha_sigma, bf16* out, SigmaGateSizes s, void* stream) {
+  return launch(dev(x), dev(lq), dev(lq_logit), dev(w_x), alpha_sigma, dev(out), s, stream);
+}
+
+}  // namespace pid

@@ -1,0 +1,88 @@
+// Torch-free test of the CPU sigma_gate kernel against a naive double-precision loop.
+// The bound per element: the float32 logit may be off by gamma(D+2) * (sum|x*w| + |lq_logit| + alpha),
+// sigmoid' <= 1/4 carries that to the output times |lq|, plus a few float32 roundings of the
+// epilogue and, for bfloat16 output, half an ulp of the result.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "pid/sigma_gate.h"
+
+namespace {
+
+constexpr double kU32 = 0x1p-24;  // unit roundoff of float32
+constexpr double kUBf16 = 0x1p-8;  // unit roundoff of bfloat16
+
+double to_double(float v) { return v; }
+double to_double(pid::bf16 v) { return pid::bf16_to_float(v); }
+template <typename T> T make(float v);
+template <> float make<float>(float v) { return v; }
+template <> pid::bf16 make<pid::bf16>(float v) { return pid::float_to_bf16(v); }
+
+template <typename T>
+int check(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.f, 8.f);
+  auto fill = [&](std::int64_t n) {
+    std::vector<T> v(static_cast<std::size_t>(n));
+    for (auto& e : v) e = make<T>(normal(rng));
+    return v;
+  };
+  const std::int64_t N = B * L * D;
+  const auto x = fill(N), lq = fill(N), lql = fill(B * L * G), w = fill(G * D);
+  const double w_scale = 1.0 / std::sqrt(double(D));  // keep logits O(1) so the gate is not saturated
+  std::vector<T> ws(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) ws[i] = make<T>(float(to_double(w[i]) * w_scale));
+  std::vector<float> alpha(static_cast<std::size_t>(B));
+  for (auto& a : alpha) a = uniform(rng);
+  std::vector<T> out(static_cast<std::size_t>(N));
+  pid::sigma_gate_cpu(x.data(), lq.data(), lql.data(), ws.data(), alpha.data(), out.data(),
+                      pid::SigmaGateSizes{B, L, D, G});
+
+  const double u_out = sizeof(T) == 2 ? kUBf16 : kU32;
+  const double gamma = (D + 2) * kU32 / (1 - (D + 2) * kU32);
+  int bad = 0;
+  for (std::int64_t t = 0; t < B * L; ++t) {
+    const std::int64_t b = t / L;
+    for (std::int64_t d = 0; d < D; ++d) {
+      const std::int64_t g = G == 1 ? 0 : d;
+      double dot = 0, mag = 0;
+      for (std::int64_t k = 0; k < D; ++k) {
+        const double p = to_double(x[t * D + k]) * to_double(ws[g * D + k]);
+        dot += p;
+        mag += std::fabs(p);
+      }
+      const double z = dot + to_double(lql[t * G + g]) - alpha[b];
+      const double xv = to_double(x[t * D + d]), qv = to_double(lq[t * D + d]);
+      const double want = xv + qv / (1 + std::exp(-z));
+      const double e32 = 0.25 * std::fabs(qv) * gamma * (mag + std::fabs(to_double(lql[t * G + g])) + alpha[b]) +
+                         8 * kU32 * (std::fabs(xv) + std::fabs(qv));
+      const double tol = u_out * std::fabs(want) + (1 + u_out) * e32;
+      const double got = to_double(out[t * D + d]);
+      if (!(std::fabs(got - want) <= tol) && bad++ < 5)
+        std::fprintf(stderr, "  %s B=%lld L=%lld D=%lld G=%lld [t=%lld d=%lld]: got %.9g want %.9g tol %.3g\n",
+                     sizeof(T) == 2 ? "bf16" : "f32", (long long)B, (long long)L, (long long)D, (long long)G,
+                     (long long)t, (long long)d, got, want, tol);
+    }
+  }
+  return bad;
+}
+
+}  // namespace
+
+int main() {
+  const std::int64_t shapes[][3] = {{1, 1, 1}, {1, 7, 3}, {2, 17, 33}, {3, 5, 64}, {1, 40, 129}, {2, 19, 300}};
+  int failed = 0, cases = 0;
+  unsigned seed = 1;
+  for (const auto& sh : shapes) {
+    for (const std::int64_t G : {std::int64_t(1), sh[2]}) {
+      failed += check<float>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      failed += check<pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      cases += 2;
+    }
+  }
+  std::printf("sigma_gate_cpu: %d of %d cases passed\n", cases - failed, cases);
+  return failed == 0 ? 0 : 1;
+}

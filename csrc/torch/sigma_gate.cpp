@@ -1,0 +1,27 @@
+// CPU binding of pid::sigma_gate: validate, allocate, call the torch-free kernel.
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "sigma_gate_check.h"
+
+namespace pid {
+namespace {
+
+at::Tensor sigma_gate_cpu_op(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& lq_logit,
+                             const at::Tensor& w_x, const at::Tensor& alpha_sigma) {
+  const SigmaGateSizes s = check_sigma_gate(x, lq, lq_logit, w_x, alpha_sigma);
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const float* a = cptr<float>(alpha_sigma);
+  if (x.scalar_type() == at::kFloat)
+    sigma_gate_cpu(cptr<float>(x), cptr<float>(lq), cptr<float>(lq_logit), cptr<float>(w_x), a,
+                   mptr<float>(out), s);
+  else
+    sigma_gate_cpu(cptr<bf16>(x), cptr<bf16>(lq), cptr<bf16>(lq_logit), cptr<bf16>(w_x), a,
+                   mptr<bf16>(out), s);
+  return out;
+}
+
+}  // namespace
+}  // namespace pid
+
+TORCH_LIBRARY_IMPL(pid, CPU, m) { m.impl("sigma_gate", &pid::sigma_gate_cpu_op); }

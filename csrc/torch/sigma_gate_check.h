@@ -1,0 +1,59 @@
+// Input validation of pid::sigma_gate, shared by the CPU and CUDA bindings.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <utility>
+
+#include "pid/sigma_gate.h"
+
+namespace pid {
+
+inline SigmaGateSizes check_sigma_gate(const at::Tensor& x, const at::Tensor& lq,
+                                       const at::Tensor& lq_logit, const at::Tensor& w_x,
+                                       const at::Tensor& alpha_sigma) {
+  TORCH_CHECK(x.dim() == 3, "pid::sigma_gate: x must have shape [B, L, D], got ", x.sizes());
+  const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "pid::sigma_gate: x must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK(lq.sizes() == x.sizes(), "pid::sigma_gate: lq must have x's shape ", x.sizes(),
+              ", got ", lq.sizes());
+  TORCH_CHECK(lq_logit.dim() == 3 && lq_logit.size(0) == B && lq_logit.size(1) == L &&
+                  (lq_logit.size(2) == 1 || lq_logit.size(2) == D),
+              "pid::sigma_gate: lq_logit must have shape [B, L, 1] or [B, L, D] = [", B, ", ", L,
+              ", 1 or ", D, "], got ", lq_logit.sizes());
+  const std::int64_t G = lq_logit.size(2);
+  TORCH_CHECK(w_x.dim() == 2 && w_x.size(0) == G && w_x.size(1) == D,
+              "pid::sigma_gate: w_x must have shape [G, D] = [", G, ", ", D,
+              "] (G = lq_logit.size(-1)), got ", w_x.sizes());
+  TORCH_CHECK(alpha_sigma.dim() == 1 && alpha_sigma.size(0) == B,
+              "pid::sigma_gate: alpha_sigma must have shape [B] = [", B, "], got ", alpha_sigma.sizes());
+  TORCH_CHECK(alpha_sigma.scalar_type() == at::kFloat,
+              "pid::sigma_gate: alpha_sigma must be float32, got ", alpha_sigma.scalar_type());
+
+  const std::pair<const char*, const at::Tensor*> inputs[] = {
+      {"x", &x}, {"lq", &lq}, {"lq_logit", &lq_logit}, {"w_x", &w_x}, {"alpha_sigma", &alpha_sigma}};
+  for (const auto& [name, t] : inputs) {
+    if (t != &alpha_sigma)
+      TORCH_CHECK(t->scalar_type() == x.scalar_type(), "pid::sigma_gate: ", name,
+                  " must have x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), "pid::sigma_gate: all inputs must be on x's device ",
+                x.device(), ", but ", name, " is on ", t->device());
+    TORCH_CHECK(t->is_contiguous(), "pid::sigma_gate: ", name, " must be contiguous (strides ",
+                t->strides(), "); call .contiguous(), or use pid.ops.sigma_gate, which does");
+  }
+  return SigmaGateSizes{B, L, D, G};
+}
+
+template <typename T>
+const T* cptr(const at::Tensor& t) {
+  return static_cast<const T*>(t.const_data_ptr());
+}
+
+template <typename T>
+T* mptr(at::Tensor& t) {
+  return static_cast<T*>(t.mutable_data_ptr());
+}
+
+}  // namespace pid

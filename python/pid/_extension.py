@@ -1,0 +1,62 @@
+"""Loads the compiled library ``pid._C``, which registers the ``torch.ops.pid.*`` kernels.
+
+Importing this module tries once. When the library is missing or fails to load, ``available()`` is
+False, ``LOAD_ERROR`` says why, and ``pid.ops`` uses the pure-PyTorch reference implementations.
+Set ``PID_DISABLE_EXTENSION=1`` to force that fallback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+LOAD_ERROR: str | None = None
+
+
+def _load() -> bool:
+    global LOAD_ERROR
+    if os.environ.get("PID_DISABLE_EXTENSION", "") not in ("", "0"):
+        LOAD_ERROR = "disabled by PID_DISABLE_EXTENSION"
+        log.info("pid: compiled kernels %s; using the PyTorch reference", LOAD_ERROR)
+        return False
+    # find_spec rather than a path next to this file: in an editable install this file is in the
+    # source tree while _C.so is in site-packages or the build directory.
+    spec = importlib.util.find_spec("pid._C")
+    if spec is None or not spec.origin:
+        LOAD_ERROR = "pid/_C.so was not built (install with scripts/setup.sh)"
+        log.warning("pid: %s; using the PyTorch reference", LOAD_ERROR)
+        return False
+    try:
+        torch.ops.load_library(spec.origin)
+    except (OSError, RuntimeError) as e:  # e.g. built against another torch: "undefined symbol: ..."
+        detail = str(e)
+        if isinstance(e, OSError):
+            try:  # torch's message hides dlerror(); ask the dynamic loader directly
+                ctypes.CDLL(spec.origin)
+            except OSError as e2:
+                detail = str(e2)
+        LOAD_ERROR = f"failed to load {spec.origin}: {detail}"
+        log.warning("pid: %s; using the PyTorch reference (rebuild: scripts/setup.sh)", LOAD_ERROR)
+        return False
+    return True
+
+
+_loaded = _load()
+# Computed once: a plain bool is also what torch.compile can trace through.
+_cuda = _loaded and torch._C._dispatch_has_kernel_for_dispatch_key("pid::sigma_gate", "CUDA")
+
+
+def available() -> bool:
+    """True when the compiled library is loaded and ``torch.ops.pid.*`` has CPU kernels."""
+    return _loaded
+
+
+def has_cuda_kernels() -> bool:
+    """True when the compiled library registered CUDA kernels (built against a CUDA torch)."""
+    return _cuda

@@ -1,0 +1,240 @@
+"""pid::sigma_gate: compiled kernels vs a float64 evaluation, fake kernel, fallback, input errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pid.ops
+from pid import _extension
+from pid.ops import reference
+
+needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+# Tolerances. A float32 evaluation of the op (any summation order, FMA or not) differs from the exact
+# result on the same (already rounded) inputs by at most
+#   e32 = 1/4 * |lq| * gamma(D + 2) * (sum_k |x_k w_k| + |lq_logit| + |alpha_sigma|)   (logit error; sigmoid' <= 1/4)
+#       + 8 u32 * (|x| + |lq|)                                                          (sigmoid, product, sum)
+# with gamma(n) = n u32 / (1 - n u32). Rounding the result to the output dtype adds u_out * |out|.
+# u is the unit roundoff (half an ulp of 1) of each dtype.
+U32 = 2.0**-24
+UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8}
+
+
+def exact_and_tolerance(x, lq, lq_logit, w_x, alpha_sigma):
+    x64, q64, l64, w64 = (t.double() for t in (x, lq, lq_logit, w_x))
+    a64 = alpha_sigma.double().view(-1, 1, 1)
+    exact = x64 + torch.sigmoid(x64 @ w64.T + l64 - a64) * q64
+    n = x.shape[-1] + 2
+    gamma = n * U32 / (1 - n * U32)
+    magnitude = x64.abs() @ w64.abs().T + l64.abs() + a64.abs()
+    e32 = 0.25 * q64.abs() * gamma * magnitude + 8 * U32 * (x64.abs() + q64.abs())
+    u = UNIT_ROUNDOFF[x.dtype]
+    return exact, u * exact.abs() + (1 + u) * e32
+
+
+def assert_close_to_exact(got, args):
+    x = args[0]
+    assert got.shape == x.shape and got.dtype == x.dtype and got.device == x.device
+    exact, tol = exact_and_tolerance(*args)
+    err = (got.double() - exact).abs()
+    bad = ~(err <= tol)
+    if bad.any():
+        i = tuple(bad.nonzero()[0].tolist())
+        raise AssertionError(
+            f"{int(bad.sum())} of {got.numel()} elements outside the tolerance; first at {i}: "
+            f"got {got[i].item()!r}, exact {exact[i].item()!r}, tolerance {tol[i].item():.3g}"
+        )
+
+
+def make_inputs(B, L, D, per_dim, dtype, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    G = D if per_dim else 1
+    x = torch.randn(B, L, D, generator=g)
+    lq = torch.randn(B, L, D, generator=g)
+    lq_logit = torch.randn(B, L, G, generator=g)
+    w_x = torch.randn(G, D, generator=g) / D**0.5  # logits O(1): the gate is neither 0 nor 1
+    alpha_sigma = torch.rand(B, generator=g) * 3
+    cast = [t.to(device=device, dtype=dtype) for t in (x, lq, lq_logit, w_x)]
+    return (*cast, alpha_sigma.to(device))
+
+
+shapes = st.tuples(
+    st.integers(1, 3),  # B
+    st.integers(1, 40),  # L: B * L crosses the CPU kernel's 16-token blocks
+    st.integers(1, 80) | st.sampled_from([127, 129, 200]),  # D: odd, not multiples of 8/16
+    st.booleans(),  # per_dim: G = D, else G = 1
+    st.sampled_from([torch.float32, torch.bfloat16]),
+    st.integers(0, 2**31 - 1),  # seed
+)
+LARGE = [(2, 37, 600, True), (1, 300, 1536, False), (1, 64, 1536, True)]
+
+
+def test_extension_loaded():
+    if os.environ.get("PID_DISABLE_EXTENSION", "") not in ("", "0"):
+        pytest.skip("PID_DISABLE_EXTENSION is set")
+    assert _extension.available(), f"compiled extension not loaded: {_extension.LOAD_ERROR}"
+
+
+@needs_ext
+@settings(max_examples=80, deadline=None)
+@given(shapes)
+def test_cpu_kernel_matches_exact(case):
+    *shape, dtype, seed = case
+    args = make_inputs(*shape, dtype, seed)
+    assert_close_to_exact(torch.ops.pid.sigma_gate(*args), args)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", LARGE)
+def test_cpu_kernel_large(shape, dtype):
+    args = make_inputs(*shape, dtype)
+    assert_close_to_exact(torch.ops.pid.sigma_gate(*args), args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_dim", [False, True])
+def test_reference_matches_exact(per_dim, dtype):
+    # The reference is held to the same bound, so the bound is not tuned to one implementation.
+    args = make_inputs(3, 33, 129, per_dim, dtype)
+    assert_close_to_exact(reference.sigma_gate(*args), args)
+
+
+@needs_ext
+@pytest.mark.parametrize("B,L", [(0, 5), (2, 0)])
+def test_empty(B, L):
+    args = make_inputs(B, L, 8, True, torch.float32)
+    assert torch.ops.pid.sigma_gate(*args).shape == (B, L, 8)
+
+
+@needs_ext
+def test_face_makes_inputs_contiguous():
+    x, lq, lq_logit, w_x, a = make_inputs(2, 9, 24, True, torch.float32)
+    xt = x.transpose(0, 1).contiguous().transpose(0, 1)  # same values, non-contiguous
+    w_t = w_x.T.contiguous().T
+    assert not xt.is_contiguous() and not w_t.is_contiguous()
+    assert_close_to_exact(pid.ops.sigma_gate(xt, lq, lq_logit, w_t, a), (x, lq, lq_logit, w_x, a))
+
+
+@needs_ext
+def test_face_uses_reference_for_autograd_and_other_dtypes():
+    args = make_inputs(1, 4, 8, False, torch.float32)
+    x = args[0].clone().requires_grad_()
+    out = pid.ops.sigma_gate(x, *args[1:])
+    out.sum().backward()
+    assert x.grad is not None
+    half = [t.half() for t in args[:4]]
+    torch.testing.assert_close(pid.ops.sigma_gate(*half, args[4]), reference.sigma_gate(*half, args[4]))
+
+
+def _bad_inputs():
+    x, lq, ll, w, a = make_inputs(2, 3, 5, True, torch.float32)
+    _, _, ll1, w1, _ = make_inputs(2, 3, 5, False, torch.float32)
+    nc = torch.randn(3, 2, 5).transpose(0, 1)
+    return [
+        ("x must have shape \\[B, L, D\\]", (x[0], lq, ll, w, a)),
+        ("x must be float32 or bfloat16", (x.half(), lq.half(), ll.half(), w.half(), a)),
+        ("lq must have x's dtype", (x, lq.bfloat16(), ll, w, a)),
+        ("lq must have x's shape", (x, lq[:, :2], ll, w, a)),
+        ("lq_logit must have shape", (x, lq, ll[..., :3], w, a)),
+        ("w_x must have shape", (x, lq, ll1, w, a)),
+        ("w_x must have shape", (x, lq, ll, w1, a)),
+        ("alpha_sigma must have shape", (x, lq, ll, w, a[:1])),
+        ("alpha_sigma must be float32", (x, lq, ll, w, a.double())),
+        ("x must be contiguous", (nc, lq, ll, w, a)),
+    ]
+
+
+@needs_ext
+@pytest.mark.parametrize("match,args", _bad_inputs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_input_errors(match, args):
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.pid.sigma_gate(*args)
+
+
+@needs_ext
+@pytest.mark.parametrize("per_dim", [False, True])
+def test_opcheck(per_dim):
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.library.opcheck(torch.ops.pid.sigma_gate.default, make_inputs(2, 5, 12, per_dim, dtype))
+
+
+@needs_ext
+def test_fake_and_meta():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = make_inputs(2, 7, 16, True, torch.bfloat16)
+    with FakeTensorMode() as mode:
+        out = torch.ops.pid.sigma_gate(*(mode.from_tensor(t) for t in args))
+    assert out.shape == (2, 7, 16) and out.dtype == torch.bfloat16
+    out = torch.ops.pid.sigma_gate(*(t.to("meta") for t in args))
+    assert out.device.type == "meta" and out.shape == (2, 7, 16) and out.dtype == torch.bfloat16
+
+
+@needs_ext
+def test_compiles_without_graph_break():
+    args = make_inputs(2, 7, 16, False, torch.float32)
+    compiled = torch.compile(pid.ops.sigma_gate, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(*args), torch.ops.pid.sigma_gate(*args), rtol=0, atol=0)
+
+
+def test_fallback_without_extension_equals_reference(tmp_path):
+    cases = [make_inputs(2, 5, 12, per_dim, dt, seed=3) for per_dim in (False, True) for dt in (torch.float32, torch.bfloat16)]
+    torch.save(cases, tmp_path / "in.pt")
+    code = (
+        "import sys, torch, pid._extension as e, pid.ops\n"
+        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
+        "cases = torch.load(sys.argv[1])\n"
+        "torch.save([pid.ops.sigma_gate(*c) for c in cases], sys.argv[2])\n"
+    )
+    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
+    for c, got in zip(cases, torch.load(tmp_path / "out.pt")):
+        assert torch.equal(got, reference.sigma_gate(*c))
+
+
+# ---- CUDA: skipped without a GPU (run on a lent GPU by benchmarks/device/run.sh) ------------------
+
+
+@needs_cuda
+def test_cuda_kernels_registered():
+    assert _extension.has_cuda_kernels(), f"no CUDA kernels in pid._C ({_extension.LOAD_ERROR})"
+
+
+@needs_cuda
+@settings(max_examples=60, deadline=None)
+@given(shapes)
+def test_cuda_kernel_matches_exact(case):
+    *shape, dtype, seed = case
+    args = make_inputs(*shape, dtype, seed, device="cuda")
+    assert_close_to_exact(torch.ops.pid.sigma_gate(*args), args)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", LARGE + [(2, 4096, 1536, False), (1, 2048, 1536, True)])
+def test_cuda_kernel_large(shape, dtype):
+    args = make_inputs(*shape, dtype, device="cuda")
+    assert_close_to_exact(torch.ops.pid.sigma_gate(*args), args)
+
+
+@needs_cuda
+def test_cuda_compiles_without_graph_break():
+    args = make_inputs(2, 7, 16, True, torch.bfloat16, device="cuda")
+    compiled = torch.compile(pid.ops.sigma_gate, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(*args), torch.ops.pid.sigma_gate(*args), rtol=0, atol=0)
+
+
+@needs_cuda
+def test_cuda_bad_device_error():
+    x, lq, ll, w, a = make_inputs(1, 3, 4, True, torch.float32, device="cuda")
+    with pytest.raises(RuntimeError, match="alpha_sigma is on cpu"):
+        torch.ops.pid.sigma_gate(x, lq, ll, w, a.cpu())
