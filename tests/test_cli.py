@@ -13,9 +13,14 @@ from pid.cli import main
 from conftest import SHARED
 
 
+def run_pid(*args: str) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a separate process."""
+    return subprocess.run([sys.executable, "-m", "pid", *map(str, args)], capture_output=True, text=True)
+
+
 def test_version_via_python_m():
-    out = subprocess.run([sys.executable, "-m", "pid", "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"pid {pid.__version__}"
+    out = run_pid("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"pid {pid.__version__}"
 
 
 def test_variants_json(capsys):
@@ -24,20 +29,25 @@ def test_variants_json(capsys):
     assert data["siglip-2k"]["sr_scale"] == 8 and len(data) == 13
 
 
-def test_info_with_config_and_errors(capsys):
+def test_info_with_config_and_errors():
     folder = SHARED / "golden"
     if not (folder / "v15_net.ckpt.pth").is_file():
         pytest.skip("no golden folder")
-    assert main(["info", str(folder / "v15_net.ckpt.pth"), "--config", str(folder / "v15_net.json"), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
+    out = run_pid("info", folder / "v15_net.ckpt.pth", "--config", folder / "v15_net.json", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
     assert info["variant"] is None and info["parameters"] > 0 and info["config"]["hidden_size"] == 64
     # without a config the tiny golden network matches no released variant: a clear error, exit code 2
-    assert main(["info", str(folder / "v15_net.ckpt.pth")]) == 2
-    assert main(["info", str(folder / "v15_net.ckpt.pth"), "--variant", "nope"]) == 2
+    out = run_pid("info", folder / "v15_net.ckpt.pth")
+    assert out.returncode == 2 and "no released PiD variant matches" in out.stderr
+    out = run_pid("info", folder / "v15_net.ckpt.pth", "--variant", "nope")
+    assert out.returncode == 2 and "unknown PiD variant 'nope'" in out.stderr
 
 
-def test_selftest(capsys):
-    assert main(["selftest"]) == 0
+def test_selftest():
+    out = run_pid("selftest")
+    assert out.returncode == 0, out.stderr
+    assert "selftest passed" in out.stderr and "decodes a synthetic latent" in out.stderr
 
 
 @pytest.fixture
@@ -55,10 +65,10 @@ def test_decode_command_writes_pngs(tmp_path, golden_files):
     io = load_file(str(golden_files / "v15_student.io.safetensors"))
     save_file({"latent": io["lq_latent"]}, str(tmp_path / "lat.safetensors"))
     save_file({"anything": io["y"][0].contiguous()}, str(tmp_path / "y.safetensors"))
-    args = ["decode", str(tmp_path / "lat.safetensors"), "--checkpoint", str(golden_files / "v15_net.weights.safetensors"),
-            "--config", str(golden_files / "v15_net.json"), "--caption-embeds", str(tmp_path / "y.safetensors"),
-            "--sigma", "0,0.4", "--seed", "3", "--out", str(tmp_path / "out" / "img.png")]
-    assert main(args) == 0
+    out = run_pid("decode", tmp_path / "lat.safetensors", "--checkpoint", golden_files / "v15_net.weights.safetensors",
+                  "--config", golden_files / "v15_net.json", "--caption-embeds", tmp_path / "y.safetensors",
+                  "--sigma", "0,0.4", "--seed", "3", "--out", tmp_path / "out" / "img.png")
+    assert out.returncode == 0, out.stderr
     import pid
 
     expected = pid.load(golden_files / "v15_net.weights.safetensors", config=json.loads(
@@ -75,10 +85,20 @@ def test_convert_round_trip(tmp_path, golden_files):
     import torch
 
     out = tmp_path / "custom.safetensors"
-    assert main(["convert", str(golden_files / "v15_net.ckpt.pth"), str(out), "--config",
-                 str(golden_files / "v15_net.json")]) == 0
+    proc = run_pid("convert", golden_files / "v15_net.ckpt.pth", out, "--config", golden_files / "v15_net.json")
+    assert proc.returncode == 0, proc.stderr
     a = pid.load(golden_files / "v15_net.ckpt.pth", config=json.loads((golden_files / "v15_net.json").read_text())["net_kwargs"])
     b = pid.load(out)  # the config travels in the metadata
     assert b.config == a.config
     for (k, va), (_, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
         assert torch.equal(va, vb), k  # the .ckpt.pth values are bf16 already: lossless
+
+
+def test_decode_errors_exit_2(tmp_path, golden_files):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"latent": torch.full((1, 16, 2, 3), float("nan"))}, str(tmp_path / "nan.safetensors"))
+    out = run_pid("decode", tmp_path / "nan.safetensors", "--checkpoint", golden_files / "v15_net.weights.safetensors",
+                  "--config", golden_files / "v15_net.json", "--caption-embeds", tmp_path / "missing.safetensors")
+    assert out.returncode == 2 and "NaN or Inf" in out.stderr

@@ -155,6 +155,14 @@ def test_bad_inputs_are_named(decoder, case):
         decoder.decode(lat, caption_embeds=y, sampler="euler")
     with pytest.raises(TypeError):
         decoder.decode(lat.numpy(), caption_embeds=y)
+    with pytest.raises(ValueError, match="floating-point"):
+        decoder.decode(lat.long(), caption_embeds=y)
+    with pytest.raises(ValueError, match="latent is on meta but the decoder is on cpu"):
+        decoder.decode(lat.to("meta"), caption_embeds=y)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        decoder.decode(lat, caption_embeds=y, steps=0)
+    with pytest.raises(ValueError, match="caption embeddings must be"):
+        decoder.decode(lat, caption_embeds=torch.zeros(2, 12, 31))
 
 
 def test_size_rules_and_warnings(decoder, case, caplog):
@@ -168,9 +176,9 @@ def test_size_rules_and_warnings(decoder, case, caplog):
 
 def test_progress_is_logged(decoder, case, caplog):
     io = case.io
-    with caplog.at_level(logging.INFO, logger="pid.decoder"):
+    with caplog.at_level(logging.DEBUG, logger="pid.decoder"):
         decoder.decode(io["lq_latent"], caption_embeds=io["y"], seed=0)
-    assert "student step 4/4" in caplog.text
+    assert "student step 4/4" in caplog.text and "decoded 2 image(s) 96x64 with the student sampler" in caplog.text
 
 
 def test_one_call_decode(case):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -86,8 +87,9 @@ class PidDecoder:
         sigma_t = _sigma_tensor(sigma, B, device)
         sampler_name, steps = self._sampler_choice(sampler, steps)
 
-        y = captions.resolve_caption_embeds(B, caption=caption, caption_embeds=caption_embeds, encoder=text_encoder,
-                                            dim=cfg.txt_embed_dim, txt_len=None).to(device, torch.float32)
+        y = self._to_device(captions.resolve_caption_embeds(
+            B, caption=caption, caption_embeds=caption_embeds, encoder=text_encoder, dim=cfg.txt_embed_dim,
+            txt_len=None), "caption_embeds").float()
         net = self.net
         grid = (H // cfg.patch_size, W // cfg.patch_size)
         with torch.no_grad(), self._autocast():
@@ -100,8 +102,8 @@ class PidDecoder:
                 noise = torch.randn((B, 3, H, W), generator=generator, device=device, dtype=torch.float32)
             elif tuple(noise.shape) != (B, 3, H, W):
                 raise ValueError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
-            noise = noise.to(device, torch.float32)
-            callback = _progress_logger(sampler_name) if progress else None
+            noise = self._to_device(noise, "noise").float()
+            callback = _Progress(sampler_name, steps, B, H, W, enabled=progress)
             if sampler_name == "student":
                 if cfg_scale is not None or shift is not None:
                     log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
@@ -110,6 +112,7 @@ class PidDecoder:
             else:
                 x = self._run_teacher(velocity, net, cond, noise, steps, cfg_scale, shift, H, W, B,
                                       negative_caption_embeds, text_encoder, callback, captions)
+            callback.close()
         images = x.clamp(-1, 1)
         return _format_output(images, output)
 
@@ -123,6 +126,7 @@ class PidDecoder:
         if latent.ndim != 4 or not latent.is_floating_point():
             raise ValueError(f"latent must be a floating-point [B, C, h, w] tensor, got {latent.dtype} "
                              f"{tuple(latent.shape)}")
+        latent = self._to_device(latent, "latent")
         if not torch.isfinite(latent).all():
             raise ValueError("latent contains NaN or Inf values: check the LDM output (e.g. a VAE run in float16)")
         if latent_format not in ("normalized", "raw"):
@@ -143,7 +147,14 @@ class PidDecoder:
         if latent.shape[1] != C:
             raise ValueError(f"this decoder takes {C}-channel latents, got {latent.shape[1]} channels")
         # The reference entry points hand PiD a bf16 latent; the network up-casts it.
-        return latent.to(self.device).to(torch.bfloat16).to(torch.float32)
+        return latent.to(torch.bfloat16).to(torch.float32)
+
+    def _to_device(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        """CPU tensors move to the decoder's device; a tensor on another accelerator is an error."""
+        if t.device.type != "cpu" and t.device != self.device:
+            raise ValueError(f"{what} is on {t.device} but the decoder is on {self.device}: move it with "
+                             f".to({str(self.device)!r}), or load the decoder with device={str(t.device)!r}")
+        return t.to(self.device)
 
     def _output_size(self, h: int, w: int, output_size) -> tuple[int, int]:
         cfg = self.config
@@ -191,7 +202,8 @@ class PidDecoder:
             null = captions.resolve_caption_embeds(
                 B, caption=None if negative_embeds is not None else captions.DEFAULT_NEGATIVE_PROMPT,
                 caption_embeds=negative_embeds, encoder=text_encoder, dim=self.config.txt_embed_dim,
-                txt_len=None).to(self.device, torch.float32)
+                txt_len=None)
+            null = self._to_device(null, "negative_caption_embeds").float()
             unconditional = _velocity_fn(net, net.encode_text(null), cond)
 
             def guided(x, t):
@@ -268,10 +280,28 @@ def _velocity_fn(net: PidNet, text, cond):
     return lambda x, t: net.denoise(x, t * 1000, text, cond)
 
 
-def _progress_logger(name: str):
-    def callback(step: int, total: int, x: torch.Tensor) -> None:
-        log.info("%s step %d/%d", name, step + 1, total)
-    return callback
+class _Progress:
+    """Sampler callback: a progress bar (tqdm, on stderr) when enabled, a debug log line per step, and one
+    info line with the total time."""
+
+    def __init__(self, name: str, steps: int, batch: int, height: int, width: int, enabled: bool = True):
+        self.name, self.start = name, time.perf_counter()
+        self.what = f"{batch} image(s) {width}x{height}"
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=steps, desc=f"pid {name}", unit="step", leave=False)
+
+    def __call__(self, step: int, total: int, x: torch.Tensor) -> None:
+        log.debug("%s step %d/%d", self.name, step + 1, total)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        log.info("decoded %s with the %s sampler in %.2f s", self.what, self.name, time.perf_counter() - self.start)
 
 
 def _format_output(images: torch.Tensor, output: str):

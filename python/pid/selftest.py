@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Optional
 
 import torch
@@ -18,6 +19,16 @@ TINY = dict(hidden_size=64, num_heads=4, pixel_hidden_size=8, pixel_attn_hidden_
 def _check(ok: bool, what: str, detail: str = "") -> bool:
     (log.info if ok else log.error)("%s %s%s", "ok  " if ok else "FAIL", what, f" ({detail})" if detail else "")
     return ok
+
+
+def _time(fn, args, repeats: int = 20) -> float:
+    """Median seconds per call."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def run_selftest(golden_dir: Optional[str] = None) -> bool:
@@ -37,7 +48,9 @@ def run_selftest(golden_dir: Optional[str] = None) -> bool:
         args = (x, lq, torch.randn(2, 37, width, generator=gen), torch.randn(width, 64, generator=gen) * 0.1,
                 torch.rand(2, generator=gen))
         err = (ops.sigma_gate(*args) - ops.reference.sigma_gate(*args)).abs().max().item()
-        results.append(_check(err < 1e-5, f"sigma_gate (width {width}) matches its reference", f"max |diff| {err:.2e}"))
+        fast, ref = _time(ops.sigma_gate, args), _time(ops.reference.sigma_gate, args)
+        results.append(_check(err < 1e-5, f"sigma_gate (width {width}) matches its reference",
+                              f"max |diff| {err:.2e}; {fast * 1e6:.0f} us vs reference {ref * 1e6:.0f} us"))
 
     torch.manual_seed(0)
     net = PidNet(PidConfig(**TINY)).eval()
@@ -56,9 +69,12 @@ def run_selftest(golden_dir: Optional[str] = None) -> bool:
     results.append(_check(torch.equal(v, v_split), "encode_condition + denoise equals forward"))
     from .decoder import PidDecoder
 
+    start = time.perf_counter()
     images = PidDecoder(net).decode(latent, sigma=sigma, caption_embeds=y, seed=0, progress=False)
+    elapsed = time.perf_counter() - start
     results.append(_check(images.shape == (B, 3, H, W) and bool(images.abs().max() <= 1),
-                          "tiny network decodes a synthetic latent (4-step student)", f"{tuple(images.shape)}"))
+                          "tiny network decodes a synthetic latent (4-step student)",
+                          f"{tuple(images.shape)} in {elapsed * 1000:.0f} ms"))
 
     folder = golden.find_golden_dir(*([golden_dir] if golden_dir else []))
     if folder is None:
