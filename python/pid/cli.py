@@ -77,12 +77,10 @@ def _parse_size(value: Optional[str]):
 
 
 def cmd_decode(args) -> int:
-    import torch
-
     import pid
 
     decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
-                       device=args.device, dtype=getattr(torch, args.dtype))
+                       device=args.device, precision=args.precision)
     latent = _read_latent(args.latent)
     sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
     images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=args.caption_embeds,
@@ -168,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", help="output size N or WxH (default: the latent's natural size)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--precision", choices=("float32", "reference", "fast"),
+                   help="float32 (CPU default), reference (official: fp32 weights + bf16 autocast; GPU default), "
+                        "fast (bf16 weights + fused kernels)")
     p.add_argument("--out", default="pid.png", help="PNG path (batches get _0, _1, ... suffixes)")
     p.set_defaults(func=cmd_decode)
 

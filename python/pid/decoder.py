@@ -19,17 +19,23 @@ from .variants import Variant
 log = logging.getLogger(__name__)
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+# float32:   float32 weights and math (golden parity; the CPU default).
+# reference: the official regime: float32 weights holding the bf16 values, bf16 autocast (the CUDA default).
+# fast:      bf16 weights (no float32 copy), bf16 autocast, float32 residual streams, pid's fused kernels.
+PRECISIONS = ("float32", "reference", "fast")
 
 
 class PidDecoder:
     """A PiD network ready for inference: `net` (a PidNet in eval mode), `config`, and `variant` (the registry
     entry, or None for a network given only by its config)."""
 
-    def __init__(self, net: PidNet, variant: Optional[Variant] = None, source: Optional[str] = None):
+    def __init__(self, net: PidNet, variant: Optional[Variant] = None, source: Optional[str] = None,
+                 precision: Optional[str] = None):
         self.net = net
         self.config: PidConfig = net.config
         self.variant = variant
         self.source = source
+        self.precision = _check_precision(precision, self.device, self.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -50,6 +56,7 @@ class PidDecoder:
             "parameters": self.num_parameters(),
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "precision": self.precision,
             "sr_scale": self.config.sr_scale,
             "latent_channels": self.config.lq_latent_channels,
         }
@@ -213,28 +220,32 @@ class PidDecoder:
         return sampling.sample_dpmpp_2m(guided, noise, steps=steps, shift=shift, callback=callback)
 
     def _autocast(self):
-        """The reference regime on GPU: float32 weights, bf16 autocast. CPU runs in the weights' dtype."""
-        if self.device.type == "cuda" and self.dtype == torch.float32:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast for the reference and fast regimes; none for float32."""
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def __repr__(self) -> str:
         name = self.variant.name if self.variant else "custom"
         return (f"PidDecoder({name}, {self.num_parameters() / 1e6:.1f}M params, device={self.device}, "
-                f"dtype={str(self.dtype).replace('torch.', '')})")
+                f"precision={self.precision})")
 
 
 def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tensor]", variant: Optional[str] = None,
          config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
-         dtype: torch.dtype = torch.float32) -> PidDecoder:
+         dtype: Optional[torch.dtype] = None, precision: Optional[str] = None) -> PidDecoder:
     """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict).
 
     The network is chosen by `config` (a PidConfig or the reference PidNet kwargs), else `variant` (a registry
     name such as "flux-v1.5", an experiment name, or an official registry key), else the file's metadata or
-    official folder name, else the weights' fingerprint when it is unambiguous. Weights are stored as `dtype`
-    (float32 holds the released bf16 values exactly: the reference precision regime)."""
-    dtype = _check_dtype(dtype)
+    official folder name, else the weights' fingerprint when it is unambiguous.
+
+    precision: "float32" (float32 math; default on CPU), "reference" (the official float32-weights + bf16
+    autocast regime; default on GPU) or "fast" (bf16 weights, bf16 autocast, fused kernels). `dtype` is the
+    older spelling: float32 → the device default, bfloat16 → "fast"."""
     device = _check_device(device)
+    precision = _precision_from(dtype, precision, device)
+    dtype = torch.bfloat16 if precision == "fast" else torch.float32
     path: Optional[Path] = None
     metadata: dict[str, str] = {}
     if isinstance(checkpoint_or_state_dict, Mapping):
@@ -251,17 +262,17 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tenso
         net = PidNet(cfg)
     net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
     net.eval().requires_grad_(False)
-    decoder = PidDecoder(net, chosen, source)
+    decoder = PidDecoder(net, chosen, source, precision)
     log.info("loaded %r", decoder)
     return decoder
 
 
 def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[str] = None,
            config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
-           dtype: torch.dtype = torch.float32, **decode_kwargs):
+           precision: Optional[str] = None, **decode_kwargs):
     """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
-    return load(checkpoint_or_state_dict, variant=variant, config=config, device=device, dtype=dtype).decode(
-        latent, **decode_kwargs)
+    return load(checkpoint_or_state_dict, variant=variant, config=config, device=device,
+                precision=precision).decode(latent, **decode_kwargs)
 
 
 def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
@@ -320,13 +331,34 @@ def _format_output(images: torch.Tensor, output: str):
     raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
 
 
-def _check_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
-    if dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"dtype {dtype} is not supported; use torch.float32 (reference precision) or "
-                         "torch.bfloat16")
-    return dtype
+def _precision_from(dtype, precision: Optional[str], device: torch.device) -> str:
+    if dtype is not None:
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
+        if dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16, or choose "
+                             f"precision= one of {PRECISIONS}")
+        implied = "fast" if dtype == torch.bfloat16 else None
+        if precision is not None and implied is not None and precision != implied:
+            raise ValueError(f"dtype={dtype} and precision={precision!r} contradict each other: bf16 weights are "
+                             "the 'fast' regime; pass only precision=")
+        if precision is None:
+            precision = implied
+    if precision is None:
+        precision = "reference" if device.type == "cuda" else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def _check_precision(precision: Optional[str], device: torch.device, dtype: torch.dtype) -> str:
+    if precision is None and dtype == torch.bfloat16:
+        precision = "fast"
+    precision = _precision_from(None, precision, device)  # the device default, validated
+    if precision == "fast" and dtype != torch.bfloat16 or precision != "fast" and dtype != torch.float32:
+        raise ValueError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
+                         f"the network holds {dtype}: convert it with net.to(...) or use pid.load(precision=...)")
+    return precision
 
 
 def _check_device(device) -> torch.device:

@@ -35,7 +35,7 @@ class SigmaGate(nn.Module):
     def prepare(self, lq: torch.Tensor, sigma: torch.Tensor) -> GateInput:
         w_lq = self.content_proj.weight[:, self.dim:]
         lq_logit = F.linear(lq, w_lq, self.content_proj.bias)
-        return GateInput(lq, lq_logit, self.log_alpha.exp() * sigma.float())
+        return GateInput(lq, lq_logit, self.log_alpha.float().exp() * sigma.float())  # float32, as the reference
 
     def forward(self, x: torch.Tensor, inp: GateInput) -> torch.Tensor:
         w_x = self.content_proj.weight[:, : self.dim]

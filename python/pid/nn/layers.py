@@ -11,7 +11,8 @@ from torch import nn
 
 class RMSNorm(nn.Module):
     """RMSNorm with the reference numerics: statistics in float32, the normalised value cast back to the
-    input dtype, then multiplied by the (float32) weight, which promotes the result."""
+    input dtype, then multiplied by the weight in float32 (the reference keeps float32 weights; bf16 weights
+    hold the same values), which promotes the result to float32."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -21,7 +22,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
+        return self.weight.float() * normed.to(x.dtype)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
