@@ -112,7 +112,8 @@ def test_split_equals_forward(name):
         text = net.encode_text(io["y"])
         split = net.denoise(io["x"], io["t"], text, cond)
         again = net.denoise(io["x"], io["t"], text, cond)  # reuse across steps changes nothing
-    assert torch.equal(full, split) and torch.equal(split, again)
+        hoisted = net.denoise(io["x"], net.encode_time(io["t"]), text, cond)  # timestep work done up front
+    assert torch.equal(full, split) and torch.equal(split, again) and torch.equal(split, hoisted)
 
 
 @needs_golden

@@ -36,6 +36,7 @@ class PidDecoder:
         self.variant = variant
         self.source = source
         self.precision = _check_precision(precision, self.device, self.dtype)
+        self._times: dict = {}  # timestep conditions by network time, reused across steps and decodes
 
     @property
     def device(self) -> torch.device:
@@ -102,7 +103,7 @@ class PidDecoder:
         with torch.no_grad(), self._autocast():
             cond = net.encode_condition(latent, sigma_t, grid)
             text = net.encode_text(y)
-            velocity = _velocity_fn(net, text, cond)
+            velocity = _velocity_fn(net, text, cond, self._times)
             if generator is None:
                 generator = torch.Generator(device).manual_seed(int(seed))
             if noise is None:
@@ -211,7 +212,7 @@ class PidDecoder:
                 caption_embeds=negative_embeds, encoder=text_encoder, dim=self.config.txt_embed_dim,
                 txt_len=None)
             null = self._to_device(null, "negative_caption_embeds").float()
-            unconditional = _velocity_fn(net, net.encode_text(null), cond)
+            unconditional = _velocity_fn(net, net.encode_text(null), cond, self._times)
 
             def guided(x, t):
                 v_u = unconditional(x, t)
@@ -286,9 +287,19 @@ def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
     return sigma
 
 
-def _velocity_fn(net: PidNet, text, cond):
-    """v(x, t) with t in flow time; the network takes t × 1000 (float32, as the reference)."""
-    return lambda x, t: net.denoise(x, t * 1000, text, cond)
+def _velocity_fn(net: PidNet, text, cond, times: dict):
+    """v(x, t) with t in flow time; the network takes t × 1000 (float32, as the reference). Timestep-only work
+    (embedding, all block modulations) is looked up in `times`, so guidance passes and repeated decodes of the
+    same schedule compute it once."""
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t_net = t * 1000
+        key = (tuple(t_net.tolist()), t_net.device, torch.is_autocast_enabled(t_net.device.type))
+        if key not in times:
+            if len(times) >= 64:
+                times.clear()
+            times[key] = net.encode_time(t_net)
+        return net.denoise(x, times[key], text, cond)
+    return velocity
 
 
 class _Progress:

@@ -80,12 +80,19 @@ class MMDiTBlock(nn.Module):
         self.adaLN_modulation_img = nn.Sequential(nn.Linear(dim, 6 * dim))
         self.adaLN_modulation_txt = nn.Sequential(nn.Linear(dim, 6 * dim))
 
+    def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adaLN vectors [B, 1, 6D] of the image and text streams; they depend only on the timestep."""
+        return self.adaLN_modulation_img(c), self.adaLN_modulation_txt(c)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, img_rope: RopeTable,
-                txt_rope: Optional[RopeTable], text_out: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """x [B, L, D] image tokens, y [B, Ltxt, D] text tokens, c [B, 1, D]. With text_out=False (the last
-        block, whose text stream nothing reads) the text stream's own update is skipped and None returned."""
-        shift_x, scale_x, gate_x, shift_x2, scale_x2, gate_x2 = self.adaLN_modulation_img(c).chunk(6, dim=-1)
-        shift_y, scale_y, gate_y, shift_y2, scale_y2, gate_y2 = self.adaLN_modulation_txt(c).chunk(6, dim=-1)
+                txt_rope: Optional[RopeTable], text_out: bool = True,
+                mods: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x [B, L, D] image tokens, y [B, Ltxt, D] text tokens, c [B, 1, D]; `mods` = modulation(c) if
+        precomputed. With text_out=False (the last block, whose text stream nothing reads) the text stream's
+        own update is skipped and None returned."""
+        mod_img, mod_txt = mods if mods is not None else self.modulation(c)
+        shift_x, scale_x, gate_x, shift_x2, scale_x2, gate_x2 = mod_img.chunk(6, dim=-1)
+        shift_y, scale_y, gate_y, shift_y2, scale_y2, gate_y2 = mod_txt.chunk(6, dim=-1)
         attn_x, attn_y = self.attn(modulate(self.norm_x1(x), shift_x, scale_x),
                                    modulate(self.norm_y1(y), shift_y, scale_y), img_rope, txt_rope, text_out)
         x = x + gate_x * attn_x

@@ -27,6 +27,14 @@ class LatentCondition:
 
 
 @dataclass
+class TimeCondition:
+    """Everything that depends only on the timestep: its embedding and every MMDiT block's modulation."""
+
+    t_emb: torch.Tensor  # [B, 1, D], before SiLU
+    block_mods: list[tuple[torch.Tensor, torch.Tensor]]  # per block: image and text adaLN vectors [B, 1, 6D]
+
+
+@dataclass
 class TextCondition:
     """The embedded caption: tokens entering the first MMDiT block and their RoPE table."""
 
@@ -105,10 +113,16 @@ class PidNet(nn.Module):
         tokens = tokens + self.y_pos_embedding[:, :n].to(tokens.dtype)
         return TextCondition(tokens, self.text_rope(n, y.device))
 
+    def encode_time(self, t: torch.Tensor) -> TimeCondition:
+        """Network time t [B] (flow time × 1000) → the timestep embedding and all block modulations."""
+        t_emb = self.t_embedder(t).view(t.numel(), 1, self.config.hidden_size)
+        c = F.silu(t_emb)
+        return TimeCondition(t_emb, [block.modulation(c) for block in self.patch_blocks])
+
     # ------------------------------------------------------------------ once per step
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: TextCondition,
+    def denoise(self, x: torch.Tensor, t: "torch.Tensor | TimeCondition", text: TextCondition,
                 cond: Optional[LatentCondition] = None) -> torch.Tensor:
-        """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000)."""
+        """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000), or its `encode_time`."""
         cfg = self.config
         B, _, H, W = x.shape
         p = cfg.patch_size
@@ -116,8 +130,8 @@ class PidNet(nn.Module):
         if cond is not None and tuple(cond.grid) != (Hs, Ws):
             raise ValueError(f"the latent condition was computed for a {cond.grid} patch grid, but x "
                              f"{H}x{W} has a {(Hs, Ws)} grid; call encode_condition with grid={(Hs, Ws)}")
-        t_emb = self.t_embedder(t).view(B, 1, cfg.hidden_size)
-        c = F.silu(t_emb)
+        time = t if isinstance(t, TimeCondition) else self.encode_time(t)
+        t_emb = time.t_emb
         img_rope = self.image_rope(Hs, Ws, x.device)
 
         s = self.s_embedder(F.unfold(x, kernel_size=p, stride=p).transpose(1, 2))
@@ -127,7 +141,7 @@ class PidNet(nn.Module):
             if cond is not None and i % cfg.lq_interval == 0:
                 gate_idx = i // cfg.lq_interval
                 s = self.lq_proj.gate_modules[gate_idx](s, cond.gates[gate_idx])
-            s, y = block(s, y, c, img_rope, text.rope, text_out=i != last)
+            s, y = block(s, y, None, img_rope, text.rope, text_out=i != last, mods=time.block_mods[i])
 
         s = F.silu(t_emb + s)
         if cond is not None and cond.pit is not None:
