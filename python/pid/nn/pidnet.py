@@ -121,8 +121,9 @@ class PidNet(nn.Module):
 
     # ------------------------------------------------------------------ once per step
     def denoise(self, x: torch.Tensor, t: "torch.Tensor | TimeCondition", text: TextCondition,
-                cond: Optional[LatentCondition] = None) -> torch.Tensor:
-        """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000), or its `encode_time`."""
+                cond: Optional[LatentCondition] = None, pixel_chunk: Optional[int] = None) -> torch.Tensor:
+        """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000), or its `encode_time`.
+        `pixel_chunk` (patches per chunk) bounds the memory of the pixel blocks; see PiTBlock."""
         cfg = self.config
         B, _, H, W = x.shape
         p = cfg.patch_size
@@ -151,7 +152,7 @@ class PidNet(nn.Module):
         pixels = self.pixel_embedder(x, p, self.pixel_table(H, W, x.device))
         pix_rope = self.pixel_rope(Hs, Ws, x.device)
         for block in self.pixel_blocks:
-            pixels = block(pixels, s_cond, B, pix_rope)
+            pixels = block(pixels, s_cond, B, pix_rope, chunk=pixel_chunk)
         out = self.final_layer(pixels)  # [B·L, p², 3]
         out = out.view(B, Hs * Ws, p * p, cfg.in_channels).permute(0, 3, 2, 1)
         return F.fold(out.reshape(B, cfg.in_channels * p * p, Hs * Ws), (H, W), kernel_size=p, stride=p)

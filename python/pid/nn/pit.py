@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,14 +46,38 @@ class PiTBlock(nn.Module):
         self.mlp = PixelMLP(pixel_dim, 4 * pixel_dim)
         self.adaLN_modulation = nn.Sequential(nn.Linear(patch_dim, 6 * pixel_dim * p2))
 
-    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable) -> torch.Tensor:
-        BL, P2, c = x.shape
+    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable,
+                chunk: Optional[int] = None) -> torch.Tensor:
+        """`chunk` bounds memory: the per-pixel work (adaLN linear, modulation, compress; expand, gated
+        residual, MLP) runs on `chunk` patches at a time, recomputing the adaLN output in the second phase
+        instead of keeping it, and the block updates x in place. Only the attention sees all patches."""
+        BL = x.shape[0]
+        if chunk is None or chunk >= BL:
+            mods = self._modulation(s_cond)
+            h = self._compress(x, mods)
+            return self._expand_mlp(x, mods, self._attend(h, batch, rope))
+        h = torch.cat([self._compress(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]))
+                       for i in range(0, BL, chunk)])
+        h = self._attend(h, batch, rope)
+        out = x if not torch.is_grad_enabled() else torch.empty_like(x)
+        for i in range(0, BL, chunk):
+            out[i:i + chunk] = self._expand_mlp(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]), h[i:i + chunk])
+        return out
+
+    def _modulation(self, s_cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Output feature o of the adaLN linear → (pixel o // 6c, chunk (o % 6c) // c, channel o % c).
-        mods = self.adaLN_modulation(s_cond).view(BL, P2, 6 * c)
-        shift1, scale1, gate1, shift2, scale2, gate2 = mods.chunk(6, dim=-1)
-        h = modulate(self.norm1(x), shift1, scale1).reshape(BL, P2 * c)
-        h = self.compress_to_attn(h).view(batch, BL // batch, self.attn_dim)
-        h = self.attn(h, rope)
-        h = self.expand_from_attn(h.reshape(BL, self.attn_dim)).view(BL, P2, c)
-        x = x + gate1 * h
+        n, c = s_cond.shape[0], self.pixel_dim
+        return self.adaLN_modulation(s_cond).view(n, -1, 6 * c).chunk(6, dim=-1)
+
+    def _compress(self, x: torch.Tensor, mods) -> torch.Tensor:
+        shift1, scale1 = mods[0], mods[1]
+        return self.compress_to_attn(modulate(self.norm1(x), shift1, scale1).reshape(x.shape[0], -1))
+
+    def _attend(self, h: torch.Tensor, batch: int, rope: RopeTable) -> torch.Tensor:
+        BL = h.shape[0]
+        return self.attn(h.view(batch, BL // batch, self.attn_dim), rope).reshape(BL, self.attn_dim)
+
+    def _expand_mlp(self, x: torch.Tensor, mods, h: torch.Tensor) -> torch.Tensor:
+        _, _, gate1, shift2, scale2, gate2 = mods
+        x = x + gate1 * self.expand_from_attn(h).view(x.shape)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
