@@ -2,6 +2,7 @@
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, PidConfig
+from .cost import decode_flops, estimate_memory, forward_flops
 from .decoder import PidDecoder, decode, load
 from .nn import PidNet
 from .variants import VARIANTS, Variant, get_variant
@@ -9,4 +10,4 @@ from .variants import VARIANTS, Variant, get_variant
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "ConfigError", "PidConfig", "PidDecoder", "PidNet", "VARIANTS", "Variant",
-           "__version__", "decode", "get_variant", "load"]
+           "__version__", "decode", "decode_flops", "estimate_memory", "forward_flops", "get_variant", "load"]

@@ -76,7 +76,8 @@ class PidDecoder:
                seed: int = 0, generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
                step_noises: Optional[Sequence[torch.Tensor]] = None,
                output_size: "int | tuple[int, int] | None" = None, latent_format: str = "normalized",
-               latent_space=None, output: str = "tensor", progress: bool = True, text_encoder=None):
+               latent_space=None, output: str = "tensor", progress: bool = True, text_encoder=None,
+               pixel_chunk: "int | str | None" = "auto"):
         """Decode a latent [B, C, h, w] (or [C, h, w]) into images.
 
         sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
@@ -85,7 +86,9 @@ class PidDecoder:
         student, or for the teachers DPM-Solver++ with CFG 5 and the dynamic shift. Randomness: `noise` (the
         initial [B, 3, H, W] state) and `step_noises`, else `generator`, else a generator on the decoder's
         device seeded with `seed` — the reference's draw order (initial noise, then one draw per re-noise).
-        Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3] (`"numpy"`) or PIL images."""
+        `pixel_chunk` bounds the memory of the pixel blocks (patches per chunk; "auto" chooses from the free GPU
+        memory, None never chunks). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
+        (`"numpy"`) or PIL images."""
         from . import text as captions
 
         cfg, device = self.config, self.device
@@ -100,10 +103,11 @@ class PidDecoder:
             txt_len=None), "caption_embeds").float()
         net = self.net
         grid = (H // cfg.patch_size, W // cfg.patch_size)
+        chunk = self._pixel_chunk(pixel_chunk, B * grid[0] * grid[1])
         with torch.no_grad(), self._autocast():
             cond = net.encode_condition(latent, sigma_t, grid)
             text = net.encode_text(y)
-            velocity = _velocity_fn(net, text, cond, self._times)
+            velocity = _velocity_fn(net, text, cond, self._times, chunk)
             if generator is None:
                 generator = torch.Generator(device).manual_seed(int(seed))
             if noise is None:
@@ -119,7 +123,7 @@ class PidDecoder:
                                             step_noises=step_noises, callback=callback)
             else:
                 x = self._run_teacher(velocity, net, cond, noise, steps, cfg_scale, shift, H, W, B,
-                                      negative_caption_embeds, text_encoder, callback, captions)
+                                      negative_caption_embeds, text_encoder, callback, captions, chunk)
             callback.close()
         images = x.clamp(-1, 1)
         return _format_output(images, output)
@@ -184,6 +188,21 @@ class PidDecoder:
                         else f"sides {self.variant.trained_side_range}")
         return H, W
 
+    def _pixel_chunk(self, pixel_chunk, patches: int) -> Optional[int]:
+        if pixel_chunk is None:
+            return None
+        if pixel_chunk == "auto":
+            if self.device.type != "cuda":
+                return None
+            from .cost import pixel_chunk_for_budget
+
+            free, _ = torch.cuda.mem_get_info(self.device)
+            chunk = pixel_chunk_for_budget(self.config, free // 4, self.precision)
+            return None if chunk >= patches else chunk
+        if not isinstance(pixel_chunk, int) or pixel_chunk < 1:
+            raise ValueError(f"pixel_chunk must be a positive number of patches, 'auto' or None, got {pixel_chunk!r}")
+        return pixel_chunk
+
     def _sampler_choice(self, sampler: Optional[str], steps: Optional[int]) -> tuple[str, int]:
         defaults = self.variant.sampler if self.variant is not None else None
         name = sampler or (defaults.sampler if defaults else "student")
@@ -196,7 +215,7 @@ class PidDecoder:
         return name, int(steps)
 
     def _run_teacher(self, velocity, net, cond, noise, steps, cfg_scale, shift, H, W, B, negative_embeds,
-                     text_encoder, callback, captions):
+                     text_encoder, callback, captions, chunk):
         defaults = self.variant.sampler if self.variant is not None and self.variant.kind == "teacher" else None
         if cfg_scale is None:
             cfg_scale = defaults.cfg_scale if defaults else 1.0
@@ -212,7 +231,7 @@ class PidDecoder:
                 caption_embeds=negative_embeds, encoder=text_encoder, dim=self.config.txt_embed_dim,
                 txt_len=None)
             null = self._to_device(null, "negative_caption_embeds").float()
-            unconditional = _velocity_fn(net, net.encode_text(null), cond, self._times)
+            unconditional = _velocity_fn(net, net.encode_text(null), cond, self._times, chunk)
 
             def guided(x, t):
                 v_u = unconditional(x, t)
@@ -287,7 +306,7 @@ def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
     return sigma
 
 
-def _velocity_fn(net: PidNet, text, cond, times: dict):
+def _velocity_fn(net: PidNet, text, cond, times: dict, pixel_chunk: Optional[int] = None):
     """v(x, t) with t in flow time; the network takes t × 1000 (float32, as the reference). Timestep-only work
     (embedding, all block modulations) is looked up in `times`, so guidance passes and repeated decodes of the
     same schedule compute it once."""
@@ -298,7 +317,7 @@ def _velocity_fn(net: PidNet, text, cond, times: dict):
             if len(times) >= 64:
                 times.clear()
             times[key] = net.encode_time(t_net)
-        return net.denoise(x, times[key], text, cond)
+        return net.denoise(x, times[key], text, cond, pixel_chunk=pixel_chunk)
     return velocity
 
 

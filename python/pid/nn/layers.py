@@ -92,36 +92,43 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
 
-def pixel_sincos_table(height: int, width: int, dim: int, device=None) -> torch.Tensor:
-    """Full-image 2-D sin/cos table [H·W, dim] in float64 (cast by the caller).
-
-    The first dim/2 channels encode the column X, the rest the row Y; each half is
-    [sin(p·w_0..), cos(p·w_0..)] with w_k = 10000^(-k/(dim/4)). Row-major over pixels."""
+def pixel_sincos_axes(height: int, width: int, dim: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two halves of the full-image 2-D sin/cos table, per axis, in float64: the column table
+    [W, dim/2] (channels 0..dim/2−1) and the row table [H, dim/2] (the rest). Each is
+    [sin(p·w_0..), cos(p·w_0..)] with w_k = 10000^(-k/(dim/4))."""
     quarter = dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=device),
-                            torch.arange(width, dtype=torch.float64, device=device), indexing="ij")
 
-    def encode(pos: torch.Tensor) -> torch.Tensor:
-        angles = pos.reshape(-1, 1) * omega[None]
+    def encode(n: int) -> torch.Tensor:
+        angles = torch.arange(n, dtype=torch.float64, device=device)[:, None] * omega[None]
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
-    return torch.cat([encode(xs), encode(ys)], dim=1)
+    return encode(width), encode(height)
+
+
+def pixel_sincos_table(height: int, width: int, dim: int, device=None) -> torch.Tensor:
+    """The full table [H·W, dim] (row-major pixels) that the reference adds; pid adds the axes instead."""
+    cols, rows = pixel_sincos_axes(height, width, dim, device)
+    return torch.cat([cols[None].expand(height, -1, -1), rows[:, None].expand(-1, width, -1)], dim=-1).reshape(
+        height * width, dim)
 
 
 class PixelEmbedder(nn.Module):
-    """Per-pixel Linear(3 → c) plus the full-image sin/cos table, regrouped into patches [B·L, p², c]."""
+    """Per-pixel Linear(3 → c) plus the full-image sin/cos table, regrouped into patches [B·L, p², c]. The
+    table is added per axis (same values as adding the [H·W, c] table, which is never built)."""
 
     def __init__(self, in_channels: int, dim: int):
         super().__init__()
         self.proj = nn.Linear(in_channels, dim)
         self.dim = dim
 
-    def forward(self, x: torch.Tensor, patch_size: int, table: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, patch_size: int, axes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         B, _, H, W = x.shape
-        p = patch_size
-        tokens = self.proj(x.permute(0, 2, 3, 1))  # [B, H, W, c]
-        tokens = tokens + table.to(tokens.dtype).view(H, W, self.dim)
+        p, half = patch_size, self.dim // 2
+        tokens = self.proj(x.permute(0, 2, 3, 1))  # [B, H, W, c], a fresh tensor: safe to add in place
+        cols, rows = axes
+        tokens[..., :half] += cols.to(tokens.dtype)[None, None]
+        tokens[..., half:] += rows.to(tokens.dtype)[None, :, None]
         tokens = tokens.view(B, H // p, p, W // p, p, self.dim).permute(0, 1, 3, 2, 4, 5)
         return tokens.reshape(B * (H // p) * (W // p), p * p, self.dim)
 

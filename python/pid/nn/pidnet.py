@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import PidConfig
 from .latent_adapter import GateInput, LatentProjection, SigmaGate
-from .layers import FinalLayer, PixelEmbedder, TimestepEmbedder, TokenEmbedder, pixel_sincos_table
+from .layers import FinalLayer, PixelEmbedder, TimestepEmbedder, TokenEmbedder, pixel_sincos_axes
 from .mmdit import MMDiTBlock
 from .pit import PiTBlock
 from .rope import RopeTable, rope_1d, rope_2d
@@ -92,9 +92,9 @@ class PidNet(nn.Module):
         return self._cached(("txt", length, str(device)),
                             lambda: rope_1d(cfg.head_dim, length, cfg.text_rope_theta, device=device))
 
-    def pixel_table(self, height: int, width: int, device) -> torch.Tensor:
+    def pixel_table(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         return self._cached(("sincos", height, width, str(device)),
-                            lambda: pixel_sincos_table(height, width, self.config.pixel_hidden_size, device))
+                            lambda: pixel_sincos_axes(height, width, self.config.pixel_hidden_size, device))
 
     # ------------------------------------------------------------------ once per decode
     def encode_condition(self, lq_latent: torch.Tensor, degrade_sigma: torch.Tensor,
@@ -153,7 +153,11 @@ class PidNet(nn.Module):
         pix_rope = self.pixel_rope(Hs, Ws, x.device)
         for block in self.pixel_blocks:
             pixels = block(pixels, s_cond, B, pix_rope, chunk=pixel_chunk)
-        out = self.final_layer(pixels)  # [B·L, p², 3]
+        if pixel_chunk is None:
+            out = self.final_layer(pixels)  # [B·L, p², 3]
+        else:
+            out = torch.cat([self.final_layer(pixels[i:i + pixel_chunk])
+                             for i in range(0, pixels.shape[0], pixel_chunk)])
         out = out.view(B, Hs * Ws, p * p, cfg.in_channels).permute(0, 3, 2, 1)
         return F.fold(out.reshape(B, cfg.in_channels * p * p, Hs * Ws), (H, W), kernel_size=p, stride=p)
 

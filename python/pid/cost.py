@@ -1,0 +1,133 @@
+"""What a decode costs before it runs: FLOPs (spec §11: multiply-add = 2 FLOP) and peak memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .config import PidConfig
+
+TEXT_TOKENS = 300
+
+
+def _param_count(cfg: PidConfig) -> int:
+    import torch
+
+    from .nn import PidNet
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in PidNet(cfg).parameters())
+
+
+@dataclass(frozen=True)
+class ForwardFlops:
+    """FLOPs of one network forward, split by what they depend on."""
+
+    latent_only: float  # LQ CNN, heads, the latent half of every gate: once per decode when hoisted
+    per_step: float  # everything that depends on x_t
+
+    @property
+    def total(self) -> float:
+        return self.latent_only + self.per_step
+
+
+def forward_flops(cfg: PidConfig, height: int, width: int, txt_len: int = TEXT_TOKENS) -> ForwardFlops:
+    """Matrix-product and attention FLOPs of one forward at an output of height × width (batch 1)."""
+    p2 = cfg.patch_size**2
+    L = (height // cfg.patch_size) * (width // cfg.patch_size)
+    D, Hm, A, c = cfg.hidden_size, cfg.mlp_hidden_size, cfg.pixel_attn_hidden_size, cfg.pixel_hidden_size
+    Hd, S = cfg.lq_hidden_dim, L + txt_len
+    mmdit = cfg.patch_depth * (
+        2 * L * (3 * D * D + D * D + 3 * D * Hm)  # image qkv, proj, SwiGLU
+        + 2 * txt_len * (3 * D * D + D * D + 3 * D * Hm)  # text linears
+        + 4 * S * S * D)  # joint attention: QKᵀ and AV
+    pit = cfg.pixel_depth * (
+        2 * L * D * 6 * c * p2  # per-pixel adaLN linear
+        + 2 * 2 * L * p2 * c * A  # compress + expand
+        + 2 * L * 4 * A * A  # qkv + proj
+        + 4 * L * L * A  # attention
+        + 2 * L * p2 * 2 * c * 4 * c)  # MLP
+    embed = 2 * L * cfg.in_channels * p2 * D + 2 * txt_len * cfg.txt_embed_dim * D + 2 * 2 * height * width * 3 * c
+    n_heads = cfg.num_gates + (1 if cfg.pit_lq_inject else 0)
+    n_convs = 1 + 2 * cfg.lq_num_res_blocks
+    trunk = 2 * 9 * L * Hd * (cfg.latent_conv_in_channels + n_convs * Hd)
+    heads = 2 * L * Hd * D * n_heads
+    gate_half = 2 * L * D * cfg.gate_width * n_heads  # each gate's Linear(2D → G) is two halves
+    return ForwardFlops(latent_only=trunk + heads + gate_half, per_step=mmdit + pit + embed + gate_half)
+
+
+def decode_flops(cfg: PidConfig, height: int, width: int, steps: int = 4, txt_len: int = TEXT_TOKENS,
+                 guidance: bool = False) -> float:
+    """FLOPs of a whole decode with the latent-only work done once (pid's hoisted schedule)."""
+    f = forward_flops(cfg, height, width, txt_len)
+    return f.latent_only + steps * (2 if guidance else 1) * f.per_step
+
+
+# ------------------------------------------------------------------------------------------------ memory
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes: the weights, the tensors a decode keeps for its whole duration, the largest transient stage."""
+
+    weights: int
+    persistent: int
+    transient: int
+    stage: str  # which stage sets the transient peak
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.persistent + self.transient
+
+    def __str__(self) -> str:
+        gib = 2.0**30
+        return (f"peak {self.peak / gib:.2f} GiB = weights {self.weights / gib:.2f} + kept {self.persistent / gib:.2f}"
+                f" + {self.stage} {self.transient / gib:.2f}")
+
+
+def _pixel_patch_bytes(cfg: PidConfig, act: int) -> int:
+    """Live bytes per patch at the peak of a pixel block (inside the MLP of its second half): the block input
+    and its update (float32), the adaLN output (6 chunks), the modulated MLP input (float32) and the MLP
+    hidden before and after GELU."""
+    p2, c = cfg.patch_size**2, cfg.pixel_hidden_size
+    return p2 * (c * 4 * 3 + 6 * c * act + 2 * 4 * c * act)
+
+
+def _final_patch_bytes(cfg: PidConfig, act: int) -> int:
+    """Live bytes per patch in the final layer: the pixel tokens, the normalised and weighted tokens (float32),
+    and under autocast the bf16 copy its Linear reads."""
+    return cfg.patch_size**2 * cfg.pixel_hidden_size * (3 * 4 + (2 if act == 2 else 0))
+
+
+def _mmdit_token_bytes(cfg: PidConfig, act: int) -> int:
+    """Live bytes per image token at the peak of an MMDiT block (its SwiGLU): residual and its update
+    (float32), the modulated input (float32), the w1 and w3 outputs and their SiLU product."""
+    return cfg.hidden_size * 4 * 3 + 3 * cfg.mlp_hidden_size * act
+
+
+def pixel_chunk_for_budget(cfg: PidConfig, budget_bytes: int, precision: str = "fast") -> int:
+    """Patches per chunk such that a chunk's pixel-stage work fits in budget_bytes."""
+    act = 4 if precision == "float32" else 2
+    return max(1, int(budget_bytes // _pixel_patch_bytes(cfg, act)))
+
+
+def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, precision: str = "fast",
+                    pixel_chunk: Optional[int] = None, txt_len: int = TEXT_TOKENS) -> MemoryEstimate:
+    """Peak memory of `decode` at height × width, before running it. `precision` as in `pid.load`
+    ("float32", "reference", "fast"); `pixel_chunk` as in `decode` (None: unchunked)."""
+    cfg = getattr(variant_or_config, "config", variant_or_config)
+    act = 4 if precision == "float32" else 2  # matrix-product outputs: float32, or bf16 under autocast
+    weights = _param_count(cfg) * (2 if precision == "fast" else 4)
+    tokens = batch * (height // cfg.patch_size) * (width // cfg.patch_size)
+    n_gates = cfg.num_gates + (1 if cfg.pit_lq_inject else 0)
+    image = batch * 3 * height * width * 4
+    persistent = (tokens * n_gates * (cfg.hidden_size + cfg.gate_width) * act  # latent features, gate logits
+                  + 3 * image)  # sampler state, noise, x0
+    chunk = tokens if pixel_chunk is None else min(pixel_chunk, tokens)
+    pixels_full = tokens * cfg.patch_size**2 * cfg.pixel_hidden_size * 4
+    stages = {
+        "pixel blocks": chunk * _pixel_patch_bytes(cfg, act) + (pixels_full if chunk < tokens else 0),
+        "final layer": chunk * _final_patch_bytes(cfg, act) + (pixels_full if chunk < tokens else 0),
+        "MMDiT blocks": tokens * _mmdit_token_bytes(cfg, act),
+        "LQ trunk": batch * tokens * cfg.lq_hidden_dim * 4 * 4,
+    }
+    stage = max(stages, key=stages.get)
+    return MemoryEstimate(weights, persistent, stages[stage], stage)
