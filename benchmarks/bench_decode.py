@@ -1,0 +1,169 @@
+"""End-to-end decode: the reference implementation's eager path vs pid's fast path, in one process.
+
+reference: float32 weights + bf16 autocast, the full network forward at every step (the latent CNN and
+           every timestep-only product recomputed), the 4-step student loop — what the official code runs.
+fast:      pid.PidDecoder(precision="fast").decode: bf16 weights, hoisted latent/caption/timestep work,
+           fused kernels, bounded-memory pixel blocks.
+Both see the same latent, caption embeddings and noise. Without --checkpoint the network has random weights
+(bf16 values) of the chosen architecture: timing does not need trained weights.
+
+    python benchmarks/bench_decode.py --arch small --sizes 256,512            # CPU
+    python benchmarks/bench_decode.py --arch full --device cuda --sizes 1024,2048,4096 --peak-tflops 790
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+import pid  # noqa: E402
+from pid import sampling  # noqa: E402
+from pid.config import PidConfig  # noqa: E402
+from pid.cost import decode_flops, estimate_memory  # noqa: E402
+from pid.decoder import PidDecoder  # noqa: E402
+from pid.memory import TensorMemoryTracker, parameter_bytes  # noqa: E402
+from pid.nn import PidNet  # noqa: E402
+
+ARCHS = {
+    "full": PidConfig(),  # the released v1.5 network
+    "small": PidConfig(hidden_size=512, num_heads=8, pixel_attn_hidden_size=384, pixel_num_heads=8, patch_depth=6,
+                       txt_embed_dim=2304, lq_hidden_dim=128, lq_num_res_blocks=2),
+}
+
+
+def random_net(cfg: PidConfig, seed: int = 0) -> PidNet:
+    torch.manual_seed(seed)
+    net = PidNet(cfg).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(p.bfloat16().float())  # released checkpoints hold bf16 values
+    return net
+
+
+def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device):
+    """The official student loop: full forward per step under bf16 autocast, float32 weights."""
+    def velocity(x, t):
+        return net(x, t * 1000, y, lq_latent=latent, degrade_sigma=sigma)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        return sampling.sample_student(velocity, noise, step_noises=eps).clamp(-1, 1)
+
+
+def timed(fn, repeats: int, device) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_bytes(fn, device, weights: int) -> int:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        return torch.cuda.max_memory_allocated(device)
+    with TensorMemoryTracker() as tracker:
+        fn()
+    return weights + tracker.peak
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="small")
+    ap.add_argument("--checkpoint", help="a real checkpoint instead of random weights")
+    ap.add_argument("--variant")
+    ap.add_argument("--sizes", default="256,512", help="output sides, comma-separated (square images)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--paths", default="reference,fast")
+    ap.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the FLOP-floor ratio")
+    ap.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory runs")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    paths = args.paths.split(",")
+
+    if args.checkpoint:
+        ref_net = pid.load(args.checkpoint, variant=args.variant, device=device, precision="reference").net
+        cfg = ref_net.config
+    else:
+        cfg = ARCHS[args.arch]
+        ref_net = random_net(cfg).to(device)
+    fast = PidDecoder(PidNet(cfg).to(device).eval(), precision="float32")
+    fast.net.load_state_dict(ref_net.state_dict())
+    fast = PidDecoder(fast.net.bfloat16().requires_grad_(False), precision="fast")
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"pid bench_decode: {args.checkpoint or args.arch + ' architecture, random weights'}; {name}; "
+          f"torch {torch.__version__}; batch {args.batch}; {args.steps} steps")
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        gen = torch.Generator().manual_seed(size)
+        h = w = size // cfg.pixels_per_latent
+        latent = torch.randn(args.batch, cfg.lq_latent_channels, h, w, generator=gen).bfloat16().float().to(device)
+        y = torch.randn(args.batch, 300, cfg.txt_embed_dim, generator=gen).bfloat16().float().to(device)
+        sigma = torch.full((args.batch,), 0.2, device=device)
+        shape = (args.batch, 3, size, size)
+        noise = torch.randn(shape, generator=gen).to(device)
+        eps = [torch.randn(shape, generator=gen).to(device) for _ in range(args.steps - 1)]
+        runs = {
+            "reference": lambda: reference_decode(ref_net, latent, sigma, y, noise, eps, device),
+            "fast": lambda: fast.decode(latent, sigma=sigma, caption_embeds=y, noise=noise, step_noises=eps,
+                                        steps=args.steps, progress=False),
+        }
+        flops = decode_flops(cfg, size, size, args.steps) * args.batch
+        result = {"size": size, "batch": args.batch, "tflop": flops / 1e12}
+        for path in paths:
+            for _ in range(args.warmup):
+                runs[path]()
+            times = timed(runs[path], args.repeats, device)
+            med = statistics.median(times)
+            entry = {"median_s": med, "min_s": min(times), "max_s": max(times),
+                     "tflops_per_s": flops / med / 1e12}
+            if args.peak_tflops:
+                entry["vs_flop_floor"] = med / (flops / (args.peak_tflops * 1e12))
+            if not args.no_memory:
+                weights = parameter_bytes(ref_net if path == "reference" else fast.net)
+                entry["peak_gib"] = peak_bytes(runs[path], device, weights) / 2**30
+            result[path] = entry
+        if "fast" in result:
+            result["fast_estimate_gib"] = estimate_memory(cfg, size, size, args.batch, "fast").peak / 2**30
+        if "reference" in result and "fast" in result:
+            result["speedup"] = result["reference"]["median_s"] / result["fast"]["median_s"]
+        rows.append(result)
+
+    print(f"{'size':>6} {'path':10} {'median s':>9} {'min..max s':>15} {'TFLOP/s':>8} {'x floor':>8} {'peak GiB':>9}")
+    for r in rows:
+        for path in paths:
+            e = r[path]
+            floor = f"{e['vs_flop_floor']:.2f}" if "vs_flop_floor" in e else "-"
+            mem = f"{e['peak_gib']:.2f}" if "peak_gib" in e else "-"
+            print(f"{r['size']:>6} {path:10} {e['median_s']:9.3f} {e['min_s']:7.3f}..{e['max_s']:<7.3f} "
+                  f"{e['tflops_per_s']:8.2f} {floor:>8} {mem:>9}")
+        if "speedup" in r:
+            est = f"; fast peak estimate {r['fast_estimate_gib']:.2f} GiB" if "fast_estimate_gib" in r else ""
+            print(f"{'':>6} fast is {r['speedup']:.2f}x the reference path{est}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args),
+                                               "results": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
