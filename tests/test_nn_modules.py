@@ -10,6 +10,7 @@ from pid.config import PidConfig
 from pid.nn import PidNet, SigmaGate
 from pid.nn.latent_adapter import align_latent_to_grid
 from pid.nn.layers import RMSNorm, TimestepEmbedder, pixel_sincos_table
+from pid.nn.pidnet import patchify, unpatchify
 from pid.nn.pit import PiTBlock
 from pid.nn.mmdit import MMDiTBlock
 from pid.nn.rope import apply_rope, ntk_theta, rope_1d, rope_2d
@@ -113,11 +114,16 @@ def test_rmsnorm_casts_before_weight():
 
 
 def test_unfold_fold_pixel_order():
-    """Patch token l = hs·Ws + ws, feature ch·256 + py·16 + px (spec §2.3); fold inverts it."""
+    """Patch token l = hs·Ws + ws, feature ch·256 + py·16 + px (spec §2.3); pid's reshapes equal F.unfold and
+    F.fold (kernel = stride = 16), which the reference uses."""
     x = torch.randn(2, 3, 48, 32)
-    tokens = F.unfold(x, kernel_size=16, stride=16).transpose(1, 2)
+    tokens = patchify(x, 16)
     for (hs, ws, ch, py, px) in [(0, 0, 0, 0, 0), (2, 1, 2, 15, 3), (1, 0, 1, 7, 15)]:
         assert tokens[1, hs * 2 + ws, ch * 256 + py * 16 + px] == x[1, ch, hs * 16 + py, ws * 16 + px]
+    assert torch.equal(tokens, F.unfold(x, kernel_size=16, stride=16).transpose(1, 2))
+    per_pixel = torch.randn(2 * 6, 256, 3)  # [B·L, p², C] as the final layer emits
+    folded = F.fold(per_pixel.view(2, 6, 256, 3).permute(0, 3, 2, 1).reshape(2, 768, 6), (48, 32), 16, stride=16)
+    assert torch.equal(unpatchify(per_pixel.view(2, 3, 2, 16, 16, 3)), folded)
 
 
 def test_flux2_unpatchify_and_nearest_alignment():

@@ -42,6 +42,20 @@ class TextCondition:
     rope: Optional[RopeTable]
 
 
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[B, C, H, W] → patch tokens [B, L, C·p·p], row-major patches, feature ch·p² + py·p + px: what
+    F.unfold(kernel=p, stride=p) gives, as a pure reshape."""
+    B, C, H, W = x.shape
+    return x.view(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def unpatchify(pixels: torch.Tensor) -> torch.Tensor:
+    """Per-pixel outputs [B, Hs, Ws, p, p, C] → image [B, C, Hs·p, Ws·p] (the inverse of the pixel grouping;
+    F.fold with kernel = stride = p, as a pure reshape)."""
+    B, Hs, Ws, p, _, C = pixels.shape
+    return pixels.permute(0, 5, 1, 3, 2, 4).reshape(B, C, Hs * p, Ws * p)
+
+
 class PidNet(nn.Module):
     """forward(x, t, y, lq_latent, degrade_sigma) → velocity, as the reference; or, to reuse work across
     sampler steps, `encode_condition` + `encode_text` once and `denoise` per step."""
@@ -135,7 +149,7 @@ class PidNet(nn.Module):
         t_emb = time.t_emb
         img_rope = self.image_rope(Hs, Ws, x.device)
 
-        s = self.s_embedder(F.unfold(x, kernel_size=p, stride=p).transpose(1, 2))
+        s = self.s_embedder(patchify(x, p))
         y = text.tokens
         last = cfg.patch_depth - 1
         for i, block in enumerate(self.patch_blocks):
@@ -158,8 +172,7 @@ class PidNet(nn.Module):
         else:
             out = torch.cat([self.final_layer(pixels[i:i + pixel_chunk])
                              for i in range(0, pixels.shape[0], pixel_chunk)])
-        out = out.view(B, Hs * Ws, p * p, cfg.in_channels).permute(0, 3, 2, 1)
-        return F.fold(out.reshape(B, cfg.in_channels * p * p, Hs * Ws), (H, W), kernel_size=p, stride=p)
+        return unpatchify(out.view(B, Hs, Ws, p, p, cfg.in_channels))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, lq_latent: Optional[torch.Tensor] = None,
                 degrade_sigma: Optional[torch.Tensor | float] = None) -> torch.Tensor:
