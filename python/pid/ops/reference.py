@@ -20,3 +20,16 @@ def sigma_gate(
     B = x.shape[0]
     logit = (x.float() @ w_x.float().T) + lq_logit.float() - alpha_sigma.float().view(B, 1, 1)
     return (x.float() + torch.sigmoid(logit) * lq.float()).to(x.dtype)
+
+
+def sigma_gate_apply(
+    x: torch.Tensor,
+    lq: torch.Tensor,
+    logit: torch.Tensor,
+    alpha_sigma: torch.Tensor,
+) -> torch.Tensor:
+    """The gate's epilogue for a precomputed logit: ``x + sigmoid(logit - alpha_sigma[b]) * lq`` in float32,
+    returned in x's dtype. x, lq: [B, L, D]; logit: [B, L, G], G = 1 or D; alpha_sigma: [B]."""
+    B = x.shape[0]
+    gate = torch.sigmoid(logit.float() - alpha_sigma.float().view(B, 1, 1))
+    return (x.float() + gate * lq.float()).to(x.dtype)
