@@ -1,9 +1,12 @@
 """Sampler step kernels (pid::student_step, pid::dpm_step, pid::dpm_data_prediction): bit-equality with
-pid.ops.reference, a float64 evaluation with derived error bounds, fake kernels, input errors, CUDA."""
+pid.ops.reference and with the PyTorch arithmetic sampling.py used before the kernels, a float64 evaluation
+with derived error bounds, fake kernels, the fallback without the extension, input errors, CUDA."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -245,6 +248,105 @@ def test_dpm_reference_matches_float64():
     assert_within(x_next, want_x)
 
 
+# ---- the samplers: bit-equal to the PyTorch arithmetic sampling.py used before the kernels ---------------
+def legacy_sample_student(velocity_fn, noise, steps, step_noises):
+    """sample_student (SDE, injected noise) as written before the fused kernels."""
+    grid = sampling.student_schedule(steps).to(noise.device)
+    B, x, draw = noise.shape[0], noise, 0
+    for k in range(len(grid) - 1):
+        t_cur, t_next = grid[k], grid[k + 1]
+        t_batch = t_cur.expand(B)
+        v = velocity_fn(x, t_batch)
+        x0 = (x.double() - t_batch.view(B, 1, 1, 1).double() * v.double()).to(x.dtype)
+        if t_next.item() <= 0:
+            x = x0
+        else:
+            x = (1.0 - t_next) * x0 + t_next * step_noises[draw]
+            draw += 1
+    return x
+
+
+def legacy_sample_dpmpp_2m(velocity_fn, noise, steps, shift):
+    """sample_dpmpp_2m as written before the fused kernels (verbatim but for the callback)."""
+    grid = sampling.flow_timesteps(steps, shift).to(noise.device)
+    B, lam = noise.shape[0], sampling._lambda
+
+    def data_prediction(x, t):
+        v = velocity_fn(x, t.expand(B))
+        eps = (1 - t) * v + x
+        return (x - t * eps) / (1 - t)
+
+    x = noise
+    d_prev, d_cur = None, data_prediction(x, grid[0])
+    for i in range(1, steps + 1):
+        t_prev, t = grid[i - 1], grid[i]
+        first_order = i == 1 or i == steps
+        if t.item() == 0:
+            x = d_cur
+        else:
+            h = lam(t) - lam(t_prev)
+            alpha_phi = torch.exp(torch.log(1 - t)) * torch.expm1(-h)
+            x = (t / t_prev) * x - alpha_phi * d_cur
+            if not first_order:
+                r = (lam(t_prev) - lam(grid[i - 2])) / h
+                x = x - 0.5 * alpha_phi * ((1.0 / r) * (d_cur - d_prev))
+        if i < steps:
+            d_prev, d_cur = d_cur, data_prediction(x, t)
+    return x
+
+
+def velocity(a, b, dtype=torch.float32):
+    """A cheap nonlinear stand-in for the network: v = tanh(a·x) + b·t, in `dtype`."""
+    return lambda x, t: (torch.tanh(a * x) + b * t.view(-1, 1, 1, 1)).to(dtype)
+
+
+@pytest.mark.parametrize("v_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("steps", [1, 2, 4, 5, 8])
+def test_sample_student_bit_equal_to_legacy(steps, v_dtype):
+    g = torch.Generator().manual_seed(steps)
+    noise = torch.randn(2, 3, 19, 23, generator=g)
+    n_draws = sum(1 for t in sampling.student_schedule(steps)[1:] if t > 0)
+    eps = [torch.randn(2, 3, 19, 23, generator=g) for _ in range(n_draws)]
+    fn = velocity(0.7, -0.3, v_dtype)
+    assert_bit_equal(sampling.sample_student(fn, noise, steps=steps, step_noises=eps),
+                     legacy_sample_student(fn, noise, steps, eps), "sample_student")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 8, 25])
+def test_sample_dpmpp_2m_bit_equal_to_legacy(steps):
+    noise = torch.randn(2, 3, 21, 17, generator=torch.Generator().manual_seed(steps))
+    fn = velocity(-0.4, 0.7)
+    assert_bit_equal(sampling.sample_dpmpp_2m(fn, noise, steps=steps, shift=6.0),
+                     legacy_sample_dpmpp_2m(fn, noise, steps, 6.0), "sample_dpmpp_2m")
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10])
+def test_sample_dpmpp_2m_fused_guidance_bit_equal_to_guided_velocity(steps):
+    noise = torch.randn(2, 3, 9, 14, generator=torch.Generator().manual_seed(7))
+    v_c, v_u, s = velocity(-0.4, 0.7), velocity(0.3, -0.2), 4.5
+    calls = []
+
+    def cond(x, t):
+        calls.append("c")
+        return v_c(x, t)
+
+    def uncond(x, t):
+        calls.append("u")
+        return v_u(x, t)
+
+    def guided(x, t):
+        vu = v_u(x, t)
+        return vu + s * (v_c(x, t) - vu)
+
+    got = sampling.sample_dpmpp_2m(cond, noise, steps=steps, shift=3.0, uncond_velocity_fn=uncond, cfg_scale=s)
+    assert calls == ["u", "c"] * steps  # the unconditional pass first, as the reference
+    assert_bit_equal(got, legacy_sample_dpmpp_2m(guided, noise, steps, 3.0), "guided sample_dpmpp_2m")
+    # cfg_scale 1 runs the conditional pass only
+    calls.clear()
+    sampling.sample_dpmpp_2m(cond, noise, steps=steps, shift=3.0, uncond_velocity_fn=uncond, cfg_scale=1.0)
+    assert calls == ["c"] * steps
+
+
 # ---- the python face ------------------------------------------------------------------------------------
 @needs_ext
 def test_face_contiguity_and_x0():
@@ -335,6 +437,36 @@ def test_compiles_without_graph_break():
         assert_bit_equal(got, want)
 
 
+# ---- the fallback without the extension ------------------------------------------------------------------
+def test_fallback_without_extension_equals_kernels(tmp_path):
+    noise = torch.randn(2, 3, 13, 11, generator=torch.Generator().manual_seed(11))
+    eps = [torch.randn(2, 3, 13, 11, generator=torch.Generator().manual_seed(12 + i)) for i in range(3)]
+    torch.save({"noise": noise, "eps": eps}, tmp_path / "in.pt")
+    code = (
+        "import sys, torch, pid._extension as e\n"
+        "from pid import sampling\n"
+        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
+        "d = torch.load(sys.argv[1])\n"
+        "fn = lambda a, b, dt: (lambda x, t: (torch.tanh(a * x) + b * t.view(-1, 1, 1, 1)).to(dt))\n"
+        "out = [sampling.sample_student(fn(0.7, -0.3, dt), d['noise'], step_noises=d['eps']) "
+        "for dt in (torch.float32, torch.bfloat16)]\n"
+        "out.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.float32), d['noise'], steps=7, shift=6.0,\n"
+        "           uncond_velocity_fn=fn(0.3, -0.2, torch.float32), cfg_scale=3.0))\n"
+        "out.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.bfloat16), d['noise'], steps=5, shift=6.0))\n"
+        "torch.save(out, sys.argv[2])\n"
+    )
+    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
+    fallback = torch.load(tmp_path / "out.pt")
+    fn = lambda a, b, dt: velocity(a, b, dt)  # noqa: E731
+    here = [sampling.sample_student(fn(0.7, -0.3, dt), noise, step_noises=eps) for dt in (torch.float32, torch.bfloat16)]
+    here.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.float32), noise, steps=7, shift=6.0,
+                                         uncond_velocity_fn=fn(0.3, -0.2, torch.float32), cfg_scale=3.0))
+    here.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.bfloat16), noise, steps=5, shift=6.0))
+    for i, (a, b) in enumerate(zip(fallback, here)):
+        assert_bit_equal(b, a, f"case {i}: with the extension vs without")
+
+
 # ---- input errors ----------------------------------------------------------------------------------------
 def _bad_student():
     (x, eps, _), (v, _) = make_tensors((2, 3, 4, 5), torch.float32, 0)
@@ -417,6 +549,24 @@ def test_cuda_large_and_unaligned(v_dtype):
     want, want_x0 = reference.student_step(x, v, eps, 0.866, 0.634)
     assert_bit_equal(got, want)
     assert_bit_equal(x0, want_x0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("steps", [4, 25])
+def test_cuda_samplers_bit_equal_to_cpu(steps):
+    """The scalars are computed on the host and every operation is IEEE-rounded on both back ends, so a
+    sampler run on the GPU reproduces the CPU run bit for bit (given a velocity computed identically)."""
+    g = torch.Generator().manual_seed(steps)
+    noise = torch.randn(2, 3, 33, 47, generator=g)
+    eps = [torch.randn(2, 3, 33, 47, generator=g) for _ in range(3)]
+    fn = lambda x, t: 0.5 * x + 0.25 * t.view(-1, 1, 1, 1)  # noqa: E731
+    cpu = sampling.sample_student(fn, noise, step_noises=eps)
+    gpu = sampling.sample_student(fn, noise.cuda(), step_noises=[e.cuda() for e in eps])
+    assert_bit_equal(gpu.cpu(), cpu, "student cuda vs cpu")
+    cpu = sampling.sample_dpmpp_2m(fn, noise, steps=steps, shift=6.0, uncond_velocity_fn=lambda x, t: -x, cfg_scale=2.0)
+    gpu = sampling.sample_dpmpp_2m(fn, noise.cuda(), steps=steps, shift=6.0, uncond_velocity_fn=lambda x, t: -x,
+                                   cfg_scale=2.0)
+    assert_bit_equal(gpu.cpu(), cpu, "dpm cuda vs cpu")
 
 
 @needs_cuda
