@@ -1,4 +1,8 @@
-"""Benchmark pid::sigma_gate: the compiled kernel vs the PyTorch reference, in one process.
+"""Benchmark pid.ops.sigma_gate (what the network calls) vs the PyTorch reference, in one process.
+
+The face runs the fused kernel pid::sigma_gate for one logit per token (G = 1), and for one logit per
+channel (G = D, a [B·L, D] x [D, D] GEMM) BLAS / cuBLAS addmm followed by the fused epilogue
+pid::sigma_gate_apply.
 
     python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32] [--json FILE]
 
@@ -15,6 +19,7 @@ import time
 
 import torch
 
+import pid.ops
 from pid import _extension
 from pid.ops import reference
 
@@ -60,7 +65,7 @@ def main():
         raise SystemExit(f"pid: no compiled {a.device} kernels: {_extension.LOAD_ERROR}")
     dev, dtype = a.device, getattr(torch, a.dtype)
     name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"pid::sigma_gate, {a.dtype}, {name}, torch {torch.__version__}")
+    print(f"pid.ops.sigma_gate, {a.dtype}, {name}, torch {torch.__version__}")
     print(f"{'case':<16} {'kernel ms':>10} {'(iqr)':>8} {'reference ms':>13} {'(iqr)':>8} {'speed-up':>9}")
     rows = []
     g = torch.Generator(device=dev).manual_seed(0)
@@ -69,13 +74,13 @@ def main():
             G = D if per_dim else 1
             r = lambda *s: torch.randn(*s, generator=g, device=dev).to(dtype)  # noqa: E731
             args = (r(B, L, D), r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
-            k = timed(torch.ops.pid.sigma_gate, args, dev)
+            k = timed(pid.ops.sigma_gate, args, dev)
             ref = timed(reference.sigma_gate, args, dev)
             speedup = ref["median_ms"] / k["median_ms"]
             print(f"{case:<16} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} {ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
             rows.append({"case": case, "B": B, "L": L, "D": D, "G": G, "kernel": k, "reference": ref, "speedup": speedup})
     if a.json:
-        meta = {"op": "pid::sigma_gate", "device": name, "dtype": a.dtype, "torch": torch.__version__}
+        meta = {"op": "pid.ops.sigma_gate", "device": name, "dtype": a.dtype, "torch": torch.__version__}
         with open(a.json, "w") as f:
             json.dump({**meta, "results": rows}, f, indent=1)
 

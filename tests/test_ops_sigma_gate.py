@@ -238,3 +238,209 @@ def test_cuda_bad_device_error():
     x, lq, ll, w, a = make_inputs(1, 3, 4, True, torch.float32, device="cuda")
     with pytest.raises(RuntimeError, match="alpha_sigma is on cpu"):
         torch.ops.pid.sigma_gate(x, lq, ll, w, a.cpu())
+
+
+# ---- pid::sigma_gate_apply (the epilogue) and the face's GEMM path for G = D ---------------------------
+# Tolerance of the epilogue on a given (already rounded) logit z, by the argument above with the dot product
+# gone: fl(z - alpha_sigma) is off by gamma(2)·(|z| + |alpha_sigma|) at most, sigmoid' <= 1/4 carries that to
+# the output times |lq|; sigmoid, product and sum add 8 u32·(|x| + |lq|); the output dtype rounds once more.
+
+
+def apply_exact_and_tolerance(x, lq, logit, alpha_sigma):
+    x64, q64, z64 = x.double(), lq.double(), logit.double()
+    a64 = alpha_sigma.double().view(-1, 1, 1)
+    exact = x64 + torch.sigmoid(z64 - a64) * q64
+    gamma = 2 * U32 / (1 - 2 * U32)
+    e32 = 0.25 * q64.abs() * gamma * (z64.abs() + a64.abs()) + 8 * U32 * (x64.abs() + q64.abs())
+    u = UNIT_ROUNDOFF[x.dtype]
+    return exact, u * exact.abs() + (1 + u) * e32
+
+
+def assert_apply_close_to_exact(got, args):
+    x = args[0]
+    assert got.shape == x.shape and got.dtype == x.dtype and got.device == x.device
+    exact, tol = apply_exact_and_tolerance(*args)
+    err = (got.double() - exact).abs()
+    bad = ~(err <= tol)
+    if bad.any():
+        i = tuple(bad.nonzero()[0].tolist())
+        raise AssertionError(f"{int(bad.sum())} of {got.numel()} elements outside the tolerance; first at {i}: "
+                             f"got {got[i].item()!r}, exact {exact[i].item()!r}, tolerance {tol[i].item():.3g}")
+
+
+def make_apply_inputs(B, L, D, per_dim, dtype, logit_f32, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    G = D if per_dim else 1
+    x, lq = (torch.randn(B, L, D, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    logit = (torch.randn(B, L, G, generator=g) * 2).to(device=device, dtype=torch.float32 if logit_f32 else dtype)
+    return x, lq, logit, (torch.rand(B, generator=g) * 3).to(device)
+
+
+apply_cases = st.tuples(
+    st.integers(1, 3), st.integers(1, 40), st.integers(1, 80) | st.sampled_from([127, 129, 200]), st.booleans(),
+    st.sampled_from([torch.float32, torch.bfloat16]), st.booleans(), st.integers(0, 2**31 - 1),
+)
+
+
+@needs_ext
+@settings(max_examples=80, deadline=None)
+@given(apply_cases)
+def test_apply_cpu_kernel_matches_exact(case):
+    *shape, per_dim, dtype, logit_f32, seed = case
+    args = make_apply_inputs(*shape, per_dim, dtype, logit_f32 or dtype == torch.float32, seed)
+    got = torch.ops.pid.sigma_gate_apply(*args)
+    assert_apply_close_to_exact(got, args)
+    assert_apply_close_to_exact(reference.sigma_gate_apply(*args), args)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_dim", [False, True])
+def test_apply_large(per_dim, dtype):
+    args = make_apply_inputs(2, 300, 1536, per_dim, dtype, True)
+    assert_apply_close_to_exact(torch.ops.pid.sigma_gate_apply(*args), args)
+
+
+@needs_ext
+@settings(max_examples=60, deadline=None)
+@given(shapes)
+def test_face_matches_exact(case):
+    # The face: fused kernel for G = 1, BLAS addmm + sigma_gate_apply for G = D; same bound as the fused op.
+    *shape, dtype, seed = case
+    args = make_inputs(*shape, dtype, seed)
+    assert_close_to_exact(pid.ops.sigma_gate(*args), args)
+
+
+@needs_ext
+@pytest.mark.parametrize("per_dim,expected", [(False, ["pid.sigma_gate.default"]),
+                                              (True, ["aten.addmm.default", "pid.sigma_gate_apply.default"])])
+def test_face_dispatch(per_dim, expected):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    args = make_inputs(2, 9, 24, per_dim, torch.float32)
+    with Record() as rec:
+        pid.ops.sigma_gate(*args)
+    assert [op for op in rec.ops if op.startswith("pid.") or "mm" in op] == expected
+
+
+@needs_ext
+def test_face_per_dim_ignores_autocast():
+    args = make_inputs(2, 9, 24, True, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = pid.ops.sigma_gate(*args)
+    assert_close_to_exact(got, args)
+
+
+@needs_ext
+def test_apply_face_contiguity_and_fallback_dtypes():
+    x, lq, logit, a = make_apply_inputs(2, 9, 24, True, torch.bfloat16, True)
+    lt = logit.transpose(0, 1).contiguous().transpose(0, 1)
+    assert torch.equal(pid.ops.sigma_gate_apply(x, lq, lt, a), torch.ops.pid.sigma_gate_apply(x, lq, logit, a))
+    half = (x.half(), lq.half(), logit.half(), a)
+    assert torch.equal(pid.ops.sigma_gate_apply(*half), reference.sigma_gate_apply(*half))
+
+
+def _bad_apply_inputs():
+    x, lq, z, a = make_apply_inputs(2, 3, 5, True, torch.float32, True)
+    xb, lqb, zb, _ = make_apply_inputs(2, 3, 5, True, torch.bfloat16, False)
+    return [
+        ("x must have shape \\[B, L, D\\]", (x[0], lq, z, a)),
+        ("x must be float32 or bfloat16", (x.half(), lq.half(), z, a)),
+        ("lq must have x's shape", (x, lq[:, :2], z, a)),
+        ("lq must have x's dtype", (x, lqb, z, a)),
+        ("logit must have shape", (x, lq, z[..., :3], a)),
+        ("logit must be float32 or have x's dtype", (x, lq, zb, a)),
+        ("logit must be float32 or have x's dtype", (xb, lqb, z.double(), a)),
+        ("alpha_sigma must have shape", (x, lq, z, a[:1])),
+        ("alpha_sigma must be float32", (x, lq, z, a.double())),
+        ("logit must be contiguous", (x, lq, z.transpose(0, 1).contiguous().transpose(0, 1), a)),
+    ]
+
+
+@needs_ext
+@pytest.mark.parametrize("match,args", _bad_apply_inputs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_apply_bad_input_errors(match, args):
+    with pytest.raises(RuntimeError, match=f"pid::sigma_gate_apply: {match}"):
+        torch.ops.pid.sigma_gate_apply(*args)
+
+
+@needs_ext
+@pytest.mark.parametrize("per_dim", [False, True])
+def test_apply_opcheck(per_dim):
+    for dtype, logit_f32 in ((torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False)):
+        torch.library.opcheck(torch.ops.pid.sigma_gate_apply.default,
+                              make_apply_inputs(2, 5, 12, per_dim, dtype, logit_f32))
+
+
+@needs_ext
+def test_apply_fake_and_compile():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = make_apply_inputs(2, 7, 16, True, torch.bfloat16, True)
+    with FakeTensorMode() as mode:
+        out = torch.ops.pid.sigma_gate_apply(*(mode.from_tensor(t) for t in args))
+    assert out.shape == (2, 7, 16) and out.dtype == torch.bfloat16
+    gate_args = make_inputs(2, 7, 16, True, torch.float32)
+    compiled = torch.compile(pid.ops.sigma_gate, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(*gate_args), pid.ops.sigma_gate(*gate_args), rtol=0, atol=0)
+
+
+def test_apply_fallback_without_extension_equals_reference(tmp_path):
+    cases = [make_apply_inputs(2, 5, 12, per_dim, dt, f32, seed=3)
+             for per_dim in (False, True) for dt, f32 in ((torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False))]
+    gates = [make_inputs(2, 5, 12, True, dt, seed=4) for dt in (torch.float32, torch.bfloat16)]
+    torch.save([cases, gates], tmp_path / "in.pt")
+    code = (
+        "import sys, torch, pid._extension as e, pid.ops\n"
+        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
+        "cases, gates = torch.load(sys.argv[1])\n"
+        "torch.save([[pid.ops.sigma_gate_apply(*c) for c in cases], [pid.ops.sigma_gate(*g) for g in gates]], sys.argv[2])\n"
+    )
+    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
+    applied, gated = torch.load(tmp_path / "out.pt")
+    for c, got in zip(cases, applied):
+        assert torch.equal(got, reference.sigma_gate_apply(*c))
+    for g, got in zip(gates, gated):
+        assert torch.equal(got, reference.sigma_gate(*g))
+
+
+@needs_cuda
+@settings(max_examples=60, deadline=None)
+@given(apply_cases)
+def test_apply_cuda_kernel_matches_exact(case):
+    *shape, per_dim, dtype, logit_f32, seed = case
+    args = make_apply_inputs(*shape, per_dim, dtype, logit_f32 or dtype == torch.float32, seed, device="cuda")
+    assert_apply_close_to_exact(torch.ops.pid.sigma_gate_apply(*args), args)
+
+
+@needs_cuda
+@settings(max_examples=40, deadline=None)
+@given(shapes)
+def test_cuda_face_matches_exact(case):
+    *shape, dtype, seed = case
+    args = make_inputs(*shape, dtype, seed, device="cuda")
+    assert_close_to_exact(pid.ops.sigma_gate(*args), args)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_face_per_dim_large(dtype):
+    args = make_inputs(1, 2048, 1536, True, dtype, device="cuda")
+    assert_close_to_exact(pid.ops.sigma_gate(*args), args)
+
+
+@needs_cuda
+def test_apply_cuda_opcheck():
+    for dtype, logit_f32 in ((torch.float32, True), (torch.bfloat16, False)):
+        torch.library.opcheck(torch.ops.pid.sigma_gate_apply.default,
+                              make_apply_inputs(2, 5, 12, True, dtype, logit_f32, device="cuda"))

@@ -6,4 +6,11 @@ TORCH_LIBRARY(pid, m) {
   // Fake (meta) kernels are registered in Python by this module (torch.library.register_fake).
   m.set_python_module("pid.ops");
   m.def("sigma_gate(Tensor x, Tensor lq, Tensor lq_logit, Tensor w_x, Tensor alpha_sigma) -> Tensor");
+  m.def("sigma_gate_apply(Tensor x, Tensor lq, Tensor logit, Tensor alpha_sigma) -> Tensor");
+  // Sampler steps (pid/sampler_step.h). x0_out, when given, receives the student's x0 estimate.
+  m.def("student_step(Tensor x, Tensor v, Tensor? eps, float t, float t_next, Tensor(a!)? x0_out=None) -> Tensor");
+  m.def(
+      "dpm_step(Tensor x, Tensor v_c, Tensor? v_u, Tensor? d_prev, float guidance, float t, float t_ratio, "
+      "float alpha_phi, float half_alpha_phi, float inv_r) -> (Tensor x_next, Tensor D)");
+  m.def("dpm_data_prediction(Tensor x, Tensor v_c, Tensor? v_u, float guidance, float t) -> Tensor");
 }

@@ -46,6 +46,38 @@ inline SigmaGateSizes check_sigma_gate(const at::Tensor& x, const at::Tensor& lq
   return SigmaGateSizes{B, L, D, G};
 }
 
+inline SigmaGateSizes check_sigma_gate_apply(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& logit,
+                                             const at::Tensor& alpha_sigma) {
+  TORCH_CHECK(x.dim() == 3, "pid::sigma_gate_apply: x must have shape [B, L, D], got ", x.sizes());
+  const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "pid::sigma_gate_apply: x must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK(lq.sizes() == x.sizes(), "pid::sigma_gate_apply: lq must have x's shape ", x.sizes(), ", got ",
+              lq.sizes());
+  TORCH_CHECK(lq.scalar_type() == x.scalar_type(), "pid::sigma_gate_apply: lq must have x's dtype ",
+              x.scalar_type(), ", got ", lq.scalar_type());
+  TORCH_CHECK(logit.dim() == 3 && logit.size(0) == B && logit.size(1) == L &&
+                  (logit.size(2) == 1 || logit.size(2) == D),
+              "pid::sigma_gate_apply: logit must have shape [B, L, 1] or [B, L, D] = [", B, ", ", L, ", 1 or ", D,
+              "], got ", logit.sizes());
+  TORCH_CHECK(logit.scalar_type() == at::kFloat || logit.scalar_type() == x.scalar_type(),
+              "pid::sigma_gate_apply: logit must be float32 or have x's dtype ", x.scalar_type(), ", got ",
+              logit.scalar_type());
+  TORCH_CHECK(alpha_sigma.dim() == 1 && alpha_sigma.size(0) == B,
+              "pid::sigma_gate_apply: alpha_sigma must have shape [B] = [", B, "], got ", alpha_sigma.sizes());
+  TORCH_CHECK(alpha_sigma.scalar_type() == at::kFloat,
+              "pid::sigma_gate_apply: alpha_sigma must be float32, got ", alpha_sigma.scalar_type());
+  const std::pair<const char*, const at::Tensor*> inputs[] = {
+      {"x", &x}, {"lq", &lq}, {"logit", &logit}, {"alpha_sigma", &alpha_sigma}};
+  for (const auto& [name, t] : inputs) {
+    TORCH_CHECK(t->device() == x.device(), "pid::sigma_gate_apply: all inputs must be on x's device ",
+                x.device(), ", but ", name, " is on ", t->device());
+    TORCH_CHECK(t->is_contiguous(), "pid::sigma_gate_apply: ", name, " must be contiguous (strides ",
+                t->strides(), "); call .contiguous(), or use pid.ops.sigma_gate_apply, which does");
+  }
+  return SigmaGateSizes{B, L, D, logit.size(2)};
+}
+
 template <typename T>
 const T* cptr(const at::Tensor& t) {
   return static_cast<const T*>(t.const_data_ptr());

@@ -28,7 +28,31 @@ at::Tensor sigma_gate_cuda_op(const at::Tensor& x, const at::Tensor& lq, const a
   return out;
 }
 
+at::Tensor sigma_gate_apply_cuda_op(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& logit,
+                                    const at::Tensor& alpha_sigma) {
+  const SigmaGateSizes s = check_sigma_gate_apply(x, lq, logit, alpha_sigma);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  const float* a = cptr<float>(alpha_sigma);
+  int err;
+  if (x.scalar_type() == at::kFloat)
+    err = sigma_gate_apply_cuda(cptr<float>(x), cptr<float>(lq), cptr<float>(logit), a, mptr<float>(out), s,
+                                stream);
+  else if (logit.scalar_type() == at::kFloat)
+    err = sigma_gate_apply_cuda(cptr<bf16>(x), cptr<bf16>(lq), cptr<float>(logit), a, mptr<bf16>(out), s,
+                                stream);
+  else
+    err = sigma_gate_apply_cuda(cptr<bf16>(x), cptr<bf16>(lq), cptr<bf16>(logit), a, mptr<bf16>(out), s,
+                                stream);
+  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  return out;
+}
+
 }  // namespace
 }  // namespace pid
 
-TORCH_LIBRARY_IMPL(pid, CUDA, m) { m.impl("sigma_gate", &pid::sigma_gate_cuda_op); }
+TORCH_LIBRARY_IMPL(pid, CUDA, m) {
+  m.impl("sigma_gate", &pid::sigma_gate_cuda_op);
+  m.impl("sigma_gate_apply", &pid::sigma_gate_apply_cuda_op);
+}

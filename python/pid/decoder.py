@@ -224,7 +224,7 @@ class PidDecoder:
                 shift = sampling.dynamic_shift(H, W, *defaults.dynamic_shift)
             else:
                 shift = defaults.shift if defaults else 6.0
-        guided = velocity
+        unconditional = None
         if cfg_scale != 1.0:
             null = captions.resolve_caption_embeds(
                 B, caption=None if negative_embeds is not None else captions.DEFAULT_NEGATIVE_PROMPT,
@@ -232,12 +232,10 @@ class PidDecoder:
                 txt_len=None)
             null = self._to_device(null, "negative_caption_embeds").float()
             unconditional = _velocity_fn(net, net.encode_text(null), cond, self._times, chunk)
-
-            def guided(x, t):
-                v_u = unconditional(x, t)
-                return v_u + cfg_scale * (velocity(x, t) - v_u)
         log.info("DPM-Solver++(2M): %d steps, CFG %.2f, shift %.3f", steps, cfg_scale, shift)
-        return sampling.sample_dpmpp_2m(guided, noise, steps=steps, shift=shift, callback=callback)
+        # Guidance v_u + s·(v_c − v_u) is formed inside the fused sampler step (unconditional pass first).
+        return sampling.sample_dpmpp_2m(velocity, noise, steps=steps, shift=shift, callback=callback,
+                                        uncond_velocity_fn=unconditional, cfg_scale=cfg_scale)
 
     def _autocast(self):
         """bf16 autocast for the reference and fast regimes; none for float32."""

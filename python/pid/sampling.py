@@ -14,6 +14,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from pid import ops
+
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, number of steps, state after it)
 
@@ -40,46 +42,44 @@ def student_schedule(steps: int = STUDENT_STEPS, t_list: Optional[Sequence[float
     return grid
 
 
-def _to_x0(x: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0 = x − t·v in float64, cast back to x's dtype (the reference's arithmetic)."""
-    return (x.double() - t.double() * v.double()).to(x.dtype)
-
-
 def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int = STUDENT_STEPS,
                    t_list: Optional[Sequence[float]] = None, mode: str = "sde",
                    generator: Optional[torch.Generator] = None, step_noises: Optional[Sequence[torch.Tensor]] = None,
                    callback: Optional[StepCallback] = None) -> torch.Tensor:
     """The distilled few-step sampler. SDE mode (the release default) re-noises the x0 estimate to the next
     time with fresh noise: drawn from `generator` (continuing the stream the initial noise came from, as the
-    reference does) or taken from `step_noises` (one [B, 3, H, W] tensor per intermediate step)."""
+    reference does) or taken from `step_noises` (one [B, 3, H, W] tensor per intermediate step).
+
+    Each SDE step and the final step are one fused pass, `pid.ops.student_step`: x0 = x − t·v in float64 cast
+    to float32, then x_next = (1 − t_next)·x0 + t_next·ε in float32 (or x_next = x0 at t_next = 0)."""
     if mode not in ("sde", "ode"):
         raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
-    grid = student_schedule(steps, t_list).to(noise.device)
+    host_grid = student_schedule(steps, t_list)  # float32 on the CPU: the step scalars come from here
+    grid = host_grid.to(noise.device)
+    times = host_grid.tolist()  # the float32 entries as Python floats (exact)
     n = len(grid) - 1
-    n_draws = sum(1 for t in grid[1:] if t.item() > 0) if mode == "sde" else 0
+    n_draws = sum(1 for t in times[1:] if t > 0) if mode == "sde" else 0
     if step_noises is not None and len(step_noises) != n_draws:
         raise ValueError(f"step_noises must hold {n_draws} tensors for {steps} {mode} steps, got {len(step_noises)}")
     B = noise.shape[0]
     x = noise
     draw = 0
     for k in range(n):
-        t_cur, t_next = grid[k], grid[k + 1]
-        t_batch = t_cur.expand(B)
-        v = velocity_fn(x, t_batch)
-        if t_next.item() <= 0:
-            x = _to_x0(x, v, t_batch.view(B, 1, 1, 1))
+        t_cur, t_next = times[k], times[k + 1]
+        v = velocity_fn(x, grid[k].expand(B))
+        if t_next <= 0:
+            x = ops.student_step(x, v, None, t_cur, t_next)
         elif mode == "ode":
-            x = x + (t_next - t_cur) * v
+            x = x + (grid[k + 1] - grid[k]) * v
         else:
-            x0 = _to_x0(x, v, t_batch.view(B, 1, 1, 1))
             if step_noises is not None:
-                eps = step_noises[draw].to(device=x0.device, dtype=x0.dtype)
-                if eps.shape != x0.shape:
-                    raise ValueError(f"step_noises[{draw}] has shape {tuple(eps.shape)}, expected {tuple(x0.shape)}")
+                eps = step_noises[draw].to(device=x.device, dtype=x.dtype)
+                if eps.shape != x.shape:
+                    raise ValueError(f"step_noises[{draw}] has shape {tuple(eps.shape)}, expected {tuple(x.shape)}")
             else:
-                eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+                eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
             draw += 1
-            x = (1.0 - t_next) * x0 + t_next * eps
+            x = ops.student_step(x, v, eps, t_cur, t_next)
         if callback is not None:
             callback(k, n, x)
     return x
@@ -105,34 +105,49 @@ def _lambda(t: torch.Tensor) -> torch.Tensor:
 
 
 def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int, shift: float,
-                    callback: Optional[StepCallback] = None) -> torch.Tensor:
+                    callback: Optional[StepCallback] = None, uncond_velocity_fn: Optional[VelocityFn] = None,
+                    cfg_scale: float = 1.0) -> torch.Tensor:
     """Multistep DPM-Solver++ of order 2 (order 1 for a single step) on the flow schedule, data prediction,
     first-order first and final steps (lower_order_final). The final step lands on t = 0, where the update is
-    exactly the last x0 estimate; it is computed in closed form, so no NaN appears."""
-    grid = flow_timesteps(steps, shift).to(noise.device)
-    B = noise.shape[0]
+    exactly the last x0 estimate; it is computed in closed form, so no NaN appears.
 
-    def data_prediction(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        v = velocity_fn(x, t.expand(B))
-        eps = (1 - t) * v + x  # the reference's operation order: ε̂ first, then x̂0
-        return (x - t * eps) / (1 - t)
+    Classifier-free guidance: either `velocity_fn` is already the guided velocity, or pass the unconditional
+    one as `uncond_velocity_fn` with `cfg_scale` s (called first, as the reference does); then
+    v = v_u + s·(v_c − v_u) is formed inside the fused step (equal to forming it in PyTorch).
+
+    Each step is one fused pass, `pid.ops.dpm_step`: the data prediction D = (x − t·ε̂)/(1 − t) with
+    ε̂ = (1 − t)·v + x at the current point, then the multistep update to the next time. The schedule scalars
+    (t_next/t, αφ, 1/r) are computed here in float32 on the host."""
+    host_grid = flow_timesteps(steps, shift)  # float32 on the CPU: the step scalars come from here
+    grid = host_grid.to(noise.device)
+    B = noise.shape[0]
+    guided = uncond_velocity_fn is not None and cfg_scale != 1.0
+
+    def velocities(x: torch.Tensor, i: int):
+        t = grid[i].expand(B)
+        if not guided:
+            return velocity_fn(x, t), None
+        v_u = uncond_velocity_fn(x, t)  # unconditional pass first
+        return velocity_fn(x, t), v_u
 
     x = noise
-    d_prev, d_cur = None, data_prediction(x, grid[0])
+    d_prev = None
     for i in range(1, steps + 1):
-        t_prev, t = grid[i - 1], grid[i]
+        t_prev, t = host_grid[i - 1], host_grid[i]
         first_order = i == 1 or i == steps
-        if t.item() == 0:
-            x = d_cur  # σ_t = 0, α_t = 1, expm1(−∞) = −1: x_t = x̂0 exactly
+        v_c, v_u = velocities(x, i - 1)
+        if t.item() == 0:  # σ_t = 0, α_t = 1, expm1(−∞) = −1: x_t = x̂0 exactly
+            x = ops.dpm_data_prediction(x, v_c, v_u, guidance=cfg_scale, t=t_prev.item())
         else:
             h = _lambda(t) - _lambda(t_prev)
             alpha_phi = torch.exp(torch.log(1 - t)) * torch.expm1(-h)
-            x = (t / t_prev) * x - alpha_phi * d_cur
+            second = {}
             if not first_order:
-                r = (_lambda(t_prev) - _lambda(grid[i - 2])) / h
-                x = x - 0.5 * alpha_phi * ((1.0 / r) * (d_cur - d_prev))
+                r = (_lambda(t_prev) - _lambda(host_grid[i - 2])) / h
+                second = dict(half_alpha_phi=(0.5 * alpha_phi).item(), inv_r=(1.0 / r).item())
+            x, d_prev = ops.dpm_step(x, v_c, v_u, None if first_order else d_prev, guidance=cfg_scale,
+                                     t=t_prev.item(), t_ratio=(t / t_prev).item(), alpha_phi=alpha_phi.item(),
+                                     **second)
         if callback is not None:
             callback(i - 1, steps, x)
-        if i < steps:
-            d_prev, d_cur = d_cur, data_prediction(x, t)
     return x

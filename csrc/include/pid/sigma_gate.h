@@ -6,33 +6,18 @@
 // G == 1: one logit per token, broadcast over D (g(d) = 0).  G == D: one logit per channel (g(d) = d).
 // Layout: dense row-major x, lq, out [B, L, D]; lq_logit [B, L, G]; w_x [G, D]; alpha_sigma [B] (float32).
 // All arithmetic (dot products, sigmoid) is float32; bfloat16 outputs are rounded to nearest even.
+//
+// sigma_gate_apply is the gate's epilogue alone, for a logit computed elsewhere (for G == D the
+// python face computes logit = lq_logit + x·W_xᵀ with a BLAS / cuBLAS GEMM, then calls it):
+//   out[b,l,d] = x[b,l,d] + sigmoid(logit[b,l,g(d)] - alpha_sigma[b]) * lq[b,l,d]
+// logit [B, L, G] is float32 or x's dtype; the arithmetic is float32.
 #pragma once
 
 #include <cstdint>
-#include <cstring>
+
+#include "pid/bf16.h"
 
 namespace pid {
-
-// bfloat16 as its raw bits; same layout as c10::BFloat16 and __nv_bfloat16.
-struct bf16 {
-  std::uint16_t bits;
-};
-static_assert(sizeof(bf16) == 2, "bf16 must be 2 bytes");
-
-inline float bf16_to_float(bf16 v) {
-  const std::uint32_t u = std::uint32_t(v.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-inline bf16 float_to_bf16(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{0x7fc0};  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);                            // round to nearest, ties to even
-  return bf16{static_cast<std::uint16_t>(u >> 16)};
-}
 
 struct SigmaGateSizes {
   std::int64_t B, L, D, G;  // G must be 1 or D
@@ -43,11 +28,25 @@ void sigma_gate_cpu(const float* x, const float* lq, const float* lq_logit, cons
 void sigma_gate_cpu(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
                     const float* alpha_sigma, bf16* out, SigmaGateSizes s);
 
+void sigma_gate_apply_cpu(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s);
+void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s);
+void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s);
+
 // CUDA: all pointers in device memory, `stream` is a cudaStream_t. Asynchronous; returns the
 // cudaError_t of the launch (0 = success).
 int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, const float* w_x,
                     const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream);
 int sigma_gate_cuda(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
                     const float* alpha_sigma, bf16* out, SigmaGateSizes s, void* stream);
+
+int sigma_gate_apply_cuda(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s, void* stream);
+int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s, void* stream);
+int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s, void* stream);
 
 }  // namespace pid

@@ -122,7 +122,46 @@ void sigma_gate_impl(const T* x, const T* lq, const T* lq_logit, const T* w_x, c
     per_dim(x, lq, lq_logit, w_x, alpha, out, s);
 }
 
+// The epilogue alone (sigma_gate_apply): one pass, OpenMP over tokens.
+template <typename T, typename Z>
+void apply_impl(const T* x, const T* lq, const Z* logit, const float* alpha, T* out, SigmaGateSizes s) {
+  const std::int64_t D = s.D, G = s.G, n_tok = s.B * s.L;
+  if (n_tok == 0 || D == 0) return;
+#pragma omp parallel for schedule(static) if (n_tok * D >= kParallelMinWork)
+  for (std::int64_t t = 0; t < n_tok; ++t) {
+    const float a = alpha[t / s.L];
+    const T* xt = x + t * D;
+    const T* qt = lq + t * D;
+    const Z* zt = logit + t * G;
+    T* ot = out + t * D;
+    if (G == 1) {
+      const float gate = sigmoid(to_f32(zt[0]) - a);
+#pragma omp simd
+      for (std::int64_t d = 0; d < D; ++d) ot[d] = from_f32<T>(to_f32(xt[d]) + gate * to_f32(qt[d]));
+    } else {
+#pragma omp simd
+      for (std::int64_t d = 0; d < D; ++d)
+        ot[d] = from_f32<T>(to_f32(xt[d]) + sigmoid(to_f32(zt[d]) - a) * to_f32(qt[d]));
+    }
+  }
+}
+
 }  // namespace
+
+void sigma_gate_apply_cpu(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s) {
+  apply_impl(x, lq, logit, alpha_sigma, out, s);
+}
+
+void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s) {
+  apply_impl(x, lq, logit, alpha_sigma, out, s);
+}
+
+void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s) {
+  apply_impl(x, lq, logit, alpha_sigma, out, s);
+}
 
 void sigma_gate_cpu(const float* x, const float* lq, const float* lq_logit, const float* w_x,
                     const float* alpha_sigma, float* out, SigmaGateSizes s) {

@@ -4,6 +4,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
+
 namespace pid {
 namespace {
 
@@ -83,10 +86,80 @@ int launch(const T* x, const T* lq, const T* lq_logit, const T* w, const float* 
   return cudaGetLastError();
 }
 
+// sigma_gate_apply: grid-stride over elements, kVec consecutive elements per step. The vector path
+// (kVec = 4) needs D % 4 == 0 and aligned pointers, so a group of 4 never crosses a token.
+constexpr int kApplyThreads = 256;
+constexpr int kVec = 4;
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+template <int N, typename T, typename Z>
+__global__ void apply_kernel(const T* x, const T* lq, const Z* logit, const float* alpha, T* out, std::int64_t n,
+                             std::int64_t L, std::int64_t D, std::int64_t G) {
+  const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x * N;
+  for (std::int64_t i = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * N; i < n; i += stride) {
+    const std::int64_t tok = i / D;
+    const float a = alpha[tok / L];
+    const Pack<T, N> xs = *reinterpret_cast<const Pack<T, N>*>(x + i);
+    const Pack<T, N> qs = *reinterpret_cast<const Pack<T, N>*>(lq + i);
+    Pack<T, N> os;
+    if (G == 1) {
+      const float gate = sigmoid(ld(logit + tok) - a);
+#pragma unroll
+      for (int k = 0; k < N; ++k) st(&os.v[k], ld(&xs.v[k]) + gate * ld(&qs.v[k]));
+    } else {
+      const Pack<Z, N> zs = *reinterpret_cast<const Pack<Z, N>*>(logit + i);
+#pragma unroll
+      for (int k = 0; k < N; ++k) st(&os.v[k], ld(&xs.v[k]) + sigmoid(ld(&zs.v[k]) - a) * ld(&qs.v[k]));
+    }
+    *reinterpret_cast<Pack<T, N>*>(out + i) = os;
+  }
+}
+
+template <int N, typename T>
+bool aligned(const T* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % (sizeof(T) * N) == 0;
+}
+
+template <typename T, typename Z>
+int apply_launch(const T* x, const T* lq, const Z* logit, const float* alpha, T* out, SigmaGateSizes s,
+                 void* stream) {
+  const std::int64_t n = s.B * s.L * s.D;
+  if (n == 0) return cudaSuccess;
+  auto st = static_cast<cudaStream_t>(stream);
+  const bool vec = s.D % kVec == 0 && aligned<kVec>(x) && aligned<kVec>(lq) && aligned<kVec>(out) &&
+                   (s.G == 1 || aligned<kVec>(logit));
+  const std::int64_t work = vec ? n / kVec : n;
+  const unsigned blocks = unsigned(std::min<std::int64_t>((work + kApplyThreads - 1) / kApplyThreads, 1 << 16));
+  if (vec)
+    apply_kernel<kVec><<<blocks, kApplyThreads, 0, st>>>(x, lq, logit, alpha, out, n, s.L, s.D, s.G);
+  else
+    apply_kernel<1><<<blocks, kApplyThreads, 0, st>>>(x, lq, logit, alpha, out, n, s.L, s.D, s.G);
+  return cudaGetLastError();
+}
+
 const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
 __nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
 
 }  // namespace
+
+int sigma_gate_apply_cuda(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s, void* stream) {
+  return apply_launch(x, lq, logit, alpha_sigma, out, s, stream);
+}
+
+int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s, void* stream) {
+  return apply_launch(dev(x), dev(lq), logit, alpha_sigma, dev(out), s, stream);
+}
+
+int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          bf16* out, SigmaGateSizes s, void* stream) {
+  return apply_launch(dev(x), dev(lq), dev(logit), alpha_sigma, dev(out), s, stream);
+}
 
 int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, const float* w_x,
                     const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream) {

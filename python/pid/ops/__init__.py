@@ -7,12 +7,14 @@ the compiled ops have no backward).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from pid import _extension
 from pid.ops import reference
 
-__all__ = ["sigma_gate", "reference"]
+__all__ = ["sigma_gate", "sigma_gate_apply", "student_step", "dpm_step", "dpm_data_prediction", "reference"]
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -40,6 +42,10 @@ def sigma_gate(
     x, lq: [B, L, D]; lq_logit: [B, L, G] with G = 1 (per token) or D (per token and channel);
     w_x: [G, D]; alpha_sigma: [B] float32. x, lq, lq_logit, w_x share one dtype (float32 or bfloat16
     for the compiled kernels). Math in float32; the result has x's dtype.
+
+    G = 1 runs the fused kernel ``pid::sigma_gate`` (one pass: dot product and gated residual). G = D is a
+    [B·L, D] × [D, D] GEMM: it runs as ``logit = addmm(lq_logit, x, w_x.T)`` in float32 on BLAS / cuBLAS,
+    then the fused epilogue ``pid::sigma_gate_apply``.
     """
     if (
         x.dtype in _KERNEL_DTYPES
@@ -47,10 +53,125 @@ def sigma_gate(
         and alpha_sigma.dtype == torch.float32
         and _use_kernel(x, lq, lq_logit, w_x, alpha_sigma)
     ):
+        if x.dim() == 3 and x.shape[-1] > 1 and lq_logit.shape == x.shape and w_x.shape == (x.shape[-1], x.shape[-1]):
+            return _sigma_gate_per_dim(x, lq, lq_logit, w_x, alpha_sigma)
+        # G = 1, and inputs of the wrong shape: the op's checks say what is wrong.
         return torch.ops.pid.sigma_gate(
             x.contiguous(), lq.contiguous(), lq_logit.contiguous(), w_x.contiguous(), alpha_sigma.contiguous()
         )
     return reference.sigma_gate(x, lq, lq_logit, w_x, alpha_sigma)
+
+
+def _sigma_gate_per_dim(x, lq, lq_logit, w_x, alpha_sigma):
+    B, L, D = x.shape
+    # float32 GEMM whatever autocast says: the gate's contract is float32 math (bf16 values are exact in it).
+    with torch.autocast(x.device.type, enabled=False):
+        logit = torch.addmm(lq_logit.reshape(B * L, D).float(), x.reshape(B * L, D).float(), w_x.float().T)
+    return torch.ops.pid.sigma_gate_apply(
+        x.contiguous(), lq.contiguous(), logit.view(B, L, D), alpha_sigma.contiguous()
+    )
+
+
+def sigma_gate_apply(x: torch.Tensor, lq: torch.Tensor, logit: torch.Tensor, alpha_sigma: torch.Tensor) -> torch.Tensor:
+    """The gate's epilogue for a precomputed logit: ``x + sigmoid(logit - alpha_sigma[b]) * lq``.
+
+    x, lq: [B, L, D] (float32 or bfloat16 for the compiled kernels); logit: [B, L, G], G = 1 or D, float32 or
+    x's dtype; alpha_sigma: [B] float32. Math in float32; the result has x's dtype.
+    """
+    if (
+        x.dtype in _KERNEL_DTYPES
+        and lq.dtype == x.dtype
+        and logit.dtype in (torch.float32, x.dtype)
+        and alpha_sigma.dtype == torch.float32
+        and _use_kernel(x, lq, logit, alpha_sigma)
+    ):
+        return torch.ops.pid.sigma_gate_apply(x.contiguous(), lq.contiguous(), logit.contiguous(), alpha_sigma.contiguous())
+    return reference.sigma_gate_apply(x, lq, logit, alpha_sigma)
+
+
+# ---- sampler steps: one fused elementwise pass per step (pid/sampling.py calls these) -------------
+
+
+def _sampler_kernel_ok(x: torch.Tensor, velocities, f32_tensors) -> bool:
+    v = [t for t in velocities if t is not None]
+    f32 = [t for t in f32_tensors if t is not None]
+    return (
+        x.dtype == torch.float32
+        and v[0].dtype in _KERNEL_DTYPES
+        and all(t.dtype == v[0].dtype for t in v)
+        and all(t.dtype == torch.float32 for t in f32)
+        and _use_kernel(x, *v, *f32)
+    )
+
+
+def _contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def student_step(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    eps: Optional[torch.Tensor],
+    t: float,
+    t_next: float,
+    *,
+    return_x0: bool = False,
+):
+    """One step of the distilled student sampler (pid.sampling.sample_student, spec §5.1).
+
+    ``x0 = x − t·v`` in float64, rounded to float32; ``x_next = (1 − t_next)·x0 + t_next·eps`` in float32, or
+    ``x_next = x0`` when ``eps`` is None (the last step). x, eps: float32; v: float32 or bfloat16, x's shape;
+    t, t_next: the schedule's float32 entries (Python floats). Returns x_next, or ``(x_next, x0)``.
+    """
+    if _sampler_kernel_ok(x, [v], [eps]):
+        x0 = torch.empty_like(x, memory_format=torch.contiguous_format) if return_x0 and eps is not None else None
+        x_next = torch.ops.pid.student_step(x.contiguous(), v.contiguous(), _contiguous(eps), float(t), float(t_next), x0)
+        if return_x0:
+            return x_next, (x_next if x0 is None else x0)
+        return x_next
+    x_next, x0 = reference.student_step(x, v, eps, t, t_next)
+    return (x_next, x0) if return_x0 else x_next
+
+
+def dpm_data_prediction(
+    x: torch.Tensor,
+    v_c: torch.Tensor,
+    v_u: Optional[torch.Tensor] = None,
+    *,
+    guidance: float = 1.0,
+    t: float,
+) -> torch.Tensor:
+    """DPM-Solver++ data prediction on the flow schedule: ``v = v_u + s·(v_c − v_u)`` (or v_c when v_u is None),
+    ``ε̂ = (1 − t)·v + x``, ``D = (x − t·ε̂)/(1 − t)``, float32 in this order. x float32; v_c, v_u float32 or
+    bfloat16 (one dtype); guidance s and t Python floats (rounded to float32)."""
+    if _sampler_kernel_ok(x, [v_c, v_u], []):
+        return torch.ops.pid.dpm_data_prediction(x.contiguous(), v_c.contiguous(), _contiguous(v_u), float(guidance), float(t))
+    return reference.dpm_data_prediction(x, v_c, v_u, guidance, t)
+
+
+def dpm_step(
+    x: torch.Tensor,
+    v_c: torch.Tensor,
+    v_u: Optional[torch.Tensor],
+    d_prev: Optional[torch.Tensor],
+    *,
+    guidance: float = 1.0,
+    t: float,
+    t_ratio: float,
+    alpha_phi: float,
+    half_alpha_phi: float = 0.0,
+    inv_r: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DPM-Solver++(2M) step from x at time t, in one pass: ``D = dpm_data_prediction(x, v_c, v_u, t)``, then
+    ``x_next = t_ratio·x − αφ·D`` and, at second order (``d_prev`` given), ``x_next −= 0.5αφ·((1/r)·(D − d_prev))``.
+    The scalars are float32 values computed by the caller (see pid.sampling.sample_dpmpp_2m). Returns
+    ``(x_next, D)``."""
+    if _sampler_kernel_ok(x, [v_c, v_u], [d_prev]):
+        return torch.ops.pid.dpm_step(
+            x.contiguous(), v_c.contiguous(), _contiguous(v_u), _contiguous(d_prev), float(guidance), float(t),
+            float(t_ratio), float(alpha_phi), float(half_alpha_phi), float(inv_r),
+        )
+    return reference.dpm_step(x, v_c, v_u, d_prev, guidance, t, t_ratio, alpha_phi, half_alpha_phi, inv_r)
 
 
 if _extension.available():
@@ -59,3 +180,29 @@ if _extension.available():
     def _sigma_gate_fake(x, lq, lq_logit, w_x, alpha_sigma):
         torch._check(x.dim() == 3, lambda: f"pid::sigma_gate: x must have shape [B, L, D], got {list(x.shape)}")
         return x.new_empty(x.shape)
+
+    @torch.library.register_fake("pid::sigma_gate_apply")
+    def _sigma_gate_apply_fake(x, lq, logit, alpha_sigma):
+        torch._check(x.dim() == 3, lambda: f"pid::sigma_gate_apply: x must have shape [B, L, D], got {list(x.shape)}")
+        return x.new_empty(x.shape)
+
+    def _check_float32_x(op, x):
+        torch._check(x.dtype == torch.float32, lambda: f"pid::{op}: x must be float32, got {x.dtype}")
+
+    @torch.library.register_fake("pid::student_step")
+    def _student_step_fake(x, v, eps, t, t_next, x0_out=None):
+        _check_float32_x("student_step", x)
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("pid::dpm_step")
+    def _dpm_step_fake(x, v_c, v_u, d_prev, guidance, t, t_ratio, alpha_phi, half_alpha_phi, inv_r):
+        _check_float32_x("dpm_step", x)
+        return (
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+        )
+
+    @torch.library.register_fake("pid::dpm_data_prediction")
+    def _dpm_data_prediction_fake(x, v_c, v_u, guidance, t):
+        _check_float32_x("dpm_data_prediction", x)
+        return torch.empty_like(x, memory_format=torch.contiguous_format)

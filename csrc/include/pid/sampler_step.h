@@ -1,0 +1,60 @@
+// Torch-free C++ API of the sampler step kernels: one fused elementwise pass per sampler step.
+//
+// Each reproduces, element by element and bit for bit, the PyTorch arithmetic of pid/sampling.py
+// (spec PID_REFERENCE.md §5.1, §5.3, §10.9): the same operations, in the same order, each rounded
+// once (no contraction into FMAs: the implementations are compiled with -ffp-contract=off or use
+// explicitly rounded intrinsics). All tensors are dense arrays of n elements; x, eps, d_prev and the
+// outputs are float32; the network output v is float32 or bfloat16 (up-cast exactly to float32).
+// fl(.) below is one round-to-nearest-even to float32.
+#pragma once
+
+#include <cstdint>
+
+#include "pid/bf16.h"
+
+namespace pid {
+
+// ---- 4-step student (SDE) --------------------------------------------------------------------
+//   x0     = fl( double(x) − double(t)·double(v) )        float64 arithmetic, one rounding to float32
+//   x_next = fl( fl(c·x0) + fl(t_next·eps) ),  c = fl(1 − t_next)      (eps != nullptr)
+//   x_next = x0                                                        (eps == nullptr: last step)
+// t, t_next: the float32 schedule entries. x0_out (nullable) also receives x0.
+void student_step_cpu(const float* x, const float* v, const float* eps, float t, float t_next,
+                      float* x_next, float* x0_out, std::int64_t n);
+void student_step_cpu(const float* x, const bf16* v, const float* eps, float t, float t_next,
+                      float* x_next, float* x0_out, std::int64_t n);
+
+// ---- DPM-Solver++(2M) on the flow schedule -------------------------------------------------------
+// Scalars computed by the caller in float32, as pid/sampling.py computes them on the host:
+struct DpmStepCoeffs {
+  float guidance;        // s: v = v_u + s·(v_c − v_u) when v_u != nullptr (else v = v_c, s unused)
+  float t;               // flow time of x (where v was evaluated)
+  float t_ratio;         // t_next / t
+  float alpha_phi;       // αφ = exp(log(1 − t_next))·expm1(−h), h = λ(t_next) − λ(t)
+  float half_alpha_phi;  // 0.5·αφ           (second order only)
+  float inv_r;           // 1/r, r = h_prev/h (second order only)
+};
+// Per element, all float32, in this order (u = fl(1 − t)):
+//   v      = fl(v_u + fl(s·fl(v_c − v_u)))      or v_c
+//   eps    = fl(fl(u·v) + x)                                 the reference's ε̂ first, then x̂0:
+//   D      = fl(fl(x − fl(t·eps)) / u)
+//   x_next = fl(fl(t_ratio·x) − fl(alpha_phi·D))                      first order (d_prev == nullptr)
+//   x_next = fl(that − fl(half_alpha_phi·fl(inv_r·fl(D − d_prev))))   second order
+// Writes D always, x_next unless it is nullptr (the final step to t = 0 lands exactly on D).
+void dpm_step_cpu(const float* x, const float* v_c, const float* v_u, const float* d_prev,
+                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n);
+void dpm_step_cpu(const float* x, const bf16* v_c, const bf16* v_u, const float* d_prev,
+                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n);
+
+// CUDA: all pointers in device memory, `stream` is a cudaStream_t. Asynchronous; returns the
+// cudaError_t of the launch (0 = success).
+int student_step_cuda(const float* x, const float* v, const float* eps, float t, float t_next,
+                      float* x_next, float* x0_out, std::int64_t n, void* stream);
+int student_step_cuda(const float* x, const bf16* v, const float* eps, float t, float t_next,
+                      float* x_next, float* x0_out, std::int64_t n, void* stream);
+int dpm_step_cuda(const float* x, const float* v_c, const float* v_u, const float* d_prev,
+                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n, void* stream);
+int dpm_step_cuda(const float* x, const bf16* v_c, const bf16* v_u, const float* d_prev,
+                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n, void* stream);
+
+}  // namespace pid
