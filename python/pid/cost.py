@@ -120,7 +120,7 @@ def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, 
     n_gates = cfg.num_gates + (1 if cfg.pit_lq_inject else 0)
     image = batch * 3 * height * width * 4
     persistent = (tokens * n_gates * (cfg.hidden_size + cfg.gate_width) * act  # latent features, gate logits
-                  + 3 * image)  # sampler state, noise, x0
+                  + 2 * image)  # the initial noise (kept by the caller) and the sampler state
     chunk = tokens if pixel_chunk is None else min(pixel_chunk, tokens)
     pixels_full = tokens * cfg.patch_size**2 * cfg.pixel_hidden_size * 4
     stages = {
