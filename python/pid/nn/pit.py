@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from .layers import PixelMLP, RMSNorm, modulate
-from .mmdit import _merge_heads, _split_heads, _to_sdpa
-from .rope import RopeTable, apply_rope
+from .mmdit import _merge_heads
+from .rope import RopeTable
 
 
 class PatchAttention(nn.Module):
-    """Self-attention across the patch tokens of one image with q/k RMSNorm and 2-D RoPE."""
+    """Self-attention across the patch tokens of one image with q/k RMSNorm and 2-D RoPE.
 
-    def __init__(self, dim: int, heads: int):
+    ``window`` (None: global attention, the trained model): opt-in windowed attention over the patch
+    grid (``pid.ops.attention``), which changes the network's function; see JointAttention."""
+
+    def __init__(self, dim: int, heads: int, window: Optional[int] = None):
         super().__init__()
         self.heads = heads
+        self.window = window
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_norm = RMSNorm(dim // heads)
         self.k_norm = RMSNorm(dim // heads)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
-        q, k, v = _split_heads(self.qkv(x), self.heads)
-        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(_to_sdpa(q), _to_sdpa(k), _to_sdpa(v))))
+    def forward(self, x: torch.Tensor, rope: RopeTable, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        B, L, D = x.shape
+        H = self.heads
+        qkv = self.qkv(x).view(B, L, 3, H, D // H)
+        dtype = ops.attention_dtype(qkv, self.q_norm.weight)
+        q, k = ops.qk_norm_rope(qkv, self.q_norm.weight, self.k_norm.weight, rope, self.k_norm.eps, out_dtype=dtype)
+        v = qkv[:, :, 2].transpose(1, 2).to(dtype)  # [B, H, L, d], a strided view when no cast is needed
+        return self.proj(_merge_heads(ops.attention(q, k, v, window=self.window, grid=grid)))
 
 
 class PiTBlock(nn.Module):
@@ -44,14 +54,15 @@ class PiTBlock(nn.Module):
         self.mlp = PixelMLP(pixel_dim, 4 * pixel_dim)
         self.adaLN_modulation = nn.Sequential(nn.Linear(patch_dim, 6 * pixel_dim * p2))
 
-    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable,
+                grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
         BL, P2, c = x.shape
         # Output feature o of the adaLN linear → (pixel o // 6c, chunk (o % 6c) // c, channel o % c).
         mods = self.adaLN_modulation(s_cond).view(BL, P2, 6 * c)
         shift1, scale1, gate1, shift2, scale2, gate2 = mods.chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift1, scale1).reshape(BL, P2 * c)
         h = self.compress_to_attn(h).view(batch, BL // batch, self.attn_dim)
-        h = self.attn(h, rope)
+        h = self.attn(h, rope, grid)
         h = self.expand_from_attn(h.reshape(BL, self.attn_dim)).view(BL, P2, c)
         x = x + gate1 * h
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
