@@ -37,6 +37,18 @@ constexpr int kLanes = 4, kVecRegs = 16;
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 typedef std::int32_t vi __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
 
+// Narrower vectors where a row length needs them (head_dim 72 = 9 x 8 on a 16-lane machine).
+template <int N> struct VecT {
+  typedef float type __attribute__((vector_size(N * sizeof(float))));
+};
+template <int N> using vec = typename VecT<N>::type;
+template <int N> inline vec<N> loadn(const float* p) {
+  vec<N> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <int N> inline void storen(float* p, vec<N> v) { std::memcpy(p, &v, sizeof v); }
+
 inline vf load(const float* p) {
   vf v;
   std::memcpy(&v, p, sizeof v);
@@ -137,24 +149,25 @@ void qk_scores(const float* Qt, const float* const* krow, int nk, int D, float* 
 }
 
 // O[r][:] = O[r][:] * alpha[r] + sum_j P[j][r] * V[j][:] for rows r in [0, mq); rows of O and V hold
-// NV vectors (head_dim zero-padded). NV > 0: compile-time width, register-blocked; NV == 0: any width.
-template <int NV, int RB>
+// NV vectors of VL lanes (head_dim zero-padded). NV > 0: compile-time width, register-blocked over RB
+// rows; NV == 0: any width W (a multiple of kLanes).
+template <int NV, int RB, int VL>
 inline void pv_rows(float* O, const float* Pt, const float* alpha, const float* Vc, int nk, int r0) {
-  constexpr int W = NV * kLanes;
-  vf acc[RB][NV];
+  constexpr int W = NV * VL;
+  vec<VL> acc[RB][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
-    const vf a = splat(alpha[r0 + r]);
+    const float a = alpha[r0 + r];
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[r][v] = load(O + (r0 + r) * W + v * kLanes) * a;
+    for (int v = 0; v < NV; ++v) acc[r][v] = loadn<VL>(O + (r0 + r) * W + v * VL) * a;
   }
   for (int j = 0; j < nk; ++j) {
-    vf vv[NV];
+    vec<VL> vv[NV];
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) vv[v] = load(Vc + j * W + v * kLanes);
+    for (int v = 0; v < NV; ++v) vv[v] = loadn<VL>(Vc + j * W + v * VL);
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-      const vf p = splat(Pt[j * kRows + r0 + r]);
+      const float p = Pt[j * kRows + r0 + r];
 #pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] += p * vv[v];
     }
@@ -162,25 +175,24 @@ inline void pv_rows(float* O, const float* Pt, const float* alpha, const float* 
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) store(O + (r0 + r) * W + v * kLanes, acc[r][v]);
+    for (int v = 0; v < NV; ++v) storen<VL>(O + (r0 + r) * W + v * VL, acc[r][v]);
 }
 
-template <int NV>
-void pv_update(float* O, const float* Pt, const float* alpha, const float* Vc, int nk, int mq, int nv) {
+template <int NV, int VL>
+void pv_update(float* O, const float* Pt, const float* alpha, const float* Vc, int nk, int mq, int W) {
   if constexpr (NV > 0) {
     constexpr int RB = std::max(1, std::min(8, (kVecRegs - NV - 2) / NV));
     int r = 0;
-    for (; r + RB <= mq; r += RB) pv_rows<NV, RB>(O, Pt, alpha, Vc, nk, r);
-    for (; r < mq; ++r) pv_rows<NV, 1>(O, Pt, alpha, Vc, nk, r);
+    for (; r + RB <= mq; r += RB) pv_rows<NV, RB, VL>(O, Pt, alpha, Vc, nk, r);
+    for (; r < mq; ++r) pv_rows<NV, 1, VL>(O, Pt, alpha, Vc, nk, r);
   } else {
-    const int W = nv * kLanes;
     for (int r = 0; r < mq; ++r) {
       float* o = O + r * W;
       const vf a = splat(alpha[r]);
-      for (int v = 0; v < nv; ++v) {
-        vf acc = load(o + v * kLanes) * a;
-        for (int j = 0; j < nk; ++j) acc += splat(Pt[j * kRows + r]) * load(Vc + j * W + v * kLanes);
-        store(o + v * kLanes, acc);
+      for (int v = 0; v < W; v += kLanes) {
+        vf acc = load(o + v) * a;
+        for (int j = 0; j < nk; ++j) acc += splat(Pt[j * kRows + r]) * load(Vc + j * W + v);
+        store(o + v, acc);
       }
     }
   }
@@ -217,13 +229,11 @@ struct Attention {
   const T *q, *k, *v;
   T* o;
   const AttentionParams& p;
-  int D, nv, W;        // head_dim, vectors per padded row, padded row length
+  int D, W;            // head_dim, row length of O and of the V chunk (head_dim zero-padded)
   float qscale;        // scale * log2(e)
 
-  Attention(const T* q_, const T* k_, const T* v_, T* o_, const AttentionParams& p_)
-      : q(q_), k(k_), v(v_), o(o_), p(p_), D(int(p_.D)) {
-    nv = (D + kLanes - 1) / kLanes;
-    W = nv * kLanes;
+  Attention(const T* q_, const T* k_, const T* v_, T* o_, const AttentionParams& p_, int W_)
+      : q(q_), k(k_), v(v_), o(o_), p(p_), D(int(p_.D)), W(W_) {
     qscale = float(double(p.scale) * 1.4426950408889634);
   }
 
@@ -263,7 +273,7 @@ struct Attention {
     }
   }
 
-  template <int NV>
+  template <int NV, int VL>
   void update(TileState& t, const KeyChunk& c, const RowWindows* win, float* St, float* alpha) const {
     qk_scores(t.Qt, c.krow, c.nk, D, St);
     if (c.masked) {
@@ -295,7 +305,7 @@ struct Attention {
       store(t.m + o, m_new);
       store(alpha + o, a);
     }
-    pv_update<NV>(t.O, St, alpha, c.Vc, c.nk, t.mq, nv);
+    pv_update<NV, VL>(t.O, St, alpha, c.Vc, c.nk, t.mq, W);
   }
 
   void finish(const TileState& t, std::int64_t b, std::int64_t h) const {
@@ -332,20 +342,20 @@ struct Attention {
   };
 
   // Tiles ws.tiles[0..n) (rows set) against all keys, unmasked.
-  template <int NV>
+  template <int NV, int VL>
   void run_all_keys(Workspace& ws, int n, std::int64_t b, std::int64_t h) const {
     for (int g = 0; g < n; ++g) load_queries(ws.tiles[g], b, h);
     ws.chunk.masked = false;
     for (std::int64_t j0 = 0; j0 < p.Sk; j0 += kChunk) {
       const int nk = int(std::min<std::int64_t>(kChunk, p.Sk - j0));
       load_keys(ws.chunk, b, h, nk, [j0](int j) { return j0 + j; });
-      for (int g = 0; g < n; ++g) update<NV>(ws.tiles[g], ws.chunk, nullptr, ws.St, ws.alpha);
+      for (int g = 0; g < n; ++g) update<NV, VL>(ws.tiles[g], ws.chunk, nullptr, ws.St, ws.alpha);
     }
     for (int g = 0; g < n; ++g) finish(ws.tiles[g], b, h);
   }
 
   // One image tile of windowed attention: text keys unmasked, then the key rectangle masked per row.
-  template <int NV>
+  template <int NV, int VL>
   void run_image_tile(Workspace& ws, const WindowTiling& wt, std::int64_t index, std::int64_t b,
                       std::int64_t h) const {
     const ImageTile it = image_tile(p, wt, index);
@@ -369,7 +379,7 @@ struct Attention {
     for (std::int64_t j0 = 0; j0 < p.n_text; j0 += kChunk) {
       const int nk = int(std::min<std::int64_t>(kChunk, p.n_text - j0));
       load_keys(ws.chunk, b, h, nk, [j0](int j) { return j0 + j; });
-      update<NV>(t, ws.chunk, nullptr, ws.St, ws.alpha);
+      update<NV, VL>(t, ws.chunk, nullptr, ws.St, ws.alpha);
     }
     ws.chunk.masked = true;
     const std::int64_t n_rect = it.rh * it.cw;
@@ -384,12 +394,12 @@ struct Attention {
       const float* kb = ws.chunk.kb;
       load_keys(ws.chunk, b, h, nk,
                 [=](int j) { return n_text + std::int64_t(ka[j]) * gw + std::int64_t(kb[j]); });
-      update<NV>(t, ws.chunk, &ws.win, ws.St, ws.alpha);
+      update<NV, VL>(t, ws.chunk, &ws.win, ws.St, ws.alpha);
     }
     finish(t, b, h);
   }
 
-  template <int NV>
+  template <int NV, int VL>
   void run() const {
     const std::int64_t BH = p.B * p.H;
     int threads = 1;
@@ -427,9 +437,9 @@ struct Attention {
             for (int r = 0; r < t.mq; ++r) t.rows[r] = r0 + r;
             ++n;
           }
-          run_all_keys<NV>(ws, n, b, h);
+          run_all_keys<NV, VL>(ws, n, b, h);
         } else {
-          run_image_tile<NV>(ws, wt, local - shared_tasks, b, h);
+          run_image_tile<NV, VL>(ws, wt, local - shared_tasks, b, h);
         }
       }
     }
@@ -439,14 +449,17 @@ struct Attention {
 template <typename T>
 void attention_impl(const T* q, const T* k, const T* v, T* o, const AttentionParams& p) {
   if (p.B * p.H * p.Sq == 0 || p.D <= 0) return;
-  const Attention<T> a(q, k, v, o, p);
-  constexpr int n64 = (64 + kLanes - 1) / kLanes, n72 = (72 + kLanes - 1) / kLanes;
-  if (a.nv == n64)
-    a.template run<n64>();
-  else if (a.nv == n72)
-    a.template run<n72>();
+  // Compile-time row widths for head_dim 64 and 72 (72 = 9 x 8 lanes rather than 5 x 16 padded to 80);
+  // any other head_dim takes the generic path, padded to whole vectors.
+  constexpr int kVl72 = kLanes > 8 ? 8 : kLanes, kNv72 = (72 + kVl72 - 1) / kVl72;
+  constexpr int kNv64 = (64 + kLanes - 1) / kLanes;
+  const int nv = int((p.D + kLanes - 1) / kLanes);
+  if (p.D == 72)
+    Attention<T>(q, k, v, o, p, kNv72 * kVl72).template run<kNv72, kVl72>();
+  else if (nv == kNv64)
+    Attention<T>(q, k, v, o, p, kNv64 * kLanes).template run<kNv64, kLanes>();
   else
-    a.template run<0>();
+    Attention<T>(q, k, v, o, p, nv * kLanes).template run<0, kLanes>();
 }
 
 // ---- qk_norm_rope --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Each calls ``torch.ops.pid.*`` when the extension is loaded and the inputs suit the kernel, and
 ``pid.ops.reference`` (torch SDPA) otherwise. Global attention uses the backend chosen per device type
 (``set_global_attention_backend``): on CPU the compiled kernel (measured faster than torch SDPA, see
-benchmarks/RESULTS.md), on CUDA torch SDPA until the CUDA kernel has been measured on a GPU.
+docs/attention.md), on CUDA torch SDPA until the CUDA kernel has been measured on a GPU.
 """
 
 from __future__ import annotations
