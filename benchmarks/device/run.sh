@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (no network; python3 with a CUDA torch, cmake, ninja, pytest, hypothesis):
-# rebuild pid/_C there with CUDA kernels, run the C++ tests and the kernel tests (sigma_gate, sampler
-# steps; CUDA ones included) and print the timing tables. Under 8 minutes (build ~1 min on 16 cores).
+# rebuild pid/_C there with CUDA kernels, run the C++ tests and the kernel tests (CUDA ones included) and
+# print timing tables (attention at 2048^2 scale, L = 16384). Under 8 minutes: build ~1-2 min on 16
+# cores; tests and the attention benchmark run under time caps (PYTEST_CAP, ATTN_BENCH_CAP seconds).
 #
 # Once, here: python3 -m pip download --no-deps nvidia-cutlass==4.2.0.0 -d third_party   (git-ignored)
 # Then:       run(command="bash benchmarks/device/run.sh", carry=["third_party"], timeout_s=540)
@@ -29,8 +30,9 @@ echo "=== build: $((SECONDS - t0)) s"
 
 echo "=== tests"
 ctest --test-dir build/device --output-on-failure
-"$PY" -m pytest -q -p no:cacheprovider tests/test_ops_sigma_gate.py tests/test_ops_sampler_step.py 2>&1 \
-  | tee "$OUT_DIR/pytest.log"
+timeout "${PYTEST_CAP:-180}" "$PY" -m pytest -q -p no:cacheprovider tests/test_ops_sigma_gate.py \
+  tests/test_ops_sampler_step.py tests/test_ops_attention.py tests/test_nn_attention.py 2>&1 | tee "$OUT_DIR/pytest.log" ||
+  echo "=== pytest FAILED or stopped at the time cap: exit $? (see $OUT_DIR/pytest.log)"
 echo "=== tests: $((SECONDS - t0)) s"
 
 echo "=== benchmark"
@@ -39,4 +41,7 @@ for dt in bfloat16 float32; do
   "$PY" benchmarks/bench_sampler_step.py --device cuda --v-dtype "$dt" --json "$OUT_DIR/bench_sampler_step_$dt.json"
 done
 "$PY" benchmarks/bench_sampler_step.py --device cuda --shape 1 3 4096 4096 --json "$OUT_DIR/bench_sampler_step_4k.json"
+# The attention kernel is the simple CUDA-core one (no tensor cores yet): bf16 only, capped.
+timeout "${ATTN_BENCH_CAP:-150}" "$PY" benchmarks/bench_attention.py --device cuda --dtype bfloat16 \
+  --json "$OUT_DIR/bench_attention_bfloat16.json" || echo "bench_attention: exit $? (124: stopped at the time cap)"
 echo "=== total: $((SECONDS - t0)) s"

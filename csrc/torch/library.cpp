@@ -13,4 +13,11 @@ TORCH_LIBRARY(pid, m) {
       "dpm_step(Tensor x, Tensor v_c, Tensor? v_u, Tensor? d_prev, float guidance, float t, float t_ratio, "
       "float alpha_phi, float half_alpha_phi, float inv_r) -> (Tensor x_next, Tensor D)");
   m.def("dpm_data_prediction(Tensor x, Tensor v_c, Tensor? v_u, float guidance, float t) -> Tensor");
+  // Per-head q/k RMSNorm + RoPE from qkv [B, N, 3, H, d] into rows [offset, offset + N) of dense
+  // [B, H, rows, d] buffers (see csrc/include/pid/attention.h).
+  m.def("qk_norm_rope(Tensor qkv, Tensor q_weight, Tensor k_weight, Tensor? cos, Tensor? sin, float eps, "
+        "Tensor(a!)? q_out, int q_offset, Tensor(b!)? k_out, int k_offset) -> ()");
+  // softmax(q k^T / sqrt(d)) v over [B, H, S, d]; window 0: global, else windowed over
+  // [n_text text tokens, grid_h x grid_w image grid]. Output [B, H, Sq, d] laid out as [B, Sq, H, d].
+  m.def("attention(Tensor q, Tensor k, Tensor v, int window, int grid_h, int grid_w, int n_text) -> Tensor");
 }

@@ -5,35 +5,30 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from .layers import RMSNorm, SwiGLU, modulate
-from .rope import RopeTable, apply_rope
-
-
-def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[B, N, 3·D] → q, k, v of shape [B, N, heads, head_dim] (feature f → (f // D, head, dim))."""
-    B, N, three_d = qkv.shape
-    q, k, v = qkv.view(B, N, 3, heads, three_d // (3 * heads)).unbind(2)
-    return q, k, v
-
-
-def _to_sdpa(x: torch.Tensor) -> torch.Tensor:
-    return x.transpose(1, 2)  # [B, N, H, d] → [B, H, N, d]
+from .rope import RopeTable
 
 
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, H, N, d] → [B, N, H·d] (a view when x is laid out [B, N, H, d], as pid.ops.attention returns)."""
     B, H, N, d = x.shape
     return x.transpose(1, 2).reshape(B, N, H * d)
 
 
 class JointAttention(nn.Module):
-    """Attention over [text tokens, image tokens] with separate projections and q/k norms per stream."""
+    """Attention over [text tokens, image tokens] with separate projections and q/k norms per stream.
 
-    def __init__(self, dim: int, heads: int):
+    ``window`` (None: global attention, the trained model) switches the image queries to windowed
+    attention over the patch grid (``pid.ops.attention``): an opt-in speed/memory mode that changes the
+    network's function; a window covering the grid is exactly global attention."""
+
+    def __init__(self, dim: int, heads: int, window: Optional[int] = None):
         super().__init__()
         self.heads = heads
+        self.window = window
         head_dim = dim // heads
         self.qkv_x = nn.Linear(dim, 3 * dim, bias=False)
         self.qkv_y = nn.Linear(dim, 3 * dim, bias=False)
@@ -45,23 +40,26 @@ class JointAttention(nn.Module):
         self.proj_y = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, img_rope: RopeTable, txt_rope: Optional[RopeTable],
-                text_out: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        qx, kx, vx = _split_heads(self.qkv_x(x), self.heads)
-        qy, ky, vy = _split_heads(self.qkv_y(y), self.heads)
-        qx, kx = apply_rope(self.q_norm_x(qx), img_rope), apply_rope(self.k_norm_x(kx), img_rope)
-        ky = self.k_norm_y(ky)
-        if txt_rope is not None:
-            ky = apply_rope(ky, txt_rope)
-        k = torch.cat([_to_sdpa(ky), _to_sdpa(kx)], dim=2)
-        v = torch.cat([_to_sdpa(vy), _to_sdpa(vx)], dim=2)
+                text_out: bool = True, grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x [B, L, D] image tokens (row-major ``grid``, needed for windowed attention), y [B, Ltxt, D]."""
+        B, L, D = x.shape
+        n_txt, H = y.shape[1], self.heads
+        d = D // H
+        qkv_x = self.qkv_x(x).view(B, L, 3, H, d)
+        qkv_y = self.qkv_y(y).view(B, n_txt, 3, H, d)
+        # q, k, v of the joint sequence [text, image], in the dtype SDPA would see (autocast's, or promoted).
+        dtype = ops.attention_dtype(qkv_x, qkv_y, self.q_norm_x.weight)
+        k = x.new_empty(B, H, n_txt + L, d, dtype=dtype)
+        # Without text output (the last block) only the image queries are needed.
+        q = x.new_empty(B, H, n_txt + L if text_out else L, d, dtype=dtype)
+        ops.qk_norm_rope(qkv_y, self.q_norm_y.weight, self.k_norm_y.weight, txt_rope, self.k_norm_y.eps,
+                         out=(q if text_out else None, k), offsets=(0, 0))
+        ops.qk_norm_rope(qkv_x, self.q_norm_x.weight, self.k_norm_x.weight, img_rope, self.k_norm_x.eps,
+                         out=(q, k), offsets=(n_txt if text_out else 0, n_txt))
+        v = torch.cat([qkv_y[:, :, 2], qkv_x[:, :, 2]], dim=1).to(dtype).transpose(1, 2)  # [B, H, S, d]
+        out = ops.attention(q, k, v, window=self.window, grid=grid, n_text=n_txt)
         if not text_out:
-            # Only image queries are needed: text rows of the joint attention would be discarded.
-            return self.proj_x(_merge_heads(F.scaled_dot_product_attention(_to_sdpa(qx), k, v))), None
-        qy = self.q_norm_y(qy)
-        if txt_rope is not None:
-            qy = apply_rope(qy, txt_rope)
-        out = F.scaled_dot_product_attention(torch.cat([_to_sdpa(qy), _to_sdpa(qx)], dim=2), k, v)
-        n_txt = y.shape[1]
+            return self.proj_x(_merge_heads(out)), None
         return self.proj_x(_merge_heads(out[:, :, n_txt:])), self.proj_y(_merge_heads(out[:, :, :n_txt]))
 
 
@@ -86,15 +84,16 @@ class MMDiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, img_rope: RopeTable,
                 txt_rope: Optional[RopeTable], text_out: bool = True,
-                mods: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """x [B, L, D] image tokens, y [B, Ltxt, D] text tokens, c [B, 1, D]; `mods` = modulation(c) if
-        precomputed. With text_out=False (the last block, whose text stream nothing reads) the text stream's
-        own update is skipped and None returned."""
+                mods: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x [B, L, D] image tokens (a row-major ``grid``), y [B, Ltxt, D] text tokens, c [B, 1, D]; `mods` =
+        modulation(c) if precomputed. With text_out=False (the last block, whose text stream nothing reads) the
+        text stream's own update is skipped and None returned."""
         mod_img, mod_txt = mods if mods is not None else self.modulation(c)
         shift_x, scale_x, gate_x, shift_x2, scale_x2, gate_x2 = mod_img.chunk(6, dim=-1)
         shift_y, scale_y, gate_y, shift_y2, scale_y2, gate_y2 = mod_txt.chunk(6, dim=-1)
         attn_x, attn_y = self.attn(modulate(self.norm_x1(x), shift_x, scale_x),
-                                   modulate(self.norm_y1(y), shift_y, scale_y), img_rope, txt_rope, text_out)
+                                   modulate(self.norm_y1(y), shift_y, scale_y), img_rope, txt_rope, text_out, grid)
         x = x + gate_x * attn_x
         x = x + gate_x2 * self.mlp_x(modulate(self.norm_x2(x), shift_x2, scale_x2))
         if not text_out:

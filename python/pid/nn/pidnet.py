@@ -83,6 +83,33 @@ class PidNet(nn.Module):
     def from_reference_kwargs(cls, kwargs: Mapping[str, Any]) -> "PidNet":
         return cls(PidConfig.from_reference_kwargs(kwargs))
 
+    # ------------------------------------------------------------------ attention mode
+    def set_attention_window(self, window: Optional[int] = None, pixel_window: Optional[int] | str = "same") -> None:
+        """Opt-in windowed attention (speed / memory for very large outputs); None: global, the default.
+
+        ``window`` applies to the MMDiT blocks' image queries (text tokens stay global: every image query
+        still sees all text keys and text queries see everything), ``pixel_window`` to the PiT patch
+        attention ("same": ``window``). Windows are w x w neighbourhoods on the patch grid, shifted at
+        the borders. This **changes the network's function**: the released checkpoints were trained with
+        global attention, so outputs differ; a window covering the grid is exactly global attention.
+        """
+        if pixel_window == "same":
+            pixel_window = window
+        for name, w in (("window", window), ("pixel_window", pixel_window)):
+            if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+                raise ValueError(f"{name} must be a positive int (patches) or None for global attention, got {w!r}")
+        for block in self.patch_blocks:
+            block.attn.window = window
+        for block in self.pixel_blocks:
+            block.attn.window = pixel_window
+
+    @property
+    def attention_window(self) -> tuple[Optional[int], Optional[int]]:
+        """(MMDiT window, PiT window); None means global attention."""
+        mmdit = self.patch_blocks[0].attn.window if len(self.patch_blocks) else None
+        pit = self.pixel_blocks[0].attn.window if len(self.pixel_blocks) else None
+        return mmdit, pit
+
     # ------------------------------------------------------------------ cached position tables
     def _cached(self, key, make):
         if key not in self._tables:
@@ -156,7 +183,7 @@ class PidNet(nn.Module):
             if cond is not None and i % cfg.lq_interval == 0:
                 gate_idx = i // cfg.lq_interval
                 s = self.lq_proj.gate_modules[gate_idx](s, cond.gates[gate_idx])
-            s, y = block(s, y, None, img_rope, text.rope, text_out=i != last, mods=time.block_mods[i])
+            s, y = block(s, y, None, img_rope, text.rope, text_out=i != last, mods=time.block_mods[i], grid=(Hs, Ws))
 
         s = F.silu(t_emb + s)
         if cond is not None and cond.pit is not None:
@@ -166,7 +193,7 @@ class PidNet(nn.Module):
         pixels = self.pixel_embedder(x, p, self.pixel_table(H, W, x.device))
         pix_rope = self.pixel_rope(Hs, Ws, x.device)
         for block in self.pixel_blocks:
-            pixels = block(pixels, s_cond, B, pix_rope, chunk=pixel_chunk)
+            pixels = block(pixels, s_cond, B, pix_rope, chunk=pixel_chunk, grid=(Hs, Ws))
         if pixel_chunk is None:
             out = self.final_layer(pixels)  # [B·L, p², 3]
         else:

@@ -5,29 +5,37 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from .layers import PixelMLP, RMSNorm, modulate
-from .mmdit import _merge_heads, _split_heads, _to_sdpa
-from .rope import RopeTable, apply_rope
+from .mmdit import _merge_heads
+from .rope import RopeTable
 
 
 class PatchAttention(nn.Module):
-    """Self-attention across the patch tokens of one image with q/k RMSNorm and 2-D RoPE."""
+    """Self-attention across the patch tokens of one image with q/k RMSNorm and 2-D RoPE.
 
-    def __init__(self, dim: int, heads: int):
+    ``window`` (None: global attention, the trained model): opt-in windowed attention over the patch
+    grid (``pid.ops.attention``), which changes the network's function; see JointAttention."""
+
+    def __init__(self, dim: int, heads: int, window: Optional[int] = None):
         super().__init__()
         self.heads = heads
+        self.window = window
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_norm = RMSNorm(dim // heads)
         self.k_norm = RMSNorm(dim // heads)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
-        q, k, v = _split_heads(self.qkv(x), self.heads)
-        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(_to_sdpa(q), _to_sdpa(k), _to_sdpa(v))))
+    def forward(self, x: torch.Tensor, rope: RopeTable, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        B, L, D = x.shape
+        H = self.heads
+        qkv = self.qkv(x).view(B, L, 3, H, D // H)
+        dtype = ops.attention_dtype(qkv, self.q_norm.weight)
+        q, k = ops.qk_norm_rope(qkv, self.q_norm.weight, self.k_norm.weight, rope, self.k_norm.eps, out_dtype=dtype)
+        v = qkv[:, :, 2].transpose(1, 2).to(dtype)  # [B, H, L, d], a strided view when no cast is needed
+        return self.proj(_merge_heads(ops.attention(q, k, v, window=self.window, grid=grid)))
 
 
 class PiTBlock(nn.Module):
@@ -47,18 +55,19 @@ class PiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.Linear(patch_dim, 6 * pixel_dim * p2))
 
     def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable,
-                chunk: Optional[int] = None) -> torch.Tensor:
+                chunk: Optional[int] = None, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """`chunk` bounds memory: the per-pixel work (adaLN linear, modulation, compress; expand, gated
         residual, MLP) runs on `chunk` patches at a time, recomputing the adaLN output in the second phase
-        instead of keeping it, and the block updates x in place. Only the attention sees all patches."""
+        instead of keeping it, and the block updates x in place. Only the attention sees all patches (a
+        row-major `grid` of them, needed by windowed attention)."""
         BL = x.shape[0]
         if chunk is None or chunk >= BL:
             mods = self._modulation(s_cond)
             h = self._compress(x, mods)
-            return self._expand_mlp(x, mods, self._attend(h, batch, rope))
+            return self._expand_mlp(x, mods, self._attend(h, batch, rope, grid))
         h = torch.cat([self._compress(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]))
                        for i in range(0, BL, chunk)])
-        h = self._attend(h, batch, rope)
+        h = self._attend(h, batch, rope, grid)
         out = x if not torch.is_grad_enabled() else torch.empty_like(x)
         for i in range(0, BL, chunk):
             out[i:i + chunk] = self._expand_mlp(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]), h[i:i + chunk])
@@ -73,9 +82,9 @@ class PiTBlock(nn.Module):
         shift1, scale1 = mods[0], mods[1]
         return self.compress_to_attn(modulate(self.norm1(x), shift1, scale1).reshape(x.shape[0], -1))
 
-    def _attend(self, h: torch.Tensor, batch: int, rope: RopeTable) -> torch.Tensor:
+    def _attend(self, h: torch.Tensor, batch: int, rope: RopeTable, grid) -> torch.Tensor:
         BL = h.shape[0]
-        return self.attn(h.view(batch, BL // batch, self.attn_dim), rope).reshape(BL, self.attn_dim)
+        return self.attn(h.view(batch, BL // batch, self.attn_dim), rope, grid).reshape(BL, self.attn_dim)
 
     def _expand_mlp(self, x: torch.Tensor, mods, h: torch.Tensor) -> torch.Tensor:
         _, _, gate1, shift2, scale2, gate2 = mods

@@ -14,7 +14,19 @@ import torch
 from pid import _extension
 from pid.ops import reference
 
-__all__ = ["sigma_gate", "sigma_gate_apply", "student_step", "dpm_step", "dpm_data_prediction", "reference"]
+__all__ = [
+    "sigma_gate",
+    "sigma_gate_apply",
+    "student_step",
+    "dpm_step",
+    "dpm_data_prediction",
+    "qk_norm_rope",
+    "attention",
+    "attention_dtype",
+    "set_global_attention_backend",
+    "global_attention_backend",
+    "reference",
+]
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -206,3 +218,25 @@ if _extension.available():
     def _dpm_data_prediction_fake(x, v_c, v_u, guidance, t):
         _check_float32_x("dpm_data_prediction", x)
         return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    # Fake kernels of the attention family (they must live in pid.ops, the schemas' python module).
+    @torch.library.register_fake("pid::qk_norm_rope")
+    def _qk_norm_rope_fake(qkv, q_weight, k_weight, cos, sin, eps, q_out, q_offset, k_out, k_offset):
+        torch._check(qkv.dim() == 5, lambda: f"pid::qk_norm_rope: qkv must be [B, N, 3, H, d], got {list(qkv.shape)}")
+        return None
+
+    @torch.library.register_fake("pid::attention")
+    def _attention_fake(q, k, v, window, grid_h, grid_w, n_text):
+        torch._check(q.dim() == 4, lambda: f"pid::attention: q must be [B, H, Sq, d], got {list(q.shape)}")
+        B, H, Sq, d = q.shape
+        return q.new_empty((B, Sq, H, d)).permute(0, 2, 1, 3)  # the kernel's [B, Sq, H, d] layout
+
+
+# The attention family (after _use_kernel and _KERNEL_DTYPES, which it uses).
+from pid.ops._attention import (  # noqa: E402
+    attention,
+    attention_dtype,
+    global_attention_backend,
+    qk_norm_rope,
+    set_global_attention_backend,
+)

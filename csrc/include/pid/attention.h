@@ -1,0 +1,157 @@
+// Torch-free C++ API of the PiD attention family: per-head q/k RMSNorm + RoPE, and exact softmax
+// attention (global, or windowed over a token grid). See docs/attention.md.
+//
+// qk_norm_rope ------------------------------------------------------------------------------------
+//   For each batch b, token n, head h and which in {q, k}, with x = qkv[b, n, which, h, :] (d values):
+//     r     = x_f32 * (1 / sqrt(mean(x_f32^2) + eps))                     (float32)
+//     r     = round_to(qkv dtype, r)                                      (RMSNorm: cast to the input dtype)
+//     y     = w_f32 * r          rounded to bfloat16 iff qkv and w are both bfloat16 (type promotion)
+//     out[b, h, offset + n, 2i]   = y[2i] cos[n, i] - y[2i+1] sin[n, i]    (float32; no table: y itself)
+//     out[b, h, offset + n, 2i+1] = y[2i] sin[n, i] + y[2i+1] cos[n, i]
+//   rounded to the promoted dtype (bfloat16 iff qkv and w are), then to the output dtype. qkv is read through its strides (the qkv projection's output viewed as
+//   [B, N, 3, H, d]; no copy), the outputs are dense [B, H, S_out, d] buffers written at rows
+//   [offset, offset + N): two calls (text stream, image stream) fill one joint [text, image] buffer.
+//
+// attention ---------------------------------------------------------------------------------------
+//   o[b, h, i, :] = sum_j softmax_j(scale * q[b, h, i, :] . k[b, h, j, :]) v[b, h, j, :]
+//   over the keys j that query i sees, with float32 accumulation and an online (flash) softmax: no
+//   Sq x Sk matrix is ever stored.
+//   Global (window == 0): every query sees all Sk keys; Sq and Sk are independent.
+//   Windowed (window = w > 0): the keys are the joint sequence [n_text text tokens, then a grid_h x
+//   grid_w row-major image grid] (Sk = n_text + grid_h * grid_w) and the queries are its last Sq
+//   positions (Sq = Sk: all tokens; Sq = Sk - n_text: image tokens only). A text query sees all keys.
+//   An image query at grid (i, j) sees the n_text text keys and the image keys in rows
+//   [window_start(i, w, grid_h), + min(w, grid_h)) x columns [window_start(j, w, grid_w), + min(w, grid_w)):
+//   a w x w neighbourhood shifted to stay inside the grid (neighbourhood attention). With
+//   w >= max(grid_h, grid_w) this is global attention.
+#pragma once
+
+#include <cstdint>
+
+#include "pid/bf16.h"
+
+#if defined(__CUDACC__)
+#define PID_HOST_DEVICE __host__ __device__
+#else
+#define PID_HOST_DEVICE
+#endif
+
+namespace pid {
+
+enum class DType : std::int32_t { kFloat32 = 0, kBFloat16 = 1 };
+
+// ---- qk_norm_rope --------------------------------------------------------------------------------
+
+struct QkNormRopeParams {
+  std::int64_t B, N, H, D;             // D even
+  const void* qkv;                     // [B, N, 3, H, D], element strides below, last dim contiguous
+  std::int64_t qkv_stride[4];          // strides of b, n, which (q/k/v), h
+  DType qkv_dtype;
+  const void* q_weight;                // [D], contiguous
+  const void* k_weight;                // [D], contiguous
+  DType weight_dtype;
+  const float* cos;                    // [N, D/2] contiguous, or nullptr (then no rotation)
+  const float* sin;                    // [N, D/2] contiguous, or nullptr
+  float eps;
+  void* q_out;                         // [B, H, q_rows, D] dense, or nullptr (q not wanted)
+  void* k_out;                         // [B, H, k_rows, D] dense, or nullptr
+  std::int64_t q_rows, q_offset;       // q written at rows [q_offset, q_offset + N)
+  std::int64_t k_rows, k_offset;
+  DType out_dtype;
+};
+
+void qk_norm_rope_cpu(const QkNormRopeParams& p);
+// CUDA: all pointers in device memory; `stream` is a cudaStream_t. Asynchronous; returns the
+// cudaError_t of the launch (0 = success).
+int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream);
+
+// ---- attention -----------------------------------------------------------------------------------
+
+struct AttentionStrides {
+  std::int64_t b, h, s;  // element strides of batch, head and token; the head_dim axis is contiguous
+};
+
+struct AttentionParams {
+  std::int64_t B, H, Sq, Sk, D;
+  AttentionStrides q, k, v, o;  // q, o: [B, H, Sq, D]; k, v: [B, H, Sk, D]
+  float scale;                  // usually 1 / sqrt(D)
+  std::int64_t window;          // 0: global; > 0: windowed (then the fields below apply)
+  std::int64_t grid_h, grid_w, n_text;
+};
+
+// float32 or bfloat16 q, k, v, o (all the same); float32 arithmetic. The CPU kernel takes any D >= 1.
+void attention_cpu(const float* q, const float* k, const float* v, float* o, const AttentionParams& p);
+void attention_cpu(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p);
+// CUDA: D must be 64 or 72 (attention_cuda_supports_head_dim). Asynchronous, returns a cudaError_t.
+bool attention_cuda_supports_head_dim(std::int64_t D);
+int attention_cuda(const float* q, const float* k, const float* v, float* o, const AttentionParams& p,
+                   void* stream);
+int attention_cuda(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p,
+                   void* stream);
+
+// ---- window geometry, shared by the back ends ------------------------------------------------------
+
+// First index of the window of size w around position i on an axis of length n; the window is
+// [start, start + min(w, n)). Odd w is centred on i; even w reaches w/2 before and w/2 - 1 after i.
+PID_HOST_DEVICE inline std::int64_t window_start(std::int64_t i, std::int64_t w, std::int64_t n) {
+  const std::int64_t len = w < n ? w : n;
+  std::int64_t s = i - w / 2;
+  if (s > n - len) s = n - len;
+  return s < 0 ? 0 : s;
+}
+
+PID_HOST_DEVICE inline std::int64_t window_len(std::int64_t w, std::int64_t n) { return w < n ? w : n; }
+
+// Windowed attention is processed in query tiles. Text query rows (present when Sq == Sk) form tiles of
+// `rows` consecutive queries that see every key. The image grid is cut into blocks of tile_h x tile_w
+// positions (at most `rows` of them); a block's keys are the text keys and the rectangle of image keys
+// covering the union of its queries' windows, so the work per query grows with w^2, not with the grid.
+struct WindowTiling {
+  std::int64_t n_text_q;          // text query rows: n_text when Sq == Sk, else 0
+  std::int64_t text_tiles;        // ceil(n_text_q / rows)
+  std::int64_t tile_h, tile_w;    // image block shape
+  std::int64_t tiles_h, tiles_w;  // number of blocks per axis
+  std::int64_t rows;              // query rows per tile (capacity)
+
+  PID_HOST_DEVICE std::int64_t tiles() const { return text_tiles + tiles_h * tiles_w; }
+};
+
+PID_HOST_DEVICE inline WindowTiling window_tiling(const AttentionParams& p, std::int64_t rows) {
+  WindowTiling t{};
+  t.rows = rows;
+  t.n_text_q = p.Sq == p.Sk ? p.n_text : 0;
+  t.text_tiles = (t.n_text_q + rows - 1) / rows;
+  t.tile_w = p.grid_w < 8 ? p.grid_w : 8;
+  if (t.tile_w > rows) t.tile_w = rows;
+  if (t.tile_w < 1) t.tile_w = 1;
+  t.tile_h = rows / t.tile_w;
+  if (t.tile_h > p.grid_h) t.tile_h = p.grid_h;
+  if (t.tile_h < 1) t.tile_h = 1;
+  t.tiles_h = (p.grid_h + t.tile_h - 1) / t.tile_h;
+  t.tiles_w = (p.grid_w + t.tile_w - 1) / t.tile_w;
+  return t;
+}
+
+// An image block: query positions [i0, i0 + h) x [j0, j0 + w) of the grid, and the key rectangle
+// [r0, r0 + rh) x [c0, c0 + cw) covering all their windows.
+struct ImageTile {
+  std::int64_t i0, j0, h, w;
+  std::int64_t r0, c0, rh, cw;
+};
+
+PID_HOST_DEVICE inline ImageTile image_tile(const AttentionParams& p, const WindowTiling& t,
+                                            std::int64_t index) {  // index in [0, tiles_h * tiles_w)
+  ImageTile it{};
+  it.i0 = (index / t.tiles_w) * t.tile_h;
+  it.j0 = (index % t.tiles_w) * t.tile_w;
+  it.h = p.grid_h - it.i0 < t.tile_h ? p.grid_h - it.i0 : t.tile_h;
+  it.w = p.grid_w - it.j0 < t.tile_w ? p.grid_w - it.j0 : t.tile_w;
+  // window_start is non-decreasing in the position, so the union of the windows is one rectangle.
+  it.r0 = window_start(it.i0, p.window, p.grid_h);
+  it.c0 = window_start(it.j0, p.window, p.grid_w);
+  it.rh = window_start(it.i0 + it.h - 1, p.window, p.grid_h) + window_len(p.window, p.grid_h) - it.r0;
+  it.cw = window_start(it.j0 + it.w - 1, p.window, p.grid_w) + window_len(p.window, p.grid_w) - it.c0;
+  return it;
+}
+
+}  // namespace pid

@@ -1,0 +1,263 @@
+// CUDA implementation of pid::qk_norm_rope and pid::attention (see pid/attention.h).
+//
+// Deliberately simple and obviously correct, not tuned: no tensor cores, float32 math throughout.
+// attention: one block of 64 threads per query tile, one thread per query row holding its (pre-scaled)
+// query and its output accumulator in registers; K/V tiles of 32 keys are staged in shared memory as
+// float32 and every thread walks them with an online softmax (base 2), 8 keys per rescale. Windowed
+// attention uses the same kernel: a tile's keys are the text keys and the key rectangle of its image
+// block (pid::image_tile), masked per query. Tensor cores / CuTe are a later step.
+#include "pid/attention.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+namespace pid {
+namespace {
+
+__device__ __forceinline__ float ld(const float* p) { return *p; }
+__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float round_to(float, float v) { return v; }
+__device__ __forceinline__ float round_to(__nv_bfloat16, float v) {
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// ---- attention -----------------------------------------------------------------------------------
+
+constexpr int kRows = 64;     // query rows (threads) per block
+constexpr int kKeyTile = 32;  // keys per shared-memory tile
+constexpr int kChunk = 8;     // keys per online-softmax rescale
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kRows)
+    attention_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+                     AttentionParams p, WindowTiling wt) {
+  __shared__ float ks[kKeyTile][D];
+  __shared__ float vs[kKeyTile][D];
+  __shared__ int key_a[kKeyTile];  // grid row of an image key under a mask, -1: visible to every query
+  __shared__ int key_b[kKeyTile];
+
+  const std::int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H, tile = blockIdx.x;
+  const int t = threadIdx.x;
+  const T* kb = k + b * p.k.b + h * p.k.h;
+  const T* vb = v + b * p.v.b + h * p.v.h;
+
+  // This block's queries and keys. Keys are enumerated as e in [0, n_keys): e < n_plain are key rows
+  // 0..n_plain-1 seen by every query; the rest walk the key rectangle of an image block.
+  std::int64_t row = -1, n_plain = p.Sk, n_keys = p.Sk;
+  ImageTile it{};
+  int rlo = 0, rhi = 0, clo = 0, chi = 0;
+  const bool image = p.window > 0 && tile >= wt.text_tiles;
+  if (!image) {
+    const std::int64_t rows = p.window > 0 ? wt.n_text_q : p.Sq;
+    if (tile * kRows + t < rows) row = tile * kRows + t;
+  } else {
+    it = image_tile(p, wt, tile - wt.text_tiles);
+    n_plain = p.n_text;
+    n_keys = p.n_text + it.rh * it.cw;
+    if (t < it.h * it.w) {
+      const std::int64_t i = it.i0 + t / it.w, j = it.j0 + t % it.w;
+      row = wt.n_text_q + i * p.grid_w + j;
+      rlo = int(window_start(i, p.window, p.grid_h));
+      rhi = rlo + int(window_len(p.window, p.grid_h));
+      clo = int(window_start(j, p.window, p.grid_w));
+      chi = clo + int(window_len(p.window, p.grid_w));
+    }
+  }
+
+  const float qscale = p.scale * 1.4426950408889634f;  // scores in base 2
+  float qr[D], acc[D];
+  if (row >= 0) {
+    const T* qp = q + b * p.q.b + h * p.q.h + row * p.q.s;
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      qr[d] = ld(qp + d) * qscale;
+      acc[d] = 0.f;
+    }
+  }
+  float m = -INFINITY, l = 0.f;
+
+  for (std::int64_t e0 = 0; e0 < n_keys; e0 += kKeyTile) {
+    const int nk = int(n_keys - e0 < kKeyTile ? n_keys - e0 : kKeyTile);
+    // Stage the tile (coalesced over the head_dim axis) and the keys' grid coordinates.
+    for (int idx = t; idx < nk * D; idx += kRows) {
+      const int j = idx / D, d = idx % D;
+      const std::int64_t e = e0 + j;
+      std::int64_t key;
+      if (e < n_plain) {
+        key = e;
+      } else {
+        const std::int64_t r = e - n_plain;
+        key = p.n_text + (it.r0 + r / it.cw) * p.grid_w + it.c0 + r % it.cw;
+      }
+      ks[j][d] = ld(kb + key * p.k.s + d);
+      vs[j][d] = ld(vb + key * p.v.s + d);
+    }
+    if (t < nk) {
+      const std::int64_t e = e0 + t;
+      key_a[t] = e < n_plain ? -1 : int(it.r0 + (e - n_plain) / it.cw);
+      key_b[t] = e < n_plain ? 0 : int(it.c0 + (e - n_plain) % it.cw);
+    }
+    __syncthreads();
+    if (row >= 0) {
+      for (int j0 = 0; j0 < nk; j0 += kChunk) {
+        float s[kChunk];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int jj = 0; jj < kChunk; ++jj) {
+          const int j = j0 + jj;
+          s[jj] = -INFINITY;
+          if (j < nk) {
+            const int a = key_a[j], c = key_b[j];
+            if (a < 0 || (a >= rlo && a < rhi && c >= clo && c < chi)) {
+              float dot = 0.f;
+#pragma unroll
+              for (int d = 0; d < D; ++d) dot = fmaf(qr[d], ks[j][d], dot);
+              s[jj] = dot;
+            }
+          }
+          mx = fmaxf(mx, s[jj]);
+        }
+        const float m_new = fmaxf(m, mx);
+        if (m_new == -INFINITY) continue;  // nothing visible yet
+        const float alpha = exp2f(m - m_new);
+        l *= alpha;
+#pragma unroll
+        for (int d = 0; d < D; ++d) acc[d] *= alpha;
+#pragma unroll
+        for (int jj = 0; jj < kChunk; ++jj) {
+          const float pj = exp2f(s[jj] - m_new);  // 0 for masked keys and for j >= nk
+          l += pj;
+          if (pj != 0.f) {  // skips masked keys and j >= nk (stale or unset shared memory)
+#pragma unroll
+            for (int d = 0; d < D; ++d) acc[d] = fmaf(pj, vs[j0 + jj][d], acc[d]);
+          }
+        }
+        m = m_new;
+      }
+    }
+    __syncthreads();
+  }
+  if (row >= 0) {
+    T* op = o + b * p.o.b + h * p.o.h + row * p.o.s;
+    const float inv = 1.f / l;
+#pragma unroll
+    for (int d = 0; d < D; ++d) st(op + d, acc[d] * inv);
+  }
+}
+
+template <typename T>
+int launch_attention(const T* q, const T* k, const T* v, T* o, const AttentionParams& p, void* stream) {
+  if (p.B * p.H * p.Sq == 0) return cudaSuccess;
+  const WindowTiling wt = p.window > 0 ? window_tiling(p, kRows) : WindowTiling{};
+  const std::int64_t tiles = p.window > 0 ? wt.tiles() : (p.Sq + kRows - 1) / kRows;
+  const std::int64_t bh = p.B * p.H;
+  if (tiles > 0x7fffffff || bh > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid{unsigned(tiles), unsigned(bh)};
+  auto s = static_cast<cudaStream_t>(stream);
+  if (p.D == 64)
+    attention_kernel<T, 64><<<grid, kRows, 0, s>>>(q, k, v, o, p, wt);
+  else if (p.D == 72)
+    attention_kernel<T, 72><<<grid, kRows, 0, s>>>(q, k, v, o, p, wt);
+  else
+    return cudaErrorInvalidValue;
+  return cudaGetLastError();
+}
+
+// ---- qk_norm_rope --------------------------------------------------------------------------------
+
+constexpr int kWarpsPerBlock = 4;
+
+// One warp per (b, n, which, h); lane handles the pairs lane, lane + 32, ...
+template <typename In, typename Wt, typename Out>
+__global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
+  const std::int64_t warp = std::int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const std::int64_t total = p.B * p.N * 2 * p.H;
+  if (warp >= total) return;  // uniform per warp
+  const std::int64_t h = warp % p.H, which = (warp / p.H) % 2, n = (warp / (2 * p.H)) % p.N,
+                     b = warp / (2 * p.H * p.N);
+  Out* out = static_cast<Out*>(which == 0 ? p.q_out : p.k_out);
+  if (out == nullptr) return;
+  const In* x = static_cast<const In*>(p.qkv) + b * p.qkv_stride[0] + n * p.qkv_stride[1] +
+                which * p.qkv_stride[2] + h * p.qkv_stride[3];
+  const Wt* w = static_cast<const Wt*>(which == 0 ? p.q_weight : p.k_weight);
+  constexpr bool kRoundProduct = sizeof(In) == 2 && sizeof(Wt) == 2;
+  const std::int64_t half = p.D / 2;
+  float ss = 0.f;
+  for (std::int64_t i = lane; i < half; i += 32) {
+    const float a = ld(x + 2 * i), c = ld(x + 2 * i + 1);
+    ss += a * a + c * c;
+  }
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const float inv = 1.f / sqrtf(ss / float(p.D) + p.eps);
+  const std::int64_t rows = which == 0 ? p.q_rows : p.k_rows, offset = which == 0 ? p.q_offset : p.k_offset;
+  Out* dst = out + ((b * p.H + h) * rows + offset + n) * p.D;
+  for (std::int64_t i = lane; i < half; i += 32) {
+    float y[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float r = round_to(In{}, ld(x + 2 * i + e) * inv);  // RMSNorm: cast to the input dtype
+      const float prod = ld(w + 2 * i + e) * r;                  // promoted: bf16 only if both are
+      y[e] = kRoundProduct ? round_to(In{}, prod) : prod;
+    }
+    if (p.cos != nullptr) {
+      const float c = p.cos[n * half + i], s = p.sin[n * half + i];
+      const float r0 = y[0] * c - y[1] * s, r1 = y[0] * s + y[1] * c;
+      // Cast back to the promoted dtype first (bfloat16 when it is), as the reference.
+      st(dst + 2 * i, kRoundProduct ? round_to(In{}, r0) : r0);
+      st(dst + 2 * i + 1, kRoundProduct ? round_to(In{}, r1) : r1);
+    } else {
+      st(dst + 2 * i, y[0]);
+      st(dst + 2 * i + 1, y[1]);
+    }
+  }
+}
+
+template <typename In, typename Wt, typename Out>
+int launch_norm_rope(const QkNormRopeParams& p, void* stream) {
+  const std::int64_t warps = p.B * p.N * 2 * p.H;
+  const std::int64_t blocks = (warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  qk_norm_rope_kernel<In, Wt, Out><<<unsigned(blocks), kWarpsPerBlock * 32, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename In, typename Wt>
+int norm_rope_out(const QkNormRopeParams& p, void* stream) {
+  return p.out_dtype == DType::kFloat32 ? launch_norm_rope<In, Wt, float>(p, stream)
+                                        : launch_norm_rope<In, Wt, __nv_bfloat16>(p, stream);
+}
+
+template <typename In>
+int norm_rope_weights(const QkNormRopeParams& p, void* stream) {
+  return p.weight_dtype == DType::kFloat32 ? norm_rope_out<In, float>(p, stream)
+                                           : norm_rope_out<In, __nv_bfloat16>(p, stream);
+}
+
+const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
+__nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+
+}  // namespace
+
+int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream) {
+  if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return cudaSuccess;
+  return p.qkv_dtype == DType::kFloat32 ? norm_rope_weights<float>(p, stream)
+                                        : norm_rope_weights<__nv_bfloat16>(p, stream);
+}
+
+bool attention_cuda_supports_head_dim(std::int64_t D) { return D == 64 || D == 72; }
+
+int attention_cuda(const float* q, const float* k, const float* v, float* o, const AttentionParams& p,
+                   void* stream) {
+  return launch_attention(q, k, v, o, p, stream);
+}
+
+int attention_cuda(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p, void* stream) {
+  return launch_attention(dev(q), dev(k), dev(v), dev(o), p, stream);
+}
+
+}  // namespace pid
