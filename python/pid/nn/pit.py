@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import PixelMLP, RMSNorm, modulate
+from .layers import PixelMLP, RMSNorm, gated_residual, norm_modulate_pixels
 from .mmdit import _merge_heads, _split_heads, _to_sdpa
 from .rope import RopeTable, apply_rope
 
@@ -48,10 +48,11 @@ class PiTBlock(nn.Module):
         BL, P2, c = x.shape
         # Output feature o of the adaLN linear → (pixel o // 6c, chunk (o % 6c) // c, channel o % c).
         mods = self.adaLN_modulation(s_cond).view(BL, P2, 6 * c)
-        shift1, scale1, gate1, shift2, scale2, gate2 = mods.chunk(6, dim=-1)
-        h = modulate(self.norm1(x), shift1, scale1).reshape(BL, P2 * c)
+        # Chunks of mods: 0 shift1, 1 scale1, 2 gate1, 3 shift2, 4 scale2, 5 gate2 (read in place).
+        gate1, gate2 = mods[..., 2 * c:3 * c], mods[..., 5 * c:6 * c]
+        h = norm_modulate_pixels(self.norm1, x, mods, 0, 1)  # [BL, P2·c]
         h = self.compress_to_attn(h).view(batch, BL // batch, self.attn_dim)
         h = self.attn(h, rope)
         h = self.expand_from_attn(h.reshape(BL, self.attn_dim)).view(BL, P2, c)
-        x = x + gate1 * h
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = gated_residual(x, gate1, h)
+        return gated_residual(x, gate2, self.mlp(norm_modulate_pixels(self.norm2, x, mods, 3, 4).view(BL, P2, c)))
