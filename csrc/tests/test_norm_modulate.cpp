@@ -196,7 +196,9 @@ void gated_cases(const Layout& lay, unsigned& seed, int& cases, int& failed) {
 
 int main() {
   // (B, L, D): odd sizes, the PiT pixel width 16 (its unrolled path), a few large rows.
-  const std::int64_t shapes[][3] = {{1, 1, 1}, {1, 7, 3}, {2, 17, 16}, {3, 5, 33}, {2, 40, 16}, {1, 9, 129}, {2, 19, 1536}};
+  // {3, 777, 16} and {2, 19, 1536} are large enough for the OpenMP path (odd row counts split over threads).
+  const std::int64_t shapes[][3] = {{1, 1, 1},  {1, 7, 3},   {2, 17, 16},   {3, 5, 33},
+                                    {2, 40, 16}, {1, 9, 129}, {3, 777, 16}, {2, 19, 1536}};
   int failed = 0, cases = 0;
   unsigned seed = 1;
   for (const auto& sh : shapes) {

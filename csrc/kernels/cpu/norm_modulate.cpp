@@ -4,11 +4,16 @@
 // PyTorch reference, which runs each operation as its own kernel.
 #include "pid/norm_modulate.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace pid {
 namespace {
@@ -48,46 +53,103 @@ void with_type(DType t, F&& f) {
     f(bf16{});
 }
 
+// Calls f(b, l, r) for the rows r = b * L + l in [0, B*L): each OpenMP thread takes one contiguous range
+// and steps (b, l) incrementally (no division per row: rows are as short as 16 elements in PiT).
+// f(b, l, r, n) with a row count: `chunk` consecutive rows at a time (the last call of a thread may get fewer).
+template <typename F>
+void for_row_chunks(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t chunk, F&& f) {
+  const std::int64_t rows = B * L;
+  const bool parallel = rows * D >= kParallelMinWork;
+#pragma omp parallel if (parallel)
+  {
+#ifdef _OPENMP
+    const std::int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const std::int64_t nt = 1, t = 0;
+#endif
+    const std::int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    for (std::int64_t r = begin; r < end; r += chunk) f(r / L, r % L, r, std::min(chunk, end - r));
+  }
+}
+
 // ---- rms_norm_modulate ----------------------------------------------------------------------------
 
-// One row. kD > 0: the row length known at compile time (the PiT pixel width 16), else D.
-template <typename TX, typename TM, typename TO, int kD>
-inline void norm_modulate_row(const TX* __restrict__ x, const float* __restrict__ w,
-                              const TM* __restrict__ shift, const TM* __restrict__ scale,
-                              TO* __restrict__ out, std::int64_t D_runtime, float eps) {
-  const std::int64_t D = kD > 0 ? kD : D_runtime;
-  float ss = 0.f;
+// 1 / sqrt(sum_sq / D + eps): torch's mean = sum / D, rsqrt(v) = 1 / sqrt(v), each correctly rounded.
+inline float inv_rms(float sum_sq, float D, float eps) { return 1.f / std::sqrt(sum_sq / D + eps); }
+
+template <typename TX, int kD>
+inline float sum_squares(const TX* __restrict__ x, std::int64_t D_runtime) {
+  if constexpr (kD > 0 && (kD & (kD - 1)) == 0) {
+    // Short power-of-two rows: a pairwise tree (GCC reduces an omp simd reduction lane by lane, a
+    // serial chain of kD dependent adds).
+    float t[kD];
+#pragma omp simd
+    for (int d = 0; d < kD; ++d) {
+      const float v = ld(x + d);
+      t[d] = v * v;
+    }
+    for (int half = kD / 2; half > 0; half /= 2) {
+#pragma omp simd
+      for (int d = 0; d < half; ++d) t[d] += t[d + half];
+    }
+    return t[0];
+  } else {
+    const std::int64_t D = kD > 0 ? kD : D_runtime;
+    float ss = 0.f;
 #pragma omp simd reduction(+ : ss)
-  for (std::int64_t d = 0; d < D; ++d) {
-    const float v = ld(x + d);
-    ss += v * v;
+    for (std::int64_t d = 0; d < D; ++d) {
+      const float v = ld(x + d);
+      ss += v * v;
+    }
+    return ss;
   }
-  // torch: mean = sum / D; rsqrt(v) = 1 / sqrt(v), each correctly rounded.
-  const float r = 1.f / std::sqrt(ss / static_cast<float>(D) + eps);
+}
+
+// The modulated row given its 1 / rms r.
+template <typename TX, typename TM, typename TO, int kD>
+inline void modulate_row(const TX* __restrict__ x, float r, const float* __restrict__ w,
+                         const TM* __restrict__ shift, const TM* __restrict__ scale, TO* __restrict__ out,
+                         std::int64_t D_runtime) {
+  const std::int64_t D = kD > 0 ? kD : D_runtime;
 #pragma omp simd
   for (std::int64_t d = 0; d < D; ++d) {
-    const float n = round_to<TX>(ld(x + d) * r);           // normed.to(x.dtype)
-    const float nw = w[d] * n;                             // weight * normed (float32)
-    const float s1 = round_to<TM>(1.f + ld(scale + d));    // (1 + scale) in scale's dtype
-    const float m = nw * s1;                               // promoted to float32
+    const float n = round_to<TX>(ld(x + d) * r);         // normed.to(x.dtype)
+    const float nw = w[d] * n;                           // weight * normed (float32)
+    const float s1 = round_to<TM>(1.f + ld(scale + d));  // (1 + scale) in scale's dtype
+    const float m = nw * s1;                             // promoted to float32
     st(out + d, m + ld(shift + d));
   }
 }
 
+// kD > 0: short rows of compile-time length (the PiT pixel width 16), kRowBlock rows at a time so that
+// their square roots and divisions run as one vector. Else one row at a time (it stays in L1 between
+// its two passes).
 template <typename TX, typename TM, typename TO, int kD>
 void norm_modulate_rows(const NormModulateArgs& a) {
   const auto* x = static_cast<const TX*>(a.x.data);
   const auto* shift = static_cast<const TM*>(a.shift.data);
   const auto* scale = static_cast<const TM*>(a.scale.data);
   auto* out = static_cast<TO*>(a.out);
-  const std::int64_t B = a.B, L = a.L, D = a.D;
-#pragma omp parallel for collapse(2) schedule(static) if (B * L * D >= kParallelMinWork)
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t l = 0; l < L; ++l)
-      norm_modulate_row<TX, TM, TO, kD>(x + b * a.x.stride_b + l * a.x.stride_l, a.weight,
-                                        shift + b * a.shift.stride_b + l * a.shift.stride_l,
-                                        scale + b * a.scale.stride_b + l * a.scale.stride_l,
-                                        out + (b * L + l) * D, D, a.eps);
+  const std::int64_t L = a.L, D = a.D;
+  const float Df = static_cast<float>(D), eps = a.eps;
+  constexpr std::int64_t kRowBlock = kD > 0 ? 16 : 1;
+  for_row_chunks(a.B, L, D, kRowBlock, [&](std::int64_t b, std::int64_t l, std::int64_t r, std::int64_t n) {
+    const TX* xr[kRowBlock];
+    const TM* hr[kRowBlock];
+    const TM* cr[kRowBlock];
+    float inv[kRowBlock] = {};
+    for (std::int64_t i = 0; i < n; ++i) {
+      xr[i] = x + b * a.x.stride_b + l * a.x.stride_l;
+      hr[i] = shift + b * a.shift.stride_b + l * a.shift.stride_l;
+      cr[i] = scale + b * a.scale.stride_b + l * a.scale.stride_l;
+      inv[i] = sum_squares<TX, kD>(xr[i], D);
+      if (++l == L) l = 0, ++b;
+    }
+#pragma omp simd
+    for (std::int64_t i = 0; i < kRowBlock; ++i) inv[i] = inv_rms(inv[i], Df, eps);
+    for (std::int64_t i = 0; i < n; ++i)
+      modulate_row<TX, TM, TO, kD>(xr[i], inv[i], a.weight, hr[i], cr[i], out + (r + i) * D, D);
+  });
 }
 
 // ---- gated_residual -------------------------------------------------------------------------------
@@ -111,13 +173,15 @@ void gated_rows(const GatedResidualArgs& a) {
   const auto* g = static_cast<const TG*>(a.gate.data);
   const auto* y = static_cast<const TY*>(a.y.data);
   auto* out = static_cast<TO*>(a.out);
-  const std::int64_t B = a.B, L = a.L, D = a.D;
-#pragma omp parallel for collapse(2) schedule(static) if (B * L * D >= kParallelMinWork)
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t l = 0; l < L; ++l)
-      gated_row<TX, TG, TY, TO, kD>(x + b * a.x.stride_b + l * a.x.stride_l,
-                                    g + b * a.gate.stride_b + l * a.gate.stride_l,
-                                    y + b * a.y.stride_b + l * a.y.stride_l, out + (b * L + l) * D, D);
+  const std::int64_t L = a.L, D = a.D;
+  constexpr std::int64_t kRowBlock = 64;  // rows per call: amortises the (b, l) division
+  for_row_chunks(a.B, L, D, kRowBlock, [&](std::int64_t b, std::int64_t l, std::int64_t r, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      gated_row<TX, TG, TY, TO, kD>(x + b * a.x.stride_b + l * a.x.stride_l, g + b * a.gate.stride_b + l * a.gate.stride_l,
+                                    y + b * a.y.stride_b + l * a.y.stride_l, out + (r + i) * D, D);
+      if (++l == L) l = 0, ++b;
+    }
+  });
 }
 
 constexpr int kPixelWidth = 16;  // PiD's pixel_hidden_size: the PiT rows get a fully unrolled loop
