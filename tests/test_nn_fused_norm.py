@@ -206,3 +206,30 @@ def test_autocast_fused_adds_no_more_than_autocast_noise():
     scale = exact.abs().max().item()
     noise, e = golden.errors(ref, exact, scale), golden.errors(fused, ref, scale)
     assert all(e[k] <= noise[k] for k in e), (e, noise)
+
+
+# ---- CUDA: skipped without a GPU (run on a lent GPU by benchmarks/device/run.sh) ------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_net_fused_matches_default():
+    assert _extension.has_cuda_kernels(), _extension.LOAD_ERROR
+    net, args, kw = _synthetic_net_and_inputs()
+    net = net.cuda()
+    args = [a.cuda() for a in args]
+    kw = {k: v.cuda() for k, v in kw.items()}
+    with torch.no_grad():
+        ref = net(*args, **kw)
+        with layers.fused_norm(), torch.profiler.profile() as prof:
+            fused = net(*args, **kw)
+        with torch.autocast("cuda", torch.bfloat16):
+            ref16 = net(*args, **kw).float()
+            with layers.fused_norm():
+                fused16 = net(*args, **kw).float()
+    assert {"pid::rms_norm_modulate", "pid::rms_norm_modulate_pixels", "pid::gated_residual"} <= {
+        e.name for e in prof.events()}
+    scale = ref.abs().max().item()
+    e = golden.errors(fused, ref, scale)
+    assert e["rel_l2"] <= REL_L2 and e["max_abs_rel"] <= SYNTHETIC_TOL["max_abs_rel"], e
+    noise, e16 = golden.errors(ref16, ref, scale), golden.errors(fused16, ref16, scale)
+    assert all(e16[k] <= noise[k] for k in e16), (e16, noise)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (no network; python3 with a CUDA torch, cmake, ninja, pytest, hypothesis):
-# rebuild pid/_C there with CUDA kernels, run the C++ and sigma_gate tests (CUDA ones included) and
-# print a timing table. Under 8 minutes (build ~1 min on 16 cores).
+# rebuild pid/_C there with CUDA kernels, run the C++ tests and the kernel tests (CUDA ones included) and
+# print timing tables. Under 8 minutes (build ~1 min on 16 cores).
 #
 # Once, here: python3 -m pip download --no-deps nvidia-cutlass==4.2.0.0 -d third_party   (git-ignored)
 # Then:       run(command="bash benchmarks/device/run.sh", carry=["third_party"], timeout_s=540)
@@ -30,10 +30,13 @@ echo "=== build: $((SECONDS - t0)) s"
 echo "=== tests"
 ctest --test-dir build/device --output-on-failure
 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops_sigma_gate.py 2>&1 | tee "$OUT_DIR/pytest.log"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_ops_norm_modulate.py tests/test_nn_fused_norm.py 2>&1 \
+  | tee "$OUT_DIR/pytest_norm_modulate.log"
 echo "=== tests: $((SECONDS - t0)) s"
 
 echo "=== benchmark"
 for dt in bfloat16 float32; do
   "$PY" benchmarks/bench_sigma_gate.py --device cuda --dtype "$dt" --json "$OUT_DIR/bench_sigma_gate_$dt.json"
+  "$PY" benchmarks/bench_norm_modulate.py --device cuda --mods-dtype "$dt" --json "$OUT_DIR/bench_norm_modulate_$dt.json"
 done
 echo "=== total: $((SECONDS - t0)) s"
