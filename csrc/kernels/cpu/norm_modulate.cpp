@@ -53,9 +53,9 @@ void with_type(DType t, F&& f) {
     f(bf16{});
 }
 
-// Calls f(b, l, r) for the rows r = b * L + l in [0, B*L): each OpenMP thread takes one contiguous range
-// and steps (b, l) incrementally (no division per row: rows are as short as 16 elements in PiT).
-// f(b, l, r, n) with a row count: `chunk` consecutive rows at a time (the last call of a thread may get fewer).
+// Splits the rows r = b * L + l in [0, B*L) into one contiguous range per OpenMP thread and calls
+// f(b, l, r, n) for each run of n <= `chunk` consecutive rows starting at row r = (b, l); f steps (b, l)
+// itself, so there is one division per chunk rather than per row (PiT rows are only 16 elements).
 template <typename F>
 void for_row_chunks(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t chunk, F&& f) {
   const std::int64_t rows = B * L;
