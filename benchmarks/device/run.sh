@@ -31,7 +31,8 @@ echo "=== build: $((SECONDS - t0)) s"
 echo "=== tests"
 ctest --test-dir build/device --output-on-failure
 timeout "${PYTEST_CAP:-180}" "$PY" -m pytest -q -p no:cacheprovider tests/test_ops_sigma_gate.py \
-  tests/test_ops_sampler_step.py tests/test_ops_attention.py tests/test_nn_attention.py 2>&1 | tee "$OUT_DIR/pytest.log" ||
+  tests/test_ops_sampler_step.py tests/test_ops_attention.py tests/test_nn_attention.py \
+  tests/test_ops_norm_modulate.py tests/test_nn_fused_norm.py 2>&1 | tee "$OUT_DIR/pytest.log" ||
   echo "=== pytest FAILED or stopped at the time cap: exit $? (see $OUT_DIR/pytest.log)"
 echo "=== tests: $((SECONDS - t0)) s"
 
@@ -39,6 +40,7 @@ echo "=== benchmark"
 for dt in bfloat16 float32; do
   "$PY" benchmarks/bench_sigma_gate.py --device cuda --dtype "$dt" --json "$OUT_DIR/bench_sigma_gate_$dt.json"
   "$PY" benchmarks/bench_sampler_step.py --device cuda --v-dtype "$dt" --json "$OUT_DIR/bench_sampler_step_$dt.json"
+  "$PY" benchmarks/bench_norm_modulate.py --device cuda --mods-dtype "$dt" --json "$OUT_DIR/bench_norm_modulate_$dt.json"
 done
 "$PY" benchmarks/bench_sampler_step.py --device cuda --shape 1 3 4096 4096 --json "$OUT_DIR/bench_sampler_step_4k.json"
 # The attention kernel is the simple CUDA-core one (no tensor cores yet): bf16 only, capped.

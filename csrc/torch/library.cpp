@@ -20,4 +20,11 @@ TORCH_LIBRARY(pid, m) {
   // softmax(q k^T / sqrt(d)) v over [B, H, S, d]; window 0: global, else windowed over
   // [n_text text tokens, grid_h x grid_w image grid]. Output [B, H, Sq, d] laid out as [B, Sq, H, d].
   m.def("attention(Tensor q, Tensor k, Tensor v, int window, int grid_h, int grid_w, int n_text) -> Tensor");
+  // Fused RMSNorm + adaLN modulation (MMDiT: shift/scale [B, 1, D]; PiT: per-pixel chunks of mods
+  // [N, P, K*c], output flattened [N, P*c]) and the gated residual x + gate * y. See pid/norm_modulate.h.
+  m.def("rms_norm_modulate(Tensor x, Tensor weight, Tensor shift, Tensor scale, float eps, "
+        "ScalarType? out_dtype=None) -> Tensor");
+  m.def("rms_norm_modulate_pixels(Tensor x, Tensor weight, Tensor mods, int shift_chunk, int scale_chunk, "
+        "float eps, ScalarType? out_dtype=None) -> Tensor");
+  m.def("gated_residual(Tensor x, Tensor gate, Tensor y) -> Tensor");
 }

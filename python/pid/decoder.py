@@ -237,11 +237,16 @@ class PidDecoder:
         return sampling.sample_dpmpp_2m(velocity, noise, steps=steps, shift=shift, callback=callback,
                                         uncond_velocity_fn=unconditional, cfg_scale=cfg_scale)
 
+    @contextlib.contextmanager
     def _autocast(self):
-        """bf16 autocast for the reference and fast regimes; none for float32."""
-        if self.precision == "float32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        """The precision regime: bf16 autocast for reference and fast (none for float32); the fused
+        norm/modulate kernels for fast."""
+        from .nn.layers import fused_norm
+
+        autocast = contextlib.nullcontext() if self.precision == "float32" else \
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+        with autocast, fused_norm(self.precision == "fast"):
+            yield
 
     def __repr__(self) -> str:
         name = self.variant.name if self.variant else "custom"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .. import ops
+from ..ops import reference
 
 
 class RMSNorm(nn.Module):
@@ -20,14 +26,78 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight.float() * normed.to(x.dtype)
+        return reference.rms_norm(x, self.weight, self.eps)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation x·(1 + scale) + shift."""
-    return x * (1 + scale) + shift
+    return reference.modulate(x, shift, scale)
+
+
+# ---- opt-in fused norm / modulation / gated residual (pid.ops.rms_norm_modulate & co.) ---------------
+# Off by default: the blocks then run the reference expressions above. On (PID_FUSED_NORM=1, or
+# set_fused_norm / fused_norm), they call the fused ops, which round every step as the reference does;
+# outputs differ from the reference only through the order of RMSNorm's float32 sum of squares (tested in
+# tests/test_nn_fused_norm.py). Forward hooks on the norm modules do not fire on the fused path.
+_FUSED_NORM = os.environ.get("PID_FUSED_NORM", "") not in ("", "0")
+
+
+def fused_norm_enabled() -> bool:
+    """True when the blocks use the fused norm/modulate/gated-residual ops."""
+    return _FUSED_NORM
+
+
+def set_fused_norm(enabled: bool) -> bool:
+    """Turns the fused norm/modulate/gated-residual path of the blocks on or off; returns the old setting."""
+    global _FUSED_NORM
+    old, _FUSED_NORM = _FUSED_NORM, bool(enabled)
+    return old
+
+
+@contextlib.contextmanager
+def fused_norm(enabled: bool = True) -> Iterator[None]:
+    """``with fused_norm():`` runs the blocks with the fused ops (or without, for ``enabled=False``)."""
+    old = set_fused_norm(enabled)
+    try:
+        yield
+    finally:
+        set_fused_norm(old)
+
+
+def _linear_input_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    """bfloat16 under bfloat16 autocast, else None. The modulated activations feed only Linears, which
+    autocast rounds to bfloat16 anyway, so the fused op can write bfloat16 directly (the same values)."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16:
+        return torch.bfloat16
+    return None
+
+
+def norm_modulate(norm: RMSNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``modulate(norm(x), shift, scale)`` for x [B, L, D], shift/scale [B, 1, D] (MMDiT)."""
+    if _FUSED_NORM:
+        return ops.rms_norm_modulate(x, norm.weight.float(), shift, scale, norm.eps, _linear_input_dtype(x))
+    return modulate(norm(x), shift, scale)
+
+
+def norm_modulate_pixels(norm: RMSNorm, x: torch.Tensor, mods: torch.Tensor, shift_chunk: int,
+                         scale_chunk: int) -> torch.Tensor:
+    """``modulate(norm(x), shift, scale).reshape(N, P·c)`` for pixel tokens x [N, P, c] with shift and scale
+    chunks ``shift_chunk`` and ``scale_chunk`` of the per-pixel modulation mods [N, P, 6c] (PiT)."""
+    if _FUSED_NORM:
+        return ops.rms_norm_modulate_pixels(x, norm.weight.float(), mods, shift_chunk, scale_chunk, norm.eps,
+                                            _linear_input_dtype(x))
+    N, P, c = x.shape
+    shift, scale = reference.pixel_chunk(mods, shift_chunk, c), reference.pixel_chunk(mods, scale_chunk, c)
+    return modulate(norm(x), shift, scale).reshape(N, P * c)
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + gate · y``: the residual update of the blocks (gate [B, 1, D] or a per-pixel chunk view)."""
+    # The op returns x's dtype; use it only where the expression's promoted dtype is x's (always in PiD).
+    if _FUSED_NORM and torch.promote_types(x.dtype, torch.promote_types(gate.dtype, y.dtype)) == x.dtype:
+        return ops.gated_residual(x, gate, y)
+    return x + gate * y
 
 
 class SwiGLU(nn.Module):

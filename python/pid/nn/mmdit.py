@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .layers import RMSNorm, SwiGLU, modulate
+from .layers import RMSNorm, SwiGLU, gated_residual, norm_modulate
 from .rope import RopeTable
 
 
@@ -92,12 +92,12 @@ class MMDiTBlock(nn.Module):
         mod_img, mod_txt = mods if mods is not None else self.modulation(c)
         shift_x, scale_x, gate_x, shift_x2, scale_x2, gate_x2 = mod_img.chunk(6, dim=-1)
         shift_y, scale_y, gate_y, shift_y2, scale_y2, gate_y2 = mod_txt.chunk(6, dim=-1)
-        attn_x, attn_y = self.attn(modulate(self.norm_x1(x), shift_x, scale_x),
-                                   modulate(self.norm_y1(y), shift_y, scale_y), img_rope, txt_rope, text_out, grid)
-        x = x + gate_x * attn_x
-        x = x + gate_x2 * self.mlp_x(modulate(self.norm_x2(x), shift_x2, scale_x2))
+        attn_x, attn_y = self.attn(norm_modulate(self.norm_x1, x, shift_x, scale_x),
+                                   norm_modulate(self.norm_y1, y, shift_y, scale_y), img_rope, txt_rope, text_out, grid)
+        x = gated_residual(x, gate_x, attn_x)
+        x = gated_residual(x, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, x, shift_x2, scale_x2)))
         if not text_out:
             return x, None
-        y = y + gate_y * attn_y
-        y = y + gate_y2 * self.mlp_y(modulate(self.norm_y2(y), shift_y2, scale_y2))
+        y = gated_residual(y, gate_y, attn_y)
+        y = gated_residual(y, gate_y2, self.mlp_y(norm_modulate(self.norm_y2, y, shift_y2, scale_y2)))
         return x, y

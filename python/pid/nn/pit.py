@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .layers import PixelMLP, RMSNorm, modulate
+from .layers import PixelMLP, RMSNorm, gated_residual, norm_modulate_pixels
 from .mmdit import _merge_heads
 from .rope import RopeTable
 
@@ -75,18 +75,18 @@ class PiTBlock(nn.Module):
 
     def _modulation(self, s_cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Output feature o of the adaLN linear → (pixel o // 6c, chunk (o % 6c) // c, channel o % c).
+        # Chunks of mods: 0 shift1, 1 scale1, 2 gate1, 3 shift2, 4 scale2, 5 gate2 (read in place).
         n, c = s_cond.shape[0], self.pixel_dim
-        return self.adaLN_modulation(s_cond).view(n, -1, 6 * c).chunk(6, dim=-1)
+        return self.adaLN_modulation(s_cond).view(n, -1, 6 * c)
 
-    def _compress(self, x: torch.Tensor, mods) -> torch.Tensor:
-        shift1, scale1 = mods[0], mods[1]
-        return self.compress_to_attn(modulate(self.norm1(x), shift1, scale1).reshape(x.shape[0], -1))
+    def _compress(self, x: torch.Tensor, mods: torch.Tensor) -> torch.Tensor:
+        return self.compress_to_attn(norm_modulate_pixels(self.norm1, x, mods, 0, 1))  # [n, P2·c] → [n, A]
 
     def _attend(self, h: torch.Tensor, batch: int, rope: RopeTable, grid) -> torch.Tensor:
         BL = h.shape[0]
         return self.attn(h.view(batch, BL // batch, self.attn_dim), rope, grid).reshape(BL, self.attn_dim)
 
-    def _expand_mlp(self, x: torch.Tensor, mods, h: torch.Tensor) -> torch.Tensor:
-        _, _, gate1, shift2, scale2, gate2 = mods
-        x = x + gate1 * self.expand_from_attn(h).view(x.shape)
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+    def _expand_mlp(self, x: torch.Tensor, mods: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        c = self.pixel_dim
+        x = gated_residual(x, mods[..., 2 * c:3 * c], self.expand_from_attn(h).view(x.shape))
+        return gated_residual(x, mods[..., 5 * c:6 * c], self.mlp(norm_modulate_pixels(self.norm2, x, mods, 3, 4).view(x.shape)))

@@ -193,3 +193,62 @@ def attention(
         return F.scaled_dot_product_attention(q, k, v)
     mask = window_mask(window, grid, n_text, q.shape[-2], device=q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm with the reference numerics (spec §2.7, §10.3): statistics in float32, the normalised value
+    cast back to x's dtype, then multiplied by the weight in float32 (the reference keeps float32 weights; bf16
+    weights hold the same values), which promotes the result to float32."""
+    xf = x.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight.float() * normed.to(x.dtype)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation ``x * (1 + scale) + shift``; ``1 + scale`` is rounded to scale's dtype (§10.5)."""
+    return x * (1 + scale) + shift
+
+
+def rms_norm_modulate(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``modulate(rms_norm(x, weight, eps), shift, scale)``, cast to out_dtype when given.
+
+    x: [B, L, D]; weight: [D]; shift, scale: [B, 1, D] (broadcast over L; any shape that broadcasts).
+    The result's dtype is the promoted one (float32 with a float32 weight) unless out_dtype is given.
+    """
+    out = modulate(rms_norm(x, weight, eps), shift, scale)
+    return out if out_dtype is None else out.to(out_dtype)
+
+
+def pixel_chunk(mods: torch.Tensor, chunk: int, c: int) -> torch.Tensor:
+    """Chunk ``chunk`` of the per-pixel modulation mods [N, P, K*c]: the view ``mods[..., chunk*c:(chunk+1)*c]``."""
+    return mods[..., chunk * c : (chunk + 1) * c]
+
+
+def rms_norm_modulate_pixels(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mods: torch.Tensor,
+    shift_chunk: int,
+    scale_chunk: int,
+    eps: float,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The PiT form (spec §2.11): x [N, P, c] pixel tokens, per-pixel shift/scale read from chunks of
+    mods [N, P, K*c] (K = 6 in PiD); returns the flattened [N, P*c] operand of compress_to_attn."""
+    N, P, c = x.shape
+    shift, scale = pixel_chunk(mods, shift_chunk, c), pixel_chunk(mods, scale_chunk, c)
+    return rms_norm_modulate(x, weight, shift, scale, eps, out_dtype).reshape(N, P * c)
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + gate * y`` in x's dtype. ``gate * y`` is computed in the promoted dtype of gate and y (so a
+    bfloat16 gate times a bfloat16 y is rounded to bfloat16 before the float32 residual add, §10.2).
+    x, y: [B, L, D]; gate: [B, 1, D] or [B, L, D] (e.g. a chunk view of the per-pixel modulation)."""
+    return (x + gate * y).to(x.dtype)

@@ -1,0 +1,57 @@
+// CUDA bindings of pid::rms_norm_modulate, pid::rms_norm_modulate_pixels and pid::gated_residual:
+// validate, allocate on the inputs' device, launch on the current stream.
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it needs cuBLAS/cuSPARSE headers
+#include <torch/library.h>
+
+#include "norm_modulate_check.h"
+
+namespace pid {
+namespace {
+
+using norm_check::to_dtype;
+
+void* current_stream(const at::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
+
+at::Tensor run_norm(NormModulateArgs a, const at::Tensor& x, at::IntArrayRef out_shape, at::ScalarType out_dtype) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty(out_shape, x.options().dtype(out_dtype));
+  a.out = out.mutable_data_ptr();
+  a.out_dtype = to_dtype(out_dtype);
+  C10_CUDA_CHECK(static_cast<cudaError_t>(rms_norm_modulate_cuda(a, current_stream(x))));
+  return out;
+}
+
+at::Tensor rms_norm_modulate_cuda_op(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
+                                     const at::Tensor& scale, double eps, std::optional<at::ScalarType> out_dtype) {
+  const NormModulateArgs a = norm_check::rms_norm_modulate(x, weight, shift, scale, eps);
+  return run_norm(a, x, x.sizes(), norm_check::norm_out_dtype("rms_norm_modulate", out_dtype));
+}
+
+at::Tensor rms_norm_modulate_pixels_cuda_op(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mods,
+                                            std::int64_t shift_chunk, std::int64_t scale_chunk, double eps,
+                                            std::optional<at::ScalarType> out_dtype) {
+  const NormModulateArgs a = norm_check::rms_norm_modulate_pixels(x, weight, mods, shift_chunk, scale_chunk, eps);
+  return run_norm(a, x, {x.size(0), x.size(1) * x.size(2)},
+                  norm_check::norm_out_dtype("rms_norm_modulate_pixels", out_dtype));
+}
+
+at::Tensor gated_residual_cuda_op(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) {
+  GatedResidualArgs a = norm_check::gated_residual(x, gate, y);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  a.out = out.mutable_data_ptr();
+  C10_CUDA_CHECK(static_cast<cudaError_t>(gated_residual_cuda(a, current_stream(x))));
+  return out;
+}
+
+}  // namespace
+}  // namespace pid
+
+TORCH_LIBRARY_IMPL(pid, CUDA, m) {
+  m.impl("rms_norm_modulate", &pid::rms_norm_modulate_cuda_op);
+  m.impl("rms_norm_modulate_pixels", &pid::rms_norm_modulate_pixels_cuda_op);
+  m.impl("gated_residual", &pid::gated_residual_cuda_op);
+}
