@@ -38,10 +38,11 @@ class SigmaGate(nn.Module):
         return GateInput(lq, lq_logit, self.log_alpha.float().exp() * sigma.float())  # float32, as the reference
 
     def forward(self, x: torch.Tensor, inp: GateInput) -> torch.Tensor:
-        """Returns float32: in the reference the float32 sigma term promotes the gate, so the image stream
-        becomes float32 here even under bf16 autocast (spec §10.2)."""
+        """Returns at least float32: in the reference the float32 sigma term promotes the gate, so the image
+        stream becomes float32 here even under bf16 autocast (spec §10.2)."""
         w_x = self.content_proj.weight[:, : self.dim]
-        return ops.sigma_gate(x.float(), inp.lq, inp.lq_logit, w_x, inp.alpha_sigma)
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        return ops.sigma_gate(x, inp.lq, inp.lq_logit, w_x, inp.alpha_sigma)
 
 
 class ResBlock(nn.Module):
