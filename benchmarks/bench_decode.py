@@ -1,7 +1,8 @@
 """End-to-end decode: the reference implementation's eager path vs pid's fast path, in one process.
 
 reference: float32 weights + bf16 autocast, the full network forward at every step (the latent CNN and
-           every timestep-only product recomputed), the 4-step student loop — what the official code runs.
+           every timestep-only product recomputed), PyTorch ops only (SDPA, eager norms and sampler
+           arithmetic: pid.ops.kernels_enabled(False)), the 4-step student loop — what the official code runs.
 fast:      pid.PidDecoder(precision="fast").decode: bf16 weights, hoisted latent/caption/timestep work,
            fused kernels, bounded-memory pixel blocks.
 Both see the same latent, caption embeddings and noise. Without --checkpoint the network has random weights
@@ -34,6 +35,9 @@ from pid.nn import PidNet  # noqa: E402
 
 ARCHS = {
     "full": PidConfig(),  # the released v1.5 network
+    # the golden parity networks' size (shared/golden/v15_net.json), with the released text width
+    "tiny": PidConfig(hidden_size=64, num_heads=4, pixel_hidden_size=8, pixel_attn_hidden_size=48, pixel_num_heads=4,
+                      patch_depth=4, txt_embed_dim=2304, lq_hidden_dim=32),
     "small": PidConfig(hidden_size=512, num_heads=8, pixel_attn_hidden_size=384, pixel_num_heads=8, patch_depth=6,
                        txt_embed_dim=2304, lq_hidden_dim=128, lq_num_res_blocks=2),
 }
@@ -52,7 +56,7 @@ def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device):
     """The official student loop: full forward per step under bf16 autocast, float32 weights."""
     def velocity(x, t):
         return net(x, t * 1000, y, lq_latent=latent, degrade_sigma=sigma)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), pid.ops.kernels_enabled(False):
         return sampling.sample_student(velocity, noise, step_noises=eps).clamp(-1, 1)
 
 

@@ -201,6 +201,7 @@ void gated_rows(const GatedResidualArgs& a) {
 }
 
 constexpr int kPixelWidth = 16;  // PiD's pixel_hidden_size: the PiT rows get a fully unrolled loop
+constexpr int kSmallPixelWidth = 8;  // the small test networks' pixel width
 
 }  // namespace
 
@@ -217,6 +218,8 @@ void rms_norm_modulate_cpu(const NormModulateArgs& a) {
         using TO = decltype(to);
         if (a.D == kPixelWidth)
           norm_modulate_rows<TX, TM, TO, kPixelWidth>(a);
+        else if (a.D == kSmallPixelWidth)
+          norm_modulate_rows<TX, TM, TO, kSmallPixelWidth>(a);
         else
           norm_modulate_rows<TX, TM, TO, 0>(a);
       });
@@ -236,6 +239,8 @@ void gated_residual_cpu(const GatedResidualArgs& a) {
           using TO = decltype(to);
           if (a.D == kPixelWidth)
             gated_rows<TX, TG, TY, TO, kPixelWidth>(a);
+          else if (a.D == kSmallPixelWidth)
+            gated_rows<TX, TG, TY, TO, kSmallPixelWidth>(a);
           else
             gated_rows<TX, TG, TY, TO, 0>(a);
         });

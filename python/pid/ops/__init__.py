@@ -7,7 +7,8 @@ the compiled ops have no backward).
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 
@@ -28,14 +29,28 @@ __all__ = [
     "rms_norm_modulate",
     "rms_norm_modulate_pixels",
     "gated_residual",
+    "kernels_enabled",
     "reference",
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+_kernels_on = True
+
+
+@contextlib.contextmanager
+def kernels_enabled(enabled: bool = True) -> Iterator[None]:
+    """``with kernels_enabled(False):`` runs every op through its PyTorch reference (e.g. to time the
+    reference implementation's eager path in the same process)."""
+    global _kernels_on
+    old, _kernels_on = _kernels_on, bool(enabled)
+    try:
+        yield
+    finally:
+        _kernels_on = old
 
 
 def _use_kernel(*tensors: torch.Tensor) -> bool:
-    if not _extension.available():
+    if not (_kernels_on and _extension.available()):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
