@@ -43,9 +43,10 @@ ARCHS = {
 }
 
 
-def random_net(cfg: PidConfig, seed: int = 0) -> PidNet:
+def random_net(cfg: PidConfig, device="cpu", seed: int = 0) -> PidNet:
     torch.manual_seed(seed)
-    net = PidNet(cfg).eval().requires_grad_(False)
+    with torch.device(device):
+        net = PidNet(cfg).eval().requires_grad_(False)
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(p.bfloat16().float())  # released checkpoints hold bf16 values
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         cfg = ref_net.config
     else:
         cfg = ARCHS[args.arch]
-        ref_net = random_net(cfg).to(device)
+        ref_net = random_net(cfg, device)
     fast = PidDecoder(PidNet(cfg).to(device).eval(), precision="float32")
     fast.net.load_state_dict(ref_net.state_dict())
     fast = PidDecoder(fast.net.bfloat16().requires_grad_(False), precision="fast")
