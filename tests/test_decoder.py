@@ -145,7 +145,7 @@ def test_bad_inputs_are_named(decoder, case):
         decoder.decode(lat, caption_embeds=y, output_size=(100, 96))
     with pytest.raises(ValueError, match=r"sigma must lie in \[0, 1\]"):
         decoder.decode(lat, caption_embeds=y, sigma=1.5)
-    with pytest.raises(ValueError, match="one per sample"):
+    with pytest.raises(ValueError, match="one value per sample"):
         decoder.decode(lat, caption_embeds=y, sigma=[0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="pid encode-caption"):
         decoder.decode(lat)

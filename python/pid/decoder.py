@@ -299,11 +299,8 @@ def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[
 
 
 def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
-    sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).to(device)
-    if sigma.numel() == 1:
-        sigma = sigma.expand(batch).contiguous()
-    if sigma.numel() != batch:
-        raise ValueError(f"sigma must be one value or one per sample ({batch}), got {sigma.numel()} values")
+    """The network's per-sample σ [B], validated for a decode: σ ∈ [0, 1]."""
+    sigma = PidNet.sigma_per_sample(sigma, batch, device)
     if not torch.isfinite(sigma).all() or (sigma < 0).any() or (sigma > 1).any():
         raise ValueError(f"sigma must lie in [0, 1] (0 = clean latent), got {sigma.tolist()}")
     return sigma

@@ -208,7 +208,7 @@ class PidNet(nn.Module):
         B, _, H, W = self._check_inputs(x, t, y, lq_latent)
         cond = None
         if lq_latent is not None:
-            sigma = self._sigma(degrade_sigma, B, x.device)
+            sigma = self.sigma_per_sample(degrade_sigma, B, x.device)
             cond = self.encode_condition(lq_latent, sigma, (H // self.config.patch_size, W // self.config.patch_size))
         return self.denoise(x, t.reshape(B), self.encode_text(y), cond)
 
@@ -233,13 +233,14 @@ class PidNet(nn.Module):
         return B, _, H, W
 
     @staticmethod
-    def _sigma(degrade_sigma, batch: int, device) -> torch.Tensor:
+    def sigma_per_sample(degrade_sigma, batch: int, device) -> torch.Tensor:
+        """A float, a sequence or a tensor of noise levels → float32 [batch] (one value broadcasts)."""
         if degrade_sigma is None:
             raise ValueError("degrade_sigma is required with lq_latent: pass 0.0 for a clean latent, or the "
                              "noise level of a partially denoised one")
-        sigma = torch.as_tensor(degrade_sigma, dtype=torch.float32, device=device).reshape(-1)
+        sigma = torch.as_tensor(degrade_sigma, dtype=torch.float32).reshape(-1).to(device)
         if sigma.numel() == 1:
-            sigma = sigma.expand(batch)
+            sigma = sigma.expand(batch).contiguous()
         if sigma.numel() != batch:
             raise ValueError(f"degrade_sigma must be a float or hold one value per sample ({batch}), "
                              f"got {sigma.numel()} values")
