@@ -17,7 +17,7 @@ from pid import latents as L
 from pid.latents import (DINOv2Latent, Flux2Latent, LatentError, QwenImageLatent, SigLIPLatent, add_noise,
                          check_latent, euler_to_vp, flow_sigma_after_step, get_latent_space, rae_sigma,
                          rae_time_schedule)
-from pid.variants import LATENT_SPACES, VARIANTS
+from pid.variants import VARIANTS
 
 # spec §4.2
 SCALED = {"flux": (0.3611, 0.1159), "sd3": (1.5305, 0.0609), "sdxl": (0.13025, 0.0)}
@@ -40,15 +40,13 @@ def bn_stats(seed=1):
 
 # ------------------------------------------------------------------------------ registry consistency
 def test_names_and_facts_match_variants_registry():
-    assert set(L.LATENT_NAMES) == set(LATENT_SPACES)
-    for name, fact in LATENT_SPACES.items():
-        space = get_latent_space(name)
-        assert space.name == fact.name
-        assert space.channels == fact.channels
-        assert space.vae_factor == fact.vae_factor
-        assert space.noise_frame == fact.noise_frame
-        assert space.fixed_grid == fact.fixed_grid
-        assert get_latent_space(fact).name == name  # a variants.LatentSpace resolves too
+    """Each released variant's network takes exactly its latent space's channels (two independent sources:
+    the network table of spec §3.2 and the latent table of spec §4.2)."""
+    assert {v.latent.name for v in VARIANTS.values()} == set(L.LATENT_NAMES)
+    for v in VARIANTS.values():
+        assert v.latent.channels == v.config.lq_latent_channels, v.name
+        assert get_latent_space(v).name == v.latent.name
+        assert v.latent.noise_frame == ("vp" if v.latent.name == "sdxl" else "flow")
 
 
 def test_every_variant_resolves_and_agrees_on_output_size():
@@ -81,7 +79,7 @@ def test_get_latent_space_aliases_and_errors():
     assert get_latent_space(obj) is obj
     with pytest.raises(LatentError) as e:
         get_latent_space("flx")
-    for name in LATENT_SPACES:
+    for name in L.LATENT_NAMES:
         assert name in str(e.value)
     with pytest.raises(LatentError, match="takes no arguments"):
         get_latent_space("sdxl", bn_mean=1)
@@ -321,11 +319,18 @@ def test_siglip_layer_norm_matches_float64_reference():
 
 
 # ------------------------------------------------------------------------------ check_latent
+# Channels handed to PiD and the RAEs' fixed grids, typed in from spec §4.2.
+SPEC_CHANNELS = {"flux": 16, "sd3": 16, "sdxl": 4, "qwenimage": 16, "flux2": 128, "dinov2": 768, "siglip": 1152}
+SPEC_FIXED_GRID = {"dinov2": (32, 32), "siglip": (16, 16)}
+
+
 def test_check_latent_accepts_valid_latents():
-    for name, fact in LATENT_SPACES.items():
-        h, w = fact.fixed_grid or (12, 20)
-        z = torch.randn(1, fact.channels, h, w, dtype=torch.bfloat16)
+    assert set(SPEC_CHANNELS) == set(L.LATENT_NAMES)
+    for name, channels in SPEC_CHANNELS.items():
+        h, w = SPEC_FIXED_GRID.get(name, (12, 20))
+        z = torch.randn(1, channels, h, w, dtype=torch.bfloat16)
         assert check_latent(z, name) is z
+        assert get_latent_space(name).fixed_grid == SPEC_FIXED_GRID.get(name)
 
 
 @pytest.mark.parametrize("z,space,needle", [
@@ -349,8 +354,8 @@ def test_check_latent_errors_name_the_cause(z, space, needle):
     with pytest.raises(LatentError) as e:
         check_latent(z, space)
     assert needle in str(e.value)
-    if z.ndim == 4 and z.is_floating_point() and z.shape[1] != LATENT_SPACES[space].channels:
-        assert str(LATENT_SPACES[space].channels) in str(e.value)
+    if z.ndim == 4 and z.is_floating_point() and z.shape[1] != SPEC_CHANNELS[space]:
+        assert str(SPEC_CHANNELS[space]) in str(e.value)
 
 
 def test_normalize_wrong_channels_says_what_to_do():

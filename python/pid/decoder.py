@@ -145,7 +145,7 @@ class PidDecoder:
             raise ValueError(f"latent_format must be 'normalized' or 'raw', got {latent_format!r}")
         space = latent_space
         if space is None and self.variant is not None:
-            space = latent_spaces.get_latent_space(self.variant.latent.name)
+            space = self.variant.latent
         elif space is not None:
             space = latent_spaces.get_latent_space(space)
         if latent_format == "raw":

@@ -529,7 +529,7 @@ ALIASES = {
 
 def get_latent_space(name: Any, **kwargs: Any) -> BackboneLatent:
     """The latent space called `name` (flux, sd3, sdxl, qwenimage, flux2, dinov2, siglip, or an alias such as
-    zimage / flux2-klein-4b / qwenimage-2512). Also accepts a `pid.variants.LatentSpace`, a `Variant`, or a
+    zimage / flux2-klein-4b / qwenimage-2512). Also accepts a `Variant` (its latent space's name) or a
     latent-space object (returned as is).
 
     kwargs go to the constructor: flux2 takes `bn_mean`, `bn_var`, `eps` or `vae_file=path`; dinov2 takes
@@ -540,7 +540,7 @@ def get_latent_space(name: Any, **kwargs: Any) -> BackboneLatent:
         return name
     if hasattr(name, "latent") and hasattr(name.latent, "channels"):  # a Variant
         name = name.latent
-    if hasattr(name, "name") and hasattr(name, "channels"):  # a pid.variants.LatentSpace
+    if hasattr(name, "name") and hasattr(name, "channels"):  # a Variant's latent space: a fresh instance
         name = name.name
     if not isinstance(name, str):
         raise LatentError(f"get_latent_space: expected a latent-space name, got {type(name).__name__}; known: "
@@ -613,7 +613,7 @@ def _rank_hint(x: torch.Tensor, space: BackboneLatent) -> str:
 
 
 def check_latent(z: Any, space: Any, *, what: str = "latent") -> torch.Tensor:
-    """Validate a normalised latent before it goes to a decoder for `space` (name, variants.LatentSpace,
+    """Validate a normalised latent before it goes to a decoder for `space` (name,
     Variant or latent-space object): a 4-D floating tensor [B, C, h, w] with the space's channel count,
     finite values and, for the RAEs, their fixed grid. Returns `z` unchanged; raises LatentError naming the
     expected layout and the likely cause."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .config import PidConfig
+from .latents import BackboneLatent, get_latent_space
 
 STUDENT_T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)
 
@@ -25,32 +26,6 @@ class SamplerDefaults:
 
 STUDENT = SamplerDefaults("student", 4, t_list=STUDENT_T_LIST)
 TEACHER = SamplerDefaults("dpm++2m", 25, cfg_scale=5.0, shift=6.0, dynamic_shift=(6.0, 2048))
-
-
-@dataclass(frozen=True)
-class LatentSpace:
-    """The latent a variant consumes: channels and pixels per latent cell as handed to PiD."""
-
-    name: str  # flux, flux2, sd3, sdxl, qwenimage, dinov2, siglip
-    channels: int
-    vae_factor: int  # VAE-native pixels per latent cell (16 for packed FLUX.2 and the RAEs)
-    noise_frame: str = "flow"  # "vp" for SDXL: x = sqrt(1 - s^2) z + s eps
-    fixed_grid: Optional[tuple[int, int]] = None  # RAEs always produce one grid (h, w)
-    description: str = ""
-
-
-LATENT_SPACES = {
-    s.name: s
-    for s in (
-        LatentSpace("flux", 16, 8, description="FLUX.1 / Z-Image VAE, z = 0.3611 (mu - 0.1159)"),
-        LatentSpace("sd3", 16, 8, description="SD3 VAE, z = 1.5305 (mu - 0.0609)"),
-        LatentSpace("sdxl", 4, 8, noise_frame="vp", description="SDXL VAE, z = 0.13025 mu"),
-        LatentSpace("qwenimage", 16, 8, description="Qwen-Image (Wan-2.1) VAE, per-channel mean/std"),
-        LatentSpace("flux2", 128, 16, description="FLUX.2 VAE, 2x2-packed and batch-normalised, 128 ch"),
-        LatentSpace("dinov2", 768, 16, fixed_grid=(32, 32), description="DINOv2-B-reg RAE, normalised"),
-        LatentSpace("siglip", 1152, 16, fixed_grid=(16, 16), description="SigLIP-2 Scale-RAE, LayerNorm"),
-    )
-}
 
 
 def _square(*sides: int) -> tuple[tuple[int, int], ...]:
@@ -81,7 +56,7 @@ class Variant:
     experiment: str  # folder name under checkpoints/ in the nvidia/PiD Hugging Face repo
     generation: str  # "v1" or "v1.5"
     kind: str  # "student" or "teacher"
-    latent: LatentSpace
+    latent: BackboneLatent  # the latent space it decodes (pid.latents); FLUX.2 / DINOv2 without their statistics
     config: PidConfig
     sampler: SamplerDefaults
     registry_keys: tuple[str, ...] = ()  # "backbone/pid_ckpt_type" keys of the official registry
@@ -118,12 +93,12 @@ _V15 = PidConfig()  # the PidConfig defaults are the v1.5 network
 
 
 def _v1(name, experiment, latent, keys, *, sizes=SIZES_2K, side_range=(1536, 2688), notes="", **cfg):
-    return Variant(name, experiment, "v1", "student", LATENT_SPACES[latent], _V1.replace(**cfg), STUDENT,
+    return Variant(name, experiment, "v1", "student", get_latent_space(latent), _V1.replace(**cfg), STUDENT,
                    tuple(keys), sizes, side_range, notes)
 
 
 def _v15(name, experiment, latent, keys, kind="student", **cfg):
-    return Variant(name, experiment, "v1.5", kind, LATENT_SPACES[latent], _V15.replace(**cfg),
+    return Variant(name, experiment, "v1.5", kind, get_latent_space(latent), _V15.replace(**cfg),
                    STUDENT if kind == "student" else TEACHER, tuple(keys), SIZES_V15, (1536, 4096))
 
 
