@@ -33,7 +33,7 @@ def test_tracker_counts_allocations_not_views():
         d = torch.empty(2000)  # 8000 bytes
         del d
         e = c.contiguous()  # 4000 bytes
-    assert tr.peak == 12000 and tr.live == 8000
+    assert tr.peak == 12000 and tr.live == 8000 and e.is_contiguous()
 
 
 SMALL = PidConfig(hidden_size=256, num_heads=4, pixel_attn_hidden_size=192, pixel_num_heads=4, patch_depth=4,

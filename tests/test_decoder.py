@@ -8,7 +8,6 @@ import torch
 
 import pid
 from pid import golden, latents, sampling
-from pid.nn import PidNet
 
 from conftest import SHARED
 
@@ -116,7 +115,7 @@ def test_output_formats(decoder, case):
     assert arr.dtype == np.uint8 and arr.shape == (2, 64, 96, 3)
     expected = ((t + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # truncation, as the reference
     assert np.array_equal(arr, expected)
-    pil = pytest.importorskip("PIL")
+    pytest.importorskip("PIL")
     images = decoder.decode(io["lq_latent"], output="pil", **kw)
     assert len(images) == 2 and images[0].size == (96, 64)
     assert np.array_equal(np.asarray(images[1]), expected[1])

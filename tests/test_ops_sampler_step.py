@@ -55,7 +55,7 @@ class Bounded:
         return self._round(self.val * o.val, a * o.err + b * self.err + self.err * o.err)
 
     def __truediv__(self, o):
-        a, b = self._abs(self.val), self._abs(o.val)
+        b = self._abs(o.val)
         q = self.val / o.val
         return self._round(q, (self.err + self._abs(q) * o.err) / (b - o.err))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import weakref
-from typing import Optional
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
