@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,7 @@ import pid.ops
 from pid import _extension
 from pid.nn.rope import rope_2d
 from pid.ops import reference
+from timing import timed_pair
 
 
 def _grid(L):
@@ -56,32 +55,6 @@ CASES = {
         ("norm+rope MMDiT 2K", "norm_rope", 24, 64, 0, 16384, None),
     ],
 }
-
-
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed_pair(fn, base, device, reps, warmup=2):
-    """Alternately time fn and base `reps` times each (after `warmup` calls of each); ms statistics."""
-    for _ in range(warmup):
-        fn()
-        base()
-    times = ([], [])
-    for _ in range(reps):
-        for i, f in enumerate((fn, base)):
-            _sync(device)
-            t = time.perf_counter()
-            f()
-            _sync(device)
-            times[i].append((time.perf_counter() - t) * 1e3)
-
-    def stats(ts):
-        q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
-        return {"median_ms": statistics.median(ts), "iqr_ms": q[2] - q[0]}
-
-    return stats(times[0]), stats(times[1])
 
 
 def make_case(kind, H, d, n_text, L, window, dtype, device, g):
@@ -130,7 +103,7 @@ def main():
             fn, base, base_name = make_case(kind, H, d, n_text, L, window, dtype, dev, g)
             big = kind != "norm_rope" and dev == "cpu" and L >= 4096
             n = max(3, reps // 2) if big else reps
-            path, ref = timed_pair(fn, base, dev, n, warmup=1 if big else 2)
+            path, ref = timed_pair(fn, base, dev, warmup=1 if big else 2, reps=n)
             ratio = ref["median_ms"] / path["median_ms"]
             print(f"{case:<22} {path['median_ms']:>10.2f} {path['iqr_ms']:>8.2f}   {base_name:<14} "
                   f"{ref['median_ms']:>10.2f} {ref['iqr_ms']:>8.2f} {ratio:>6.2f}x", flush=True)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+from functools import partial
 
 import torch
 
 from pid import _extension
 from pid.ops import reference
+from timing import timed_pair
 
 EPS = 1e-6
 # (name, kind, size 1, size 2, size 3): mmdit (B, L, D) with L = (H/16)^2 tokens, D = 1536 as in the
@@ -48,33 +48,6 @@ CASES = {
         ("pit gated 2K", "pit_gated", 16384, 256, 16),
     ],
 }
-
-
-def _stats(times):
-    q = statistics.quantiles(times, n=4)
-    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "min_ms": min(times)}
-
-
-def timed_pair(kernel, ref, args, device, warmup=3, reps=20):
-    """Median and IQR of each path, calls interleaved so that both see the same machine load."""
-    for _ in range(warmup):
-        kernel(*args)
-        ref(*args)
-    times = {"kernel": [], "reference": []}
-    for _ in range(reps):
-        for key, fn in (("kernel", kernel), ("reference", ref)):
-            if device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn(*args)
-                end.record()
-                end.synchronize()
-                times[key].append(start.elapsed_time(end))
-            else:
-                t = time.perf_counter()
-                fn(*args)
-                times[key].append((time.perf_counter() - t) * 1e3)
-    return _stats(times["kernel"]), _stats(times["reference"])
 
 
 def make_case(kind, s1, s2, s3, mods_dtype, dev, g):
@@ -120,7 +93,7 @@ def main():
     with torch.inference_mode():
         for case, kind, s1, s2, s3 in CASES[dev]:
             kernel, ref_fn, args = make_case(kind, s1, s2, s3, mods_dtype, dev, g)
-            k, ref = timed_pair(kernel, ref_fn, args, dev, reps=a.reps)
+            k, ref = timed_pair(partial(kernel, *args), partial(ref_fn, *args), dev, reps=a.reps)
             speedup, speedup_min = ref["median_ms"] / k["median_ms"], ref["min_ms"] / k["min_ms"]
             print(f"{case:<20} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} {ref['iqr_ms']:>8.3f} "
                   f"{speedup:>8.2f}x {speedup_min:>8.2f}x")

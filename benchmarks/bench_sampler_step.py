@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 from pid import _extension
 from pid.ops import reference
+from timing import timed
 
 # DPM scalars of a mid-schedule second-order step (any float32 values time the same).
 K = dict(t=0.9, t_ratio=0.95, alpha_phi=-0.04, half_alpha_phi=-0.02, inv_r=1.3)
@@ -42,26 +41,6 @@ def cases(x, eps, d_prev, v_c, v_u):
         ("dpm final (D only)", lambda: torch.ops.pid.dpm_data_prediction(x, v_c, v_u, 4.5, 0.3),
          lambda: reference.dpm_data_prediction(x, v_c, v_u, 4.5, 0.3)),
     ]
-
-
-def timed(fn, device, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    q = statistics.quantiles(times, n=4)
-    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0]}
 
 
 def main():

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+from functools import partial
 
 import torch
 
 import pid.ops
 from pid import _extension
 from pid.ops import reference
+from timing import timed
 
 # (name, B, L, D, per_dim). L = (H/16)^2 tokens for an H x H output; D = 1536 as in the released nets.
 CASES = {
@@ -33,26 +33,6 @@ CASES = {
         ("per_dim 2K", 1, 16384, 1536, True),
     ],
 }
-
-
-def timed(fn, args, device, warmup=3, reps=20):
-    for _ in range(warmup):
-        fn(*args)
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn(*args)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn(*args)
-            times.append((time.perf_counter() - t) * 1e3)
-    q = statistics.quantiles(times, n=4)
-    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0]}
 
 
 def main():
@@ -74,8 +54,8 @@ def main():
             G = D if per_dim else 1
             r = lambda *s: torch.randn(*s, generator=g, device=dev).to(dtype)  # noqa: E731
             args = (r(B, L, D), r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
-            k = timed(pid.ops.sigma_gate, args, dev)
-            ref = timed(reference.sigma_gate, args, dev)
+            k = timed(partial(pid.ops.sigma_gate, *args), dev)
+            ref = timed(partial(reference.sigma_gate, *args), dev)
             speedup = ref["median_ms"] / k["median_ms"]
             print(f"{case:<16} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} {ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
             rows.append({"case": case, "B": B, "L": L, "D": D, "G": G, "kernel": k, "reference": ref, "speedup": speedup})
