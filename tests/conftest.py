@@ -3,9 +3,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pid import golden
+from pid import _extension, golden
 
 REPO = Path(__file__).resolve().parents[1]
+
+needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 SHARED = REPO.parent / "shared"
 
 

@@ -7,14 +7,13 @@ import torch
 import torch.nn.functional as F
 
 import pid.ops
-from pid import _extension
 from pid.config import PidConfig
 from pid.nn import PidNet
 from pid.nn.mmdit import JointAttention
 from pid.nn.pit import PatchAttention
 from pid.nn.rope import apply_rope, rope_1d, rope_2d
+from conftest import needs_ext
 
-needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
 
 
 def _heads(t, B, N, H):

@@ -28,7 +28,7 @@ from pid import _extension, golden
 from pid.config import PidConfig
 from pid.nn import PidNet, layers
 
-needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
+from conftest import needs_ext
 
 REL_L2 = tg.REL_L2
 SYNTHETIC_TOL = {"max_abs_rel": 6.32e-5, "mean_abs_rel": 3.11e-6}  # the tightest golden case's float32 bounds

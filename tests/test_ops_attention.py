@@ -18,9 +18,8 @@ import pid.ops
 from pid import _extension
 from pid.nn.rope import rope_1d, rope_2d
 from pid.ops import reference
+from conftest import needs_ext, needs_cuda
 
-needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 U32 = 2.0**-24  # unit roundoff (half an ulp of 1) of float32
 UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8}
@@ -132,12 +131,6 @@ def windowed_inputs(B, H, gh, gw, n_text, image_only, d, dtype, seed, device="cp
     if image_only:
         q = q[:, :, n_text:]
     return q, k, v
-
-
-def test_extension_loaded():
-    if os.environ.get("PID_DISABLE_EXTENSION", "") not in ("", "0"):
-        pytest.skip("PID_DISABLE_EXTENSION is set")
-    assert _extension.available(), f"compiled extension not loaded: {_extension.LOAD_ERROR}"
 
 
 @needs_ext

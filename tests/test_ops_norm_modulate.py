@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 import pid.ops
 from pid import _extension
 from pid.ops import reference
+from conftest import needs_ext, needs_cuda
 
-needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 F32, BF16 = torch.float32, torch.bfloat16
 EPS = 1e-6
@@ -185,12 +184,6 @@ def check_norm(args, out_dtype, got, integer_x=False):
 
 
 # ---- CPU kernels --------------------------------------------------------------------------------------
-
-
-def test_extension_loaded():
-    if os.environ.get("PID_DISABLE_EXTENSION", "") not in ("", "0"):
-        pytest.skip("PID_DISABLE_EXTENSION is set")
-    assert _extension.available(), f"compiled extension not loaded: {_extension.LOAD_ERROR}"
 
 
 @needs_ext

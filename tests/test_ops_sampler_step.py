@@ -14,11 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pid.ops
-from pid import _extension, sampling
+from pid import sampling
 from pid.ops import reference
+from conftest import needs_ext, needs_cuda
 
-needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 # ---- error bounds against a float64 evaluation ----------------------------------------------------------
 # Every step is float32 arithmetic (the student's x0 is a float64 difference rounded once to float32), so the
@@ -148,12 +147,6 @@ shapes = st.one_of(
 )
 v_dtypes = st.sampled_from([torch.float32, torch.bfloat16])
 seeds = st.integers(0, 2**31 - 1)
-
-
-def test_extension_loaded():
-    if os.environ.get("PID_DISABLE_EXTENSION", "") not in ("", "0"):
-        pytest.skip("PID_DISABLE_EXTENSION is set")
-    assert _extension.available(), f"compiled extension not loaded: {_extension.LOAD_ERROR}"
 
 
 # ---- student ---------------------------------------------------------------------------------------------

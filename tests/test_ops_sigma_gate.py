@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 import pid.ops
 from pid import _extension
 from pid.ops import reference
+from conftest import needs_ext, needs_cuda
 
-needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 # Tolerances. A float32 evaluation of the op (any summation order, FMA or not) differs from the exact
 # result on the same (already rounded) inputs by at most
@@ -75,12 +74,6 @@ shapes = st.tuples(
     st.integers(0, 2**31 - 1),  # seed
 )
 LARGE = [(2, 37, 600, True), (1, 300, 1536, False), (1, 64, 1536, True)]
-
-
-def test_extension_loaded():
-    if os.environ.get("PID_DISABLE_EXTENSION", "") not in ("", "0"):
-        pytest.skip("PID_DISABLE_EXTENSION is set")
-    assert _extension.available(), f"compiled extension not loaded: {_extension.LOAD_ERROR}"
 
 
 @needs_ext

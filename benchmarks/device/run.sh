@@ -38,7 +38,7 @@ if [ "${1:-}" = "--build-only" ]; then
   echo "=== build-only: done in $((SECONDS - t0)) s"
   exit 0
 fi
-timeout "${PYTEST_CAP:-120}" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_ops_sigma_gate.py \
+timeout "${PYTEST_CAP:-120}" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_extension.py tests/test_ops_sigma_gate.py \
   tests/test_ops_sampler_step.py tests/test_ops_attention.py tests/test_nn_attention.py \
   tests/test_ops_norm_modulate.py tests/test_nn_fused_norm.py 2>&1 | tee "$OUT_DIR/pytest.log" ||
   echo "=== pytest FAILED or stopped at the time cap: exit $? (see $OUT_DIR/pytest.log)"
