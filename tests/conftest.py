@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,15 @@ def shapes_file() -> Path:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def run_without_extension(tmp_path: Path, inputs, body: str):
+    """Runs `body` in a fresh Python with PID_DISABLE_EXTENSION=1 (the PyTorch fallback of every op). `body` sees
+    the tensors `inputs` as `inp` (and `torch`, `pid.ops`), sets `out`; returns out."""
+    torch.save(inputs, tmp_path / "in.pt")
+    code = ("import sys, torch, pid._extension as e, pid.ops\n"
+            "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
+            "inp = torch.load(sys.argv[1])\n" + body + "\ntorch.save(out, sys.argv[2])\n")
+    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
+    return torch.load(tmp_path / "out.pt")

@@ -4,9 +4,6 @@ windowed attention vs its explicit mask, fake kernels, fallback, input errors.""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +15,7 @@ import pid.ops
 from pid import _extension
 from pid.nn.rope import rope_1d, rope_2d
 from pid.ops import reference
-from conftest import needs_ext, needs_cuda
+from conftest import run_without_extension, needs_ext, needs_cuda
 
 
 U32 = 2.0**-24  # unit roundoff (half an ulp of 1) of float32
@@ -534,18 +531,10 @@ def test_fallback_without_extension_equals_reference(tmp_path):
         (make_qkv(2, 3, 9, 11, 16, dt, seed=3), None, None, 0) for dt in (torch.float32, torch.bfloat16)
     ] + [(windowed_inputs(1, 2, 3, 7, 4, False, 8, torch.float32, seed=4), 3, (3, 7), 4)]
     nr_cases = [make_norm_rope_inputs(2, 5, 3, 8, dt, torch.float32, "text", seed=5) for dt in (torch.float32, torch.bfloat16)]
-    torch.save((attn_cases, nr_cases), tmp_path / "in.pt")
-    code = (
-        "import sys, torch, pid._extension as e, pid.ops\n"
-        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
-        "attn, nr = torch.load(sys.argv[1])\n"
+    got_attn, got_nr = run_without_extension(tmp_path, (attn_cases, nr_cases), (
+        "attn, nr = inp\n"
         "out = ([pid.ops.attention(*qkv, window=w, grid=g, n_text=n) for qkv, w, g, n in attn],\n"
-        "       [pid.ops.qk_norm_rope(*c) for c in nr])\n"
-        "torch.save(out, sys.argv[2])\n"
-    )
-    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
-    got_attn, got_nr = torch.load(tmp_path / "out.pt")
+        "       [pid.ops.qk_norm_rope(*c) for c in nr])"))
     for ((q, k, v), w, g, n), got in zip(attn_cases, got_attn):
         assert torch.equal(got, reference.attention(q, k, v, w, g, n))
     for c, got in zip(nr_cases, got_nr):

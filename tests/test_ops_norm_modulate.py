@@ -3,10 +3,6 @@ reference and a float64 evaluation, fake kernels, fallback, input errors, CUDA (
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,7 +11,7 @@ from hypothesis import strategies as st
 import pid.ops
 from pid import _extension
 from pid.ops import reference
-from conftest import needs_ext, needs_cuda
+from conftest import run_without_extension, needs_ext, needs_cuda
 
 
 F32, BF16 = torch.float32, torch.bfloat16
@@ -338,19 +334,12 @@ def test_fallback_without_extension_equals_reference(tmp_path):
     norm = [make_norm_inputs(2, 5, 12, xd, md, "chunk", seed=3) for xd in (F32, BF16) for md in (F32, BF16)]
     pix = [make_pixel_inputs(3, 7, 5, 6, xd, BF16, seed=4) for xd in (F32, BF16)]
     gated = [make_gated_inputs(2, 5, 12, F32, gd, BF16, "per_token", seed=5) for gd in (F32, BF16)]
-    torch.save((norm, pix, gated), tmp_path / "in.pt")
-    code = (
-        "import sys, torch, pid._extension as e, pid.ops as o\n"
-        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
-        "norm, pix, gated = torch.load(sys.argv[1])\n"
+    got_norm, got_pix, got_gated = run_without_extension(tmp_path, (norm, pix, gated), (
+        "o = pid.ops\n"
+        "norm, pix, gated = inp\n"
         "out = ([o.rms_norm_modulate(*a, 1e-6, torch.bfloat16) for a in norm],\n"
         "       [o.rms_norm_modulate_pixels(*a, 3, 4, 1e-6) for a in pix],\n"
-        "       [o.gated_residual(*a) for a in gated])\n"
-        "torch.save(out, sys.argv[2])\n"
-    )
-    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
-    got_norm, got_pix, got_gated = torch.load(tmp_path / "out.pt")
+        "       [o.gated_residual(*a) for a in gated])"))
     for a, got in zip(norm, got_norm):
         assert torch.equal(got, reference.rms_norm_modulate(*a, EPS, BF16))
     for a, got in zip(pix, got_pix):

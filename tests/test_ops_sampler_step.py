@@ -4,10 +4,6 @@ with derived error bounds, fake kernels, the fallback without the extension, inp
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,7 +12,7 @@ from hypothesis import strategies as st
 import pid.ops
 from pid import sampling
 from pid.ops import reference
-from conftest import needs_ext, needs_cuda
+from conftest import run_without_extension, needs_ext, needs_cuda
 
 
 # ---- error bounds against a float64 evaluation ----------------------------------------------------------
@@ -434,23 +430,15 @@ def test_compiles_without_graph_break():
 def test_fallback_without_extension_equals_kernels(tmp_path):
     noise = torch.randn(2, 3, 13, 11, generator=torch.Generator().manual_seed(11))
     eps = [torch.randn(2, 3, 13, 11, generator=torch.Generator().manual_seed(12 + i)) for i in range(3)]
-    torch.save({"noise": noise, "eps": eps}, tmp_path / "in.pt")
-    code = (
-        "import sys, torch, pid._extension as e\n"
+    fallback = run_without_extension(tmp_path, {"noise": noise, "eps": eps}, (
         "from pid import sampling\n"
-        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
-        "d = torch.load(sys.argv[1])\n"
+        "d = inp\n"
         "fn = lambda a, b, dt: (lambda x, t: (torch.tanh(a * x) + b * t.view(-1, 1, 1, 1)).to(dt))\n"
         "out = [sampling.sample_student(fn(0.7, -0.3, dt), d['noise'], step_noises=d['eps']) "
         "for dt in (torch.float32, torch.bfloat16)]\n"
         "out.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.float32), d['noise'], steps=7, shift=6.0,\n"
         "           uncond_velocity_fn=fn(0.3, -0.2, torch.float32), cfg_scale=3.0))\n"
-        "out.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.bfloat16), d['noise'], steps=5, shift=6.0))\n"
-        "torch.save(out, sys.argv[2])\n"
-    )
-    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
-    fallback = torch.load(tmp_path / "out.pt")
+        "out.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.bfloat16), d['noise'], steps=5, shift=6.0))"))
     fn = lambda a, b, dt: velocity(a, b, dt)  # noqa: E731
     here = [sampling.sample_student(fn(0.7, -0.3, dt), noise, step_noises=eps) for dt in (torch.float32, torch.bfloat16)]
     here.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.float32), noise, steps=7, shift=6.0,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,7 +10,7 @@ from hypothesis import strategies as st
 import pid.ops
 from pid import _extension
 from pid.ops import reference
-from conftest import needs_ext, needs_cuda
+from conftest import run_without_extension, needs_ext, needs_cuda
 
 
 # Tolerances. A float32 evaluation of the op (any summation order, FMA or not) differs from the exact
@@ -181,16 +177,8 @@ def test_compiles_without_graph_break():
 
 def test_fallback_without_extension_equals_reference(tmp_path):
     cases = [make_inputs(2, 5, 12, per_dim, dt, seed=3) for per_dim in (False, True) for dt in (torch.float32, torch.bfloat16)]
-    torch.save(cases, tmp_path / "in.pt")
-    code = (
-        "import sys, torch, pid._extension as e, pid.ops\n"
-        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
-        "cases = torch.load(sys.argv[1])\n"
-        "torch.save([pid.ops.sigma_gate(*c) for c in cases], sys.argv[2])\n"
-    )
-    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
-    for c, got in zip(cases, torch.load(tmp_path / "out.pt")):
+    out = run_without_extension(tmp_path, cases, "out = [pid.ops.sigma_gate(*c) for c in inp]")
+    for c, got in zip(cases, out):
         assert torch.equal(got, reference.sigma_gate(*c))
 
 
@@ -391,16 +379,9 @@ def test_apply_fallback_without_extension_equals_reference(tmp_path):
     cases = [make_apply_inputs(2, 5, 12, per_dim, dt, f32, seed=3)
              for per_dim in (False, True) for dt, f32 in ((torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False))]
     gates = [make_inputs(2, 5, 12, True, dt, seed=4) for dt in (torch.float32, torch.bfloat16)]
-    torch.save([cases, gates], tmp_path / "in.pt")
-    code = (
-        "import sys, torch, pid._extension as e, pid.ops\n"
-        "assert not e.available(), 'extension loaded despite PID_DISABLE_EXTENSION=1'\n"
-        "cases, gates = torch.load(sys.argv[1])\n"
-        "torch.save([[pid.ops.sigma_gate_apply(*c) for c in cases], [pid.ops.sigma_gate(*g) for g in gates]], sys.argv[2])\n"
-    )
-    env = dict(os.environ, PID_DISABLE_EXTENSION="1")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
-    applied, gated = torch.load(tmp_path / "out.pt")
+    applied, gated = run_without_extension(tmp_path, [cases, gates], (
+        "cases, gates = inp\n"
+        "out = [[pid.ops.sigma_gate_apply(*c) for c in cases], [pid.ops.sigma_gate(*g) for g in gates]]"))
     for c, got in zip(cases, applied):
         assert torch.equal(got, reference.sigma_gate_apply(*c))
     for g, got in zip(gates, gated):
