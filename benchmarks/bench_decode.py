@@ -85,6 +85,18 @@ def peak_bytes(fn, device, weights: int) -> int:
     return weights + tracker.peak
 
 
+def print_row(r: dict, paths: list[str]) -> None:
+    for path in paths:
+        e = r[path]
+        floor = f"{e['vs_flop_floor']:.2f}" if "vs_flop_floor" in e else "-"
+        mem = f"{e['peak_gib']:.2f}" if "peak_gib" in e else "-"
+        print(f"{r['size']:>6} {path:10} {e['median_s']:9.3f} {e['min_s']:7.3f}..{e['max_s']:<7.3f} "
+              f"{e['tflops_per_s']:8.2f} {floor:>8} {mem:>9}", flush=True)
+    if "speedup" in r:
+        est = f"; fast peak estimate {r['fast_estimate_gib']:.2f} GiB" if "fast_estimate_gib" in r else ""
+        print(f"{'':>6} fast is {r['speedup']:.2f}x the reference path{est}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", choices=sorted(ARCHS), default="small")
@@ -117,6 +129,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"pid bench_decode: {args.checkpoint or args.arch + ' architecture, random weights'}; {name}; "
           f"torch {torch.__version__}; batch {args.batch}; {args.steps} steps")
+    print(f"{'size':>6} {'path':10} {'median s':>9} {'min..max s':>15} {'TFLOP/s':>8} {'x floor':>8} {'peak GiB':>9}")
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         gen = torch.Generator().manual_seed(size)
@@ -152,21 +165,11 @@ def main(argv=None) -> int:
         if "reference" in result and "fast" in result:
             result["speedup"] = result["reference"]["median_s"] / result["fast"]["median_s"]
         rows.append(result)
+        print_row(result, paths)
+        if args.json:  # after every size, so a run stopped at a time cap keeps what it measured
+            Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args),
+                                                   "results": rows}, indent=1))
 
-    print(f"{'size':>6} {'path':10} {'median s':>9} {'min..max s':>15} {'TFLOP/s':>8} {'x floor':>8} {'peak GiB':>9}")
-    for r in rows:
-        for path in paths:
-            e = r[path]
-            floor = f"{e['vs_flop_floor']:.2f}" if "vs_flop_floor" in e else "-"
-            mem = f"{e['peak_gib']:.2f}" if "peak_gib" in e else "-"
-            print(f"{r['size']:>6} {path:10} {e['median_s']:9.3f} {e['min_s']:7.3f}..{e['max_s']:<7.3f} "
-                  f"{e['tflops_per_s']:8.2f} {floor:>8} {mem:>9}")
-        if "speedup" in r:
-            est = f"; fast peak estimate {r['fast_estimate_gib']:.2f} GiB" if "fast_estimate_gib" in r else ""
-            print(f"{'':>6} fast is {r['speedup']:.2f}x the reference path{est}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args),
-                                               "results": rows}, indent=1))
     return 0
 
 

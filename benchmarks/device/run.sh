@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (no network; python3 with a CUDA torch, cmake, ninja, pytest, hypothesis):
-# rebuild pid/_C there with CUDA kernels, run the C++ tests and the kernel tests (CUDA ones included),
+# rebuild pid/_C there with CUDA kernels, run the C++ tests, the CUDA tests (kernels and whole decodes),
+# compute-sanitizer memcheck over every CUDA kernel,
 # every kernel against its reference (bench_kernels.py), and the end-to-end decode of the released
 # architecture, reference eager path vs fast path, at 1024², 2048², 4096² with peak memory and the
 # estimator (bench_decode.py). Under 8 minutes: build ~1-2 min on 16 cores; the rest runs under time caps
-# (PYTEST_CAP, KERNEL_BENCH_CAP, DECODE_BENCH_CAP seconds).
+# (PYTEST_CAP, SANITIZER_CAP, KERNEL_BENCH_CAP, DECODE_BENCH_CAP seconds).
 #
 # Once, here: python3 -m pip download --no-deps nvidia-cutlass==4.2.0.0 -d third_party   (git-ignored)
-# Then:       run(command="bash benchmarks/device/run.sh", carry=["third_party"], timeout_s=540)
+#             mkdir -p third_party/golden && cp ../shared/golden/{FORMAT.md,v1_net.*,v15_net.*,v15_flux2_net.*} \
+#               third_party/golden/   (optional: the golden networks for tests/test_cuda_decode.py; ../shared doesn't travel)
+# Then:       run(command="bash benchmarks/device/run.sh 2>&1 | tee $OUT/device.log", carry=["third_party"], timeout_s=480)
 # Env: PYTHON (default python3), PID_CUDA_ARCHS (default 90a: H100/H200).
 # --build-only: stop after the build and the C++ tests (CI runs this part on a machine without a GPU).
 set -euo pipefail
@@ -38,19 +41,26 @@ if [ "${1:-}" = "--build-only" ]; then
   echo "=== build-only: done in $((SECONDS - t0)) s"
   exit 0
 fi
-timeout "${PYTEST_CAP:-120}" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_extension.py tests/test_ops_sigma_gate.py \
-  tests/test_ops_sampler_step.py tests/test_ops_attention.py tests/test_nn_attention.py \
-  tests/test_ops_norm_modulate.py tests/test_nn_fused_norm.py 2>&1 | tee "$OUT_DIR/pytest.log" ||
+[ -d third_party/golden ] && export PID_GOLDEN_DIR=$PWD/third_party/golden  # golden networks, carried
+timeout "${PYTEST_CAP:-110}" "$PY" -m pytest -q --maxfail=10 -p no:cacheprovider -k cuda tests/test_extension.py \
+  tests/test_ops_sigma_gate.py tests/test_ops_sampler_step.py tests/test_ops_attention.py tests/test_nn_attention.py \
+  tests/test_ops_norm_modulate.py tests/test_nn_fused_norm.py tests/test_cuda_decode.py 2>&1 | tee "$OUT_DIR/pytest.log" ||
   echo "=== pytest FAILED or stopped at the time cap: exit $? (see $OUT_DIR/pytest.log)"
 echo "=== tests: $((SECONDS - t0)) s"
 
+echo "=== compute-sanitizer memcheck (every CUDA kernel once, small odd sizes)"
+timeout "${SANITIZER_CAP:-60}" compute-sanitizer --tool memcheck --error-exitcode 3 "$PY" benchmarks/device/sanitize_ops.py \
+  > "$OUT_DIR/sanitizer.log" 2>&1 && echo "memcheck: clean" || echo "memcheck: exit $? (3: errors; 124: time cap)"
+tail -n 5 "$OUT_DIR/sanitizer.log"
+echo "=== sanitizer: $((SECONDS - t0)) s"
+
 echo "=== kernels vs reference"
-timeout "${KERNEL_BENCH_CAP:-100}" "$PY" benchmarks/bench_kernels.py --device cuda --json "$OUT_DIR/bench_kernels.json" \
+timeout "${KERNEL_BENCH_CAP:-90}" "$PY" benchmarks/bench_kernels.py --device cuda --json "$OUT_DIR/bench_kernels.json" \
   || echo "bench_kernels: exit $? (124: stopped at the time cap)"
 echo "=== kernels: $((SECONDS - t0)) s"
 
 echo "=== decode: reference eager path vs fast path (released architecture, random weights)"
-timeout "${DECODE_BENCH_CAP:-170}" "$PY" benchmarks/bench_decode.py --arch full --device cuda --sizes 1024,2048,4096 \
+timeout "${DECODE_BENCH_CAP:-140}" "$PY" benchmarks/bench_decode.py --arch full --device cuda --sizes 1024,2048,4096 \
   --repeats 2 --peak-tflops "${PEAK_TFLOPS:-790}" --json "$OUT_DIR/bench_decode.json" \
   || echo "bench_decode: exit $? (124: stopped at the time cap)"
 echo "=== total: $((SECONDS - t0)) s"

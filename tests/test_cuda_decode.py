@@ -1,0 +1,67 @@
+"""The whole network and decoder on a CUDA device: golden parity in float32, and the fast path (bf16 weights,
+CUDA kernels) within the PSNR budget of the reference precision path. Skipped without a GPU (CI); run by
+benchmarks/device/run.sh on a lent one."""
+
+import pytest
+import torch
+
+import pid
+from pid import golden
+from pid.nn import PidNet
+
+from conftest import SHARED, needs_cuda
+from test_golden_net import REL_L2
+from test_precision import PSNR_BUDGET_DB, psnr
+
+GOLDEN = golden.find_golden_dir(SHARED / "golden")
+pytestmark = [needs_cuda, pytest.mark.skipif(GOLDEN is None, reason="no golden folder")]
+NETS = ["v1_net", "v15_net", "v15_flux2_net"]
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_net_matches_reference_on_cuda(name):
+    case = golden.GoldenCase(name, GOLDEN)
+    net = PidNet.from_reference_kwargs(case.meta["net_kwargs"]).eval()
+    net.load_state_dict(case.weights())
+    io = {k: v.cuda() for k, v in case.io.items()}
+    with torch.no_grad():
+        out = net.cuda()(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"])
+    e = golden.errors(out.cpu(), case.io["output"], case.meta["output_max_abs"])
+    assert e["rel_l2"] <= REL_L2, e
+
+
+def _decode(name, precision, device):
+    case = golden.GoldenCase(name, GOLDEN)
+    weights = {k: v.bfloat16().float() for k, v in case.weights().items()}
+    dec = pid.load(weights, config=case.meta["net_kwargs"], precision=precision, device=device)
+    io = case.io
+    B, _, h, w = io["lq_latent"].shape
+    gen = torch.Generator().manual_seed(0)
+    H, W = h * dec.config.pixels_per_latent, w * dec.config.pixels_per_latent
+    noise = torch.randn(B, 3, H, W, generator=gen)
+    eps = [torch.randn(B, 3, H, W, generator=gen).to(device) for _ in range(3)]
+    out = dec.decode(io["lq_latent"].to(device), sigma=io["degrade_sigma"].to(device),
+                     caption_embeds=io["y"].to(device), noise=noise.to(device), step_noises=eps, progress=False)
+    return out.float().cpu()
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_fast_on_cuda_within_psnr_budget(name):
+    ref = _decode(name, "reference", "cuda")
+    fast = _decode(name, "fast", "cuda")
+    assert psnr(fast, ref) >= PSNR_BUDGET_DB
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_cuda_decode_matches_cpu_float32(name):
+    cpu = _decode(name, "float32", "cpu")
+    gpu = _decode(name, "float32", "cuda")
+    assert psnr(gpu, cpu) >= 80  # float32 on both: only summation order differs
