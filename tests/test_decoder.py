@@ -162,6 +162,8 @@ def test_bad_inputs_are_named(decoder, case):
         decoder.decode(lat, caption_embeds=y, steps=0)
     with pytest.raises(ValueError, match="caption embeddings must be"):
         decoder.decode(lat, caption_embeds=torch.zeros(2, 12, 31))
+    with pytest.raises(ValueError, match="cuda_graph=True needs a decoder on a CUDA device"):
+        decoder.decode(lat, caption_embeds=y, cuda_graph=True)
 
 
 def test_size_rules_and_warnings(decoder, case, caplog):

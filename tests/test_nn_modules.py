@@ -221,3 +221,17 @@ def test_forward_input_errors():
         net(x, t, torch.randn(1, 4, 9), lat, 0.0)
     assert net(x, t, y, lat, 0.3).shape == x.shape
     assert net(x, t, y).shape == x.shape  # no latent: the plain PixelDiT path, as the reference allows
+
+
+@pytest.mark.parametrize("shape,groups", [((1, 8, 5, 7), 4), ((2, 12, 3, 1), 4), ((3, 6, 17, 9), 2), ((1, 4, 2, 1), 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_split_matches_group_norm(shape, groups, dtype):
+    from pid.nn.layers import group_norm_split
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * 3 + 1).to(dtype)
+    w, b = torch.randn(shape[1], generator=g), torch.randn(shape[1], generator=g)
+    out = group_norm_split(x, groups, w, b, 1e-5)
+    exact = F.group_norm(x.double(), groups, w.double(), b.double(), 1e-5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), exact, rtol=0, atol=2e-6 * exact.abs().max().item())

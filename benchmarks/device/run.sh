@@ -4,7 +4,7 @@
 # compute-sanitizer memcheck over every CUDA kernel,
 # every kernel against its reference (bench_kernels.py), and the end-to-end decode of the released
 # architecture, reference eager path vs fast path, at 1024², 2048², 4096² with peak memory and the
-# estimator (bench_decode.py). Under 8 minutes: build ~1-2 min on 16 cores; the rest runs under time caps
+# estimator (bench_decode.py); the fast path also replayed as a CUDA graph. Under 8 minutes: build ~1-2 min on 16 cores; the rest runs under time caps
 # (PYTEST_CAP, SANITIZER_CAP, KERNEL_BENCH_CAP, DECODE_BENCH_CAP seconds).
 #
 # Once, here: python3 -m pip download --no-deps nvidia-cutlass==4.2.0.0 -d third_party   (git-ignored)
@@ -48,6 +48,11 @@ timeout "${PYTEST_CAP:-110}" "$PY" -m pytest -q --maxfail=10 -p no:cacheprovider
   echo "=== pytest FAILED or stopped at the time cap: exit $? (see $OUT_DIR/pytest.log)"
 echo "=== tests: $((SECONDS - t0)) s"
 
+echo "=== golden networks on the GPU, float32: error vs the golden and vs float64, with and without pid's kernels"
+if [ -n "${PID_GOLDEN_DIR:-}" ]; then
+  timeout 60 "$PY" benchmarks/device/golden_parity.py | tee "$OUT_DIR/golden_parity.log" || echo "golden_parity: exit $?"
+fi
+
 echo "=== compute-sanitizer memcheck (every CUDA kernel once, small odd sizes)"
 timeout "${SANITIZER_CAP:-60}" compute-sanitizer --tool memcheck --error-exitcode 3 "$PY" benchmarks/device/sanitize_ops.py \
   > "$OUT_DIR/sanitizer.log" 2>&1 && echo "memcheck: clean" || echo "memcheck: exit $? (3: errors; 124: time cap)"
@@ -61,6 +66,6 @@ echo "=== kernels: $((SECONDS - t0)) s"
 
 echo "=== decode: reference eager path vs fast path (released architecture, random weights)"
 timeout "${DECODE_BENCH_CAP:-140}" "$PY" benchmarks/bench_decode.py --arch full --device cuda --sizes 1024,2048,4096 \
-  --repeats 2 --peak-tflops "${PEAK_TFLOPS:-790}" --json "$OUT_DIR/bench_decode.json" \
+  --paths reference,fast,graph --repeats 2 --peak-tflops "${PEAK_TFLOPS:-790}" --json "$OUT_DIR/bench_decode.json" \
   || echo "bench_decode: exit $? (124: stopped at the time cap)"
 echo "=== total: $((SECONDS - t0)) s"

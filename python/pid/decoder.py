@@ -37,6 +37,7 @@ class PidDecoder:
         self.source = source
         self.precision = _check_precision(precision, self.device, self.dtype)
         self._times: dict = {}  # timestep conditions by network time, reused across steps and decodes
+        self._graphs: dict = {}  # captured decodes (cuda_graph=True) by shapes and sampler settings
 
     @property
     def device(self) -> torch.device:
@@ -77,7 +78,7 @@ class PidDecoder:
                step_noises: Optional[Sequence[torch.Tensor]] = None,
                output_size: "int | tuple[int, int] | None" = None, latent_format: str = "normalized",
                latent_space=None, output: str = "tensor", progress: bool = True, text_encoder=None,
-               pixel_chunk: "int | str | None" = "auto"):
+               pixel_chunk: "int | str | None" = "auto", cuda_graph: bool = False):
         """Decode a latent [B, C, h, w] (or [C, h, w]) into images.
 
         sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
@@ -87,7 +88,10 @@ class PidDecoder:
         initial [B, 3, H, W] state) and `step_noises`, else `generator`, else a generator on the decoder's
         device seeded with `seed` — the reference's draw order (initial noise, then one draw per re-noise).
         `pixel_chunk` bounds the memory of the pixel blocks (patches per chunk; "auto" chooses from the free GPU
-        memory, None never chunks). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
+        memory, None never chunks). `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
+        on the first call for a given shape and sampler setting and replays it afterwards, which removes the
+        per-kernel launch cost; the graph keeps its working memory between calls (free it with
+        `release_graphs()`). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
         (`"numpy"`) or PIL images."""
         from . import text as captions
 
@@ -97,36 +101,92 @@ class PidDecoder:
         H, W = self._output_size(h, w, output_size)
         sigma_t = _sigma_tensor(sigma, B, device)
         sampler_name, steps = self._sampler_choice(sampler, steps)
+        if sampler_name == "student":
+            if cfg_scale is not None or shift is not None:
+                log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
+            times = sampling.student_velocity_times(steps)
+        else:
+            cfg_scale, shift = self._teacher_settings(cfg_scale, shift, H, W)
+            times = sampling.dpm_velocity_times(steps, shift)
+        if cuda_graph and device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {device}")
 
-        y = self._to_device(captions.resolve_caption_embeds(
-            B, caption=caption, caption_embeds=caption_embeds, encoder=text_encoder, dim=cfg.txt_embed_dim,
-            txt_len=None), "caption_embeds").float()
+        def embeds(caption, caption_embeds, what):
+            return self._to_device(captions.resolve_caption_embeds(
+                B, caption=caption, caption_embeds=caption_embeds, encoder=text_encoder, dim=cfg.txt_embed_dim,
+                txt_len=None), what).float()
+        y = embeds(caption, caption_embeds, "caption_embeds")
+        null_y = None
+        if sampler_name != "student" and cfg_scale != 1.0:
+            default = captions.DEFAULT_NEGATIVE_PROMPT if negative_caption_embeds is None else None
+            null_y = embeds(default, negative_caption_embeds, "negative_caption_embeds")
+        if generator is None:
+            generator = torch.Generator(device).manual_seed(int(seed))
+        if noise is None:
+            noise = torch.randn((B, 3, H, W), generator=generator, device=device, dtype=torch.float32)
+        elif tuple(noise.shape) != (B, 3, H, W):
+            raise ValueError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
+        noise = self._to_device(noise, "noise").float()
+        if cuda_graph and sampler_name == "student" and step_noises is None:
+            # A graph replays fixed buffers: draw the re-noising noises now, in the order the loop would.
+            draws = sum(1 for t in sampling.student_schedule(steps).tolist()[1:] if t > 0)
+            step_noises = [torch.randn_like(noise, generator=generator) for _ in range(draws)]
+        if step_noises is not None:
+            step_noises = [self._to_device(e, "step_noises").float() for e in step_noises]
+
         net = self.net
         grid = (H // cfg.patch_size, W // cfg.patch_size)
         chunk = self._pixel_chunk(pixel_chunk, B * grid[0] * grid[1])
         with torch.no_grad(), self._autocast():
-            cond = net.encode_condition(latent, sigma_t, grid)
-            text = net.encode_text(y)
-            velocity = _velocity_fn(net, text, cond, self._times, chunk)
-            if generator is None:
-                generator = torch.Generator(device).manual_seed(int(seed))
-            if noise is None:
-                noise = torch.randn((B, 3, H, W), generator=generator, device=device, dtype=torch.float32)
-            elif tuple(noise.shape) != (B, 3, H, W):
-                raise ValueError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
-            noise = self._to_device(noise, "noise").float()
+            time_conds = self._time_conditions(times, B)
+
+        def sample(latent, sigma, y, null_y, noise, step_noises, callback=None):
+            with torch.no_grad(), self._autocast(cache=not cuda_graph):
+                cond = net.encode_condition(latent, sigma, grid)
+                velocity = _velocity_fn(net, net.encode_text(y), cond, time_conds, chunk)
+                if sampler_name == "student":
+                    return sampling.sample_student(velocity, noise, steps=steps, generator=generator,
+                                                   step_noises=step_noises, callback=callback)
+                unconditional = None if null_y is None else \
+                    _velocity_fn(net, net.encode_text(null_y), cond, time_conds, chunk)
+                # Guidance v_u + s·(v_c − v_u) is formed inside the fused sampler step (unconditional pass first).
+                return sampling.sample_dpmpp_2m(velocity, noise, steps=steps, shift=shift, callback=callback,
+                                                uncond_velocity_fn=unconditional, cfg_scale=cfg_scale)
+
+        inputs = dict(latent=latent, sigma=sigma_t, y=y, null_y=null_y, noise=noise, step_noises=step_noises)
+        if sampler_name != "student":
+            log.info("DPM-Solver++(2M): %d steps, CFG %.2f, shift %.3f", steps, cfg_scale, shift)
+        if cuda_graph:
+            key = (sampler_name, steps, cfg_scale, shift, chunk, self.net.attention_window,
+                   *[_shape(v) for v in inputs.values()])
+            if key not in self._graphs:
+                self._graphs[key] = _CapturedDecode(sample, inputs, time_conds)
+            x = self._graphs[key].replay(inputs)
+        else:
             callback = _Progress(sampler_name, steps, B, H, W, enabled=progress)
-            if sampler_name == "student":
-                if cfg_scale is not None or shift is not None:
-                    log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
-                x = sampling.sample_student(velocity, noise, steps=steps, generator=generator,
-                                            step_noises=step_noises, callback=callback)
-            else:
-                x = self._run_teacher(velocity, net, cond, noise, steps, cfg_scale, shift, H, W, B,
-                                      negative_caption_embeds, text_encoder, callback, captions, chunk)
+            x = sample(**inputs, callback=callback)
             callback.close()
-        images = x.clamp(-1, 1)
-        return _format_output(images, output)
+        return _format_output(x.clamp(-1, 1), output)
+
+    def release_graphs(self) -> None:
+        """Drops the captured decodes of `cuda_graph=True` and their working memory."""
+        self._graphs.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _time_conditions(self, times: Sequence[float], batch: int) -> list:
+        """The timestep-only work (embedding, every block's modulation) at each sampler time, computed once per
+        schedule and reused across guidance passes and decodes. The network takes t × 1000 in float32."""
+        out = []
+        for t in times:
+            key = (t, batch, self.device)
+            if key not in self._times:
+                if len(self._times) >= 64:
+                    self._times.clear()
+                t_net = torch.full((batch,), t, dtype=torch.float32, device=self.device) * 1000
+                self._times[key] = self.net.encode_time(t_net)
+            out.append(self._times[key])
+        return out
 
     def _prepare_latent(self, latent, latent_format, latent_space) -> torch.Tensor:
         from . import latents as latent_spaces
@@ -214,8 +274,7 @@ class PidDecoder:
             raise ValueError(f"steps must be >= 1, got {steps}")
         return name, int(steps)
 
-    def _run_teacher(self, velocity, net, cond, noise, steps, cfg_scale, shift, H, W, B, negative_embeds,
-                     text_encoder, callback, captions, chunk):
+    def _teacher_settings(self, cfg_scale, shift, H, W) -> tuple[float, float]:
         defaults = self.variant.sampler if self.variant is not None and self.variant.kind == "teacher" else None
         if cfg_scale is None:
             cfg_scale = defaults.cfg_scale if defaults else 1.0
@@ -224,27 +283,17 @@ class PidDecoder:
                 shift = sampling.dynamic_shift(H, W, *defaults.dynamic_shift)
             else:
                 shift = defaults.shift if defaults else 6.0
-        unconditional = None
-        if cfg_scale != 1.0:
-            null = captions.resolve_caption_embeds(
-                B, caption=None if negative_embeds is not None else captions.DEFAULT_NEGATIVE_PROMPT,
-                caption_embeds=negative_embeds, encoder=text_encoder, dim=self.config.txt_embed_dim,
-                txt_len=None)
-            null = self._to_device(null, "negative_caption_embeds").float()
-            unconditional = _velocity_fn(net, net.encode_text(null), cond, self._times, chunk)
-        log.info("DPM-Solver++(2M): %d steps, CFG %.2f, shift %.3f", steps, cfg_scale, shift)
-        # Guidance v_u + s·(v_c − v_u) is formed inside the fused sampler step (unconditional pass first).
-        return sampling.sample_dpmpp_2m(velocity, noise, steps=steps, shift=shift, callback=callback,
-                                        uncond_velocity_fn=unconditional, cfg_scale=cfg_scale)
+        return float(cfg_scale), float(shift)
 
     @contextlib.contextmanager
-    def _autocast(self):
+    def _autocast(self, cache: bool = True):
         """The precision regime: bf16 autocast for reference and fast (none for float32); the fused
-        norm/modulate kernels for fast."""
+        norm/modulate kernels for fast. `cache=False` while capturing a CUDA graph (autocast's cast cache
+        must not outlive the capture)."""
         from .nn.layers import fused_norm
 
         autocast = contextlib.nullcontext() if self.precision == "float32" else \
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         with autocast, fused_norm(self.precision == "fast"):
             yield
 
@@ -306,19 +355,63 @@ def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
     return sigma
 
 
-def _velocity_fn(net: PidNet, text, cond, times: dict, pixel_chunk: Optional[int] = None):
-    """v(x, t) with t in flow time; the network takes t × 1000 (float32, as the reference). Timestep-only work
-    (embedding, all block modulations) is looked up in `times`, so guidance passes and repeated decodes of the
-    same schedule compute it once."""
+def _velocity_fn(net: PidNet, text, cond, time_conds: Sequence, pixel_chunk: Optional[int] = None):
+    """v(x, t) for a sampler that calls it once per step in schedule order (pid.sampling's guarantee):
+    `time_conds[k]` is step k's precomputed timestep work, so nothing here reads t back from the device."""
+    steps = iter(time_conds)
+
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t_net = t * 1000
-        key = (tuple(t_net.tolist()), t_net.device, torch.is_autocast_enabled(t_net.device.type))
-        if key not in times:
-            if len(times) >= 64:
-                times.clear()
-            times[key] = net.encode_time(t_net)
-        return net.denoise(x, times[key], text, cond, pixel_chunk=pixel_chunk)
+        time_cond = next(steps, None)
+        if time_cond is None:
+            raise RuntimeError("the sampler asked for more velocities than its schedule has steps")
+        return net.denoise(x, time_cond, text, cond, pixel_chunk=pixel_chunk)
     return velocity
+
+
+def _shape(value):
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    return tuple(_shape(v) for v in value)
+
+
+class _CapturedDecode:
+    """One decode (conditioning and the whole sampling loop) captured in a CUDA graph for fixed shapes; a replay
+    copies the new inputs into the graph's static buffers. Holds the time conditions it reads."""
+
+    def __init__(self, sample, inputs: dict, time_conds: list):
+        self.inputs = {k: _static_copy(v) for k, v in inputs.items()}
+        self.time_conds = time_conds  # the graph reads their memory: keep them alive
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph: libraries' workspaces, kernel loading
+            sample(**self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = sample(**self.inputs)
+        log.info("captured a CUDA graph of the decode for %s", tuple(inputs["noise"].shape))
+
+    def replay(self, inputs: dict) -> torch.Tensor:
+        for name, value in inputs.items():
+            _copy_into(self.inputs[name], value)
+        self.graph.replay()
+        return self.output.clone()
+
+
+def _static_copy(value):
+    if value is None or isinstance(value, torch.Tensor):
+        return None if value is None else value.clone()
+    return [v.clone() for v in value]
+
+
+def _copy_into(static, value) -> None:
+    if isinstance(static, torch.Tensor):
+        static.copy_(value)
+    elif static is not None:
+        for s, v in zip(static, value):
+            s.copy_(v)
 
 
 class _Progress:

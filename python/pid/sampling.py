@@ -2,7 +2,9 @@
 
 Both take `velocity_fn(x, t)`: x [B, 3, H, W] float32, t [B] float32 flow time in [0, 1] (the caller turns
 it into the network's ×1000 units), returning the velocity v ≈ ε − x0. They return the final state before
-clamping. Classifier-free guidance is built by the caller as a guided velocity function,
+clamping. Each calls `velocity_fn` exactly once per step, in schedule order (`student_velocity_times`,
+`dpm_velocity_times`), and builds t on the device with a fill (no host-to-device copy, nothing that waits for the
+device), so a whole sampling loop can be captured in a CUDA graph. Classifier-free guidance is built by the caller as a guided velocity function,
 `v = v_u + s·(v_c − v_u)` (unconditional pass first). The reference guides the noise estimate
 ε̂ = (1 − t)·v + x instead; ε̂_u + s·(ε̂_c − ε̂_u) = (1 − t)·(v_u + s·(v_c − v_u)) + x, so the two are equal
 up to float rounding."""
@@ -42,6 +44,15 @@ def student_schedule(steps: int = STUDENT_STEPS, t_list: Optional[Sequence[float
     return grid
 
 
+def student_velocity_times(steps: int = STUDENT_STEPS, t_list: Optional[Sequence[float]] = None) -> list[float]:
+    """The flow times at which `sample_student` calls the velocity, in call order (float32 values)."""
+    return student_schedule(steps, t_list)[:-1].tolist()
+
+
+def _fill(value: float, batch: int, device) -> torch.Tensor:
+    return torch.full((batch,), value, dtype=torch.float32, device=device)
+
+
 def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int = STUDENT_STEPS,
                    t_list: Optional[Sequence[float]] = None, mode: str = "sde",
                    generator: Optional[torch.Generator] = None, step_noises: Optional[Sequence[torch.Tensor]] = None,
@@ -55,9 +66,8 @@ def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int =
     if mode not in ("sde", "ode"):
         raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
     host_grid = student_schedule(steps, t_list)  # float32 on the CPU: the step scalars come from here
-    grid = host_grid.to(noise.device)
     times = host_grid.tolist()  # the float32 entries as Python floats (exact)
-    n = len(grid) - 1
+    n = len(times) - 1
     n_draws = sum(1 for t in times[1:] if t > 0) if mode == "sde" else 0
     if step_noises is not None and len(step_noises) != n_draws:
         raise ValueError(f"step_noises must hold {n_draws} tensors for {steps} {mode} steps, got {len(step_noises)}")
@@ -66,11 +76,11 @@ def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int =
     draw = 0
     for k in range(n):
         t_cur, t_next = times[k], times[k + 1]
-        v = velocity_fn(x, grid[k].expand(B))
+        v = velocity_fn(x, _fill(t_cur, B, x.device))
         if t_next <= 0:
             x = ops.student_step(x, v, None, t_cur, t_next)
         elif mode == "ode":
-            x = x + (grid[k + 1] - grid[k]) * v
+            x = x + (host_grid[k + 1] - host_grid[k]).item() * v  # the float32 difference, exactly
         else:
             if step_noises is not None:
                 eps = step_noises[draw].to(device=x.device, dtype=x.dtype)
@@ -100,6 +110,11 @@ def flow_timesteps(steps: int, shift: float, t_start: float = 1.0, t_end: float 
     return (shift * u / (1 + (shift - 1) * u)).flip(0)
 
 
+def dpm_velocity_times(steps: int, shift: float) -> list[float]:
+    """The flow times at which `sample_dpmpp_2m` calls the velocity (each guidance pass), in call order."""
+    return flow_timesteps(steps, shift)[:-1].tolist()
+
+
 def _lambda(t: torch.Tensor) -> torch.Tensor:
     return torch.log(1 - t) - torch.log(t)  # +inf at t = 0
 
@@ -119,12 +134,11 @@ def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int,
     ε̂ = (1 − t)·v + x at the current point, then the multistep update to the next time. The schedule scalars
     (t_next/t, αφ, 1/r) are computed here in float32 on the host."""
     host_grid = flow_timesteps(steps, shift)  # float32 on the CPU: the step scalars come from here
-    grid = host_grid.to(noise.device)
     B = noise.shape[0]
     guided = uncond_velocity_fn is not None and cfg_scale != 1.0
 
     def velocities(x: torch.Tensor, i: int):
-        t = grid[i].expand(B)
+        t = _fill(host_grid[i].item(), B, x.device)
         if not guided:
             return velocity_fn(x, t), None
         v_u = uncond_velocity_fn(x, t)  # unconditional pass first

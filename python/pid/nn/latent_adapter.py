@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import ops
 from ..config import PidConfig
+from .layers import GroupNorm
 
 
 @dataclass
@@ -49,8 +50,8 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, padding_mode: str):
         super().__init__()
         self.block = nn.Sequential(
-            nn.GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode),
-            nn.GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode))
+            GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode),
+            GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)

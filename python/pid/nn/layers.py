@@ -29,6 +29,30 @@ class RMSNorm(nn.Module):
         return reference.rms_norm(x, self.weight, self.eps)
 
 
+def group_norm_split(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                     eps: float) -> torch.Tensor:
+    """F.group_norm computed in float32 from a split reduction (torch.var_mean) and one affine pass; returns
+    float32. On CUDA, torch's group_norm gives each (sample, group) one thread block, so the latent CNN's 4 groups
+    of a [1, 1024, 128, 128] map run on 4 of 132 SMs: 3.3 ms a call at 2048², which this brings to ~0.1 ms."""
+    B, C = x.shape[:2]
+    xg = x.float().reshape(B, groups, -1)
+    var, mean = torch.var_mean(xg, dim=-1, keepdim=True, correction=0)
+    y = ((xg - mean) * torch.rsqrt(var + eps)).reshape(x.shape)
+    shape = (1, C) + (1,) * (x.dim() - 2)
+    return torch.addcmul(bias.float().reshape(shape), y, weight.float().reshape(shape))
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters and keys); on CUDA with the fused path on (the fast precision) it computes
+    through `group_norm_split`, with F.group_norm's output dtype (float32 under autocast, else x's)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.is_cuda and fused_norm_enabled()):
+            return super().forward(x)
+        y = group_norm_split(x, self.num_groups, self.weight, self.bias, self.eps)
+        return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation x·(1 + scale) + shift."""
     return reference.modulate(x, shift, scale)
