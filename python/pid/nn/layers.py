@@ -173,9 +173,10 @@ class TimestepEmbedder(nn.Module):
 
     def frequencies(self, t: torch.Tensor) -> torch.Tensor:
         half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(self.max_period)
-                          * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t.reshape(-1, 1).float() * freqs[None]
+        # On the CPU, whatever t's device: t·f_k reaches 1000 rad, so one ulp of a GPU's expf moves the output by
+        # ~1e-5 (measured on the golden networks); CPU float32 is what the reference's golden run computed.
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=torch.float32) / half)
+        args = t.reshape(-1, 1).float() * freqs.to(t.device)[None]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if self.freq_dim % 2:
             emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -191,11 +192,11 @@ def pixel_sincos_axes(height: int, width: int, dim: int, device=None) -> tuple[t
     [W, dim/2] (channels 0..dim/2−1) and the row table [H, dim/2] (the rest). Each is
     [sin(p·w_0..), cos(p·w_0..)] with w_k = 10000^(-k/(dim/4))."""
     quarter = dim // 4
-    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter))
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
 
-    def encode(n: int) -> torch.Tensor:
-        angles = torch.arange(n, dtype=torch.float64, device=device)[:, None] * omega[None]
-        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    def encode(n: int) -> torch.Tensor:  # on the CPU, like every position table (device-independent values)
+        angles = torch.arange(n, dtype=torch.float64)[:, None] * omega[None]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).to(device)
 
     return encode(width), encode(height)
 

@@ -2,7 +2,8 @@
 
 Tables are (cos, sin) pairs of shape [N, head_dim/2] in float32. Pairs are interleaved: element pair
 (2k, 2k+1) of a head rotates by angle k. In the 2-D table even pairs follow the column coordinate and odd
-pairs the row coordinate; coordinates are resolution-normalised to [0, 16]."""
+pairs the row coordinate; coordinates are resolution-normalised to [0, 16]. Tables are computed on the CPU and
+then moved to `device`, so every device uses the same values (a GPU's pow/linspace round differently)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 RopeTable = tuple[torch.Tensor, torch.Tensor]
 
 
-def _axis_frequencies(head_dim: int, theta: float, device=None) -> torch.Tensor:
-    exponents = torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim
+def _axis_frequencies(head_dim: int, theta: float) -> torch.Tensor:
+    exponents = torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim
     return 1.0 / (theta ** exponents)
 
 
@@ -34,19 +35,18 @@ def rope_2d(head_dim: int, grid_h: int, grid_w: int, mode: str = "original",
         theta_h = theta_w = theta
     else:
         raise ValueError(f"unknown rope mode {mode!r}")
-    ys, xs = torch.meshgrid(torch.linspace(0, span, grid_h, device=device),
-                            torch.linspace(0, span, grid_w, device=device), indexing="ij")
-    x_angles = torch.outer(xs.reshape(-1), _axis_frequencies(head_dim, theta_w, device))
-    y_angles = torch.outer(ys.reshape(-1), _axis_frequencies(head_dim, theta_h, device))
+    ys, xs = torch.meshgrid(torch.linspace(0, span, grid_h), torch.linspace(0, span, grid_w), indexing="ij")
+    x_angles = torch.outer(xs.reshape(-1), _axis_frequencies(head_dim, theta_w))
+    y_angles = torch.outer(ys.reshape(-1), _axis_frequencies(head_dim, theta_h))
     angles = torch.stack([x_angles, y_angles], dim=-1).reshape(grid_h * grid_w, -1)
-    return torch.cos(angles), torch.sin(angles)
+    return torch.cos(angles).to(device), torch.sin(angles).to(device)
 
 
 def rope_1d(head_dim: int, length: int, theta: float = 10000.0, device=None) -> RopeTable:
     """1-D RoPE table for integer positions 0..length-1: pair k turns by pos·θ^(−2k/head_dim)."""
-    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
-    angles = torch.arange(length, device=device).float()[:, None] * freqs[None]
-    return torch.cos(angles), torch.sin(angles)
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    angles = torch.arange(length).float()[:, None] * freqs[None]
+    return torch.cos(angles).to(device), torch.sin(angles).to(device)
 
 
 def apply_rope(x: torch.Tensor, table: RopeTable) -> torch.Tensor:
