@@ -20,7 +20,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,31 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 import pid  # noqa: E402
 from pid import sampling  # noqa: E402
-from pid.config import PidConfig  # noqa: E402
+from pid.bench import ARCHS, peak_bytes, random_net, timed  # noqa: E402
 from pid.cost import decode_flops, estimate_memory  # noqa: E402
 from pid.decoder import PidDecoder  # noqa: E402
-from pid.memory import TensorMemoryTracker, parameter_bytes  # noqa: E402
+from pid.memory import parameter_bytes  # noqa: E402
 from pid.nn import PidNet  # noqa: E402
-
-ARCHS = {
-    "full": PidConfig(),  # the released v1.5 network
-    # the golden parity networks' size (shared/golden/v15_net.json), with the released text width
-    "tiny": PidConfig(hidden_size=64, num_heads=4, pixel_hidden_size=8, pixel_attn_hidden_size=48, pixel_num_heads=4,
-                      patch_depth=4, txt_embed_dim=2304, lq_hidden_dim=32),
-    "small": PidConfig(hidden_size=512, num_heads=8, pixel_attn_hidden_size=384, pixel_num_heads=8, patch_depth=6,
-                       txt_embed_dim=2304, lq_hidden_dim=128, lq_num_res_blocks=2),
-}
-
-
-def random_net(cfg: PidConfig, device="cpu", seed: int = 0) -> PidNet:
-    torch.manual_seed(seed)
-    with torch.device(device):
-        net = PidNet(cfg).eval().requires_grad_(False)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(p.bfloat16().float())  # released checkpoints hold bf16 values
-    return net
-
 
 def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device):
     """The official student loop: full forward per step under bf16 autocast, float32 weights."""
@@ -61,34 +40,6 @@ def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device):
         return net(x, t * 1000, y, lq_latent=latent, degrade_sigma=sigma)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), pid.ops.kernels_enabled(False):
         return sampling.sample_student(velocity, noise, step_noises=eps).clamp(-1, 1)
-
-
-def timed(fn, repeats: int, device) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def peak_bytes(fn, device, weights: int) -> int:
-    """The path's own peak: its network's weights plus what the run allocates above what was allocated before it
-    (both networks stay resident during the benchmark, so the device's raw peak would count the other's weights)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        return torch.cuda.max_memory_allocated(device) - base + weights
-    with TensorMemoryTracker() as tracker:
-        fn()
-    return weights + tracker.peak
 
 
 def print_row(r: dict, paths: list[str]) -> None:

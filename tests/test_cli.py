@@ -102,3 +102,28 @@ def test_decode_errors_exit_2(tmp_path, golden_files):
     out = run_pid("decode", tmp_path / "nan.safetensors", "--checkpoint", golden_files / "v15_net.weights.safetensors",
                   "--config", golden_files / "v15_net.json", "--caption-embeds", tmp_path / "missing.safetensors")
     assert out.returncode == 2 and "NaN or Inf" in out.stderr
+
+
+def test_bench_command(tmp_path):
+    from pid.bench import ARCHS
+    from pid.cost import decode_flops, estimate_memory
+    from pid.nn import PidNet
+
+    bf16_weights = 2 * sum(p.numel() for p in PidNet(ARCHS["tiny"]).parameters())
+
+    out = run_pid("bench", "--arch", "tiny", "--sizes", "64,96", "--repeats", "2", "--warmup", "0",
+                  "--json", tmp_path / "bench.json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["precision"] == "fast" and [r["size"] for r in data["rows"]] == [64, 96]
+    for r in data["rows"]:
+        assert r["tflop"] == pytest.approx(decode_flops(ARCHS["tiny"], r["size"], r["size"], 4) / 1e12)
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["estimate_gib"] == pytest.approx(estimate_memory(ARCHS["tiny"], r["size"], r["size"], 1, "fast").peak
+                                                  / 2**30)
+        assert r["peak_gib"] * 2**30 > bf16_weights  # the bf16 weights plus the decode's tensors
+    assert " 96 " in out.stdout and "peak GiB" in out.stdout
+    bad = run_pid("bench", "--arch", "tiny", "--sizes", "100", "--repeats", "1")
+    assert bad.returncode == 2 and "multiple of 32" in bad.stderr
+    bad = run_pid("bench", "--arch", "tiny", "--sizes", "64", "--cuda-graph")
+    assert bad.returncode == 2 and "--cuda-graph needs --device cuda" in bad.stderr

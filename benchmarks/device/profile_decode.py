@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 
-from bench_decode import ARCHS  # noqa: E402
+from pid.bench import ARCHS  # noqa: E402
 from pid.decoder import PidDecoder  # noqa: E402
 from pid.nn import PidNet  # noqa: E402
 

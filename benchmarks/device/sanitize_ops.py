@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 
 import pid.ops as ops  # noqa: E402
-from bench_decode import ARCHS, random_net  # noqa: E402
+from pid.bench import ARCHS, random_net  # noqa: E402
 from pid.decoder import PidDecoder  # noqa: E402
 
 

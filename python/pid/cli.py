@@ -127,6 +127,40 @@ def cmd_variants(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import torch
+
+    import pid
+    from pid import bench
+
+    if args.checkpoint:
+        decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
+                           device=args.device, precision=args.precision)
+        what = decoder.variant.name if decoder.variant else args.checkpoint
+    else:
+        net = bench.random_net(bench.ARCHS[args.arch], args.device)
+        if args.precision == "fast":
+            net = net.bfloat16()
+        decoder = pid.PidDecoder(net, precision=args.precision)
+        what = f"{args.arch} architecture, random weights"
+    if args.cuda_graph and decoder.device.type != "cuda":
+        raise ValueError("--cuda-graph needs --device cuda")
+    if not args.verbose:
+        logging.getLogger("pid.decoder").setLevel(logging.WARNING)  # one line per decode would bury the table
+    device = decoder.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"pid bench: {what}; precision {decoder.precision}{'; CUDA graph' if args.cuda_graph else ''}; {name}; "
+          f"torch {torch.__version__}; batch {args.batch}; {args.steps} steps", flush=True)
+    rows = bench.bench_sizes(decoder, [int(s) for s in args.sizes.split(",")], batch=args.batch, steps=args.steps,
+                             repeats=args.repeats, warmup=args.warmup, cuda_graph=args.cuda_graph,
+                             memory=not args.no_memory)
+    print(bench.format_rows(rows, args.peak_tflops))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "what": what,
+                                               "precision": decoder.precision, "rows": rows}, indent=1))
+    return 0
+
+
 def cmd_selftest(args) -> int:
     from pid.selftest import run_selftest
 
@@ -189,6 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("variants", help="list the released checkpoints pid knows")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("bench", help="time whole decodes: seconds, TFLOP/s, peak memory vs the estimate")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="a checkpoint to time (default: --arch with random weights)")
+    source.add_argument("--arch", choices=("full", "small", "tiny"), default="full",
+                        help="random-weight network: full (the released 1.40 B), small, tiny (default full)")
+    p.add_argument("--variant")
+    p.add_argument("--config")
+    p.add_argument("--sizes", default="1024", help="square output sides, comma-separated (default 1024)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast")
+    p.add_argument("--cuda-graph", action="store_true", help="capture each size's decode once and replay it")
+    p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the FLOP-floor ratio")
+    p.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory run")
+    p.add_argument("--json", help="write the rows here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("selftest", help="check the install: compiled kernels, a tiny network, golden parity")
     p.add_argument("--golden-dir", help="folder of reference parity cases (default: $PID_GOLDEN_DIR or "

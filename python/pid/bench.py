@@ -1,0 +1,112 @@
+"""Timing and peak memory of whole decodes (`pid bench`, benchmarks/bench_decode.py): a checkpoint, or a named
+architecture with random weights (timing does not need trained weights)."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Callable, Optional
+
+import torch
+
+from .config import PidConfig
+from .cost import decode_flops, estimate_memory
+from .memory import TensorMemoryTracker, parameter_bytes
+from .nn import PidNet
+
+log = logging.getLogger(__name__)
+
+ARCHS = {
+    "full": PidConfig(),  # the released v1.5 network
+    # the golden parity networks' size (shared/golden/v15_net.json), with the released text width
+    "tiny": PidConfig(hidden_size=64, num_heads=4, pixel_hidden_size=8, pixel_attn_hidden_size=48, pixel_num_heads=4,
+                      patch_depth=4, txt_embed_dim=2304, lq_hidden_dim=32),
+    "small": PidConfig(hidden_size=512, num_heads=8, pixel_attn_hidden_size=384, pixel_num_heads=8, patch_depth=6,
+                       txt_embed_dim=2304, lq_hidden_dim=128, lq_num_res_blocks=2),
+}
+
+
+def random_net(cfg: PidConfig, device="cpu", seed: int = 0) -> PidNet:
+    """A PidNet with random weights holding bf16 values, as released checkpoints do."""
+    torch.manual_seed(seed)
+    with torch.device(device):
+        net = PidNet(cfg).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(p.bfloat16().float())
+    return net
+
+
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> list[float]:
+    """Wall-clock seconds of each of `repeats` calls, the device synchronised around each."""
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_bytes(fn: Callable[[], object], device: torch.device, weights: int) -> int:
+    """A run's peak: `weights` plus what the run allocates above what was allocated before it (so other resident
+    models don't count). CUDA: the caching allocator's peak; CPU: every tensor the run's ops create."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        return torch.cuda.max_memory_allocated(device) - base + weights
+    with TensorMemoryTracker() as tracker:
+        fn()
+    return weights + tracker.peak
+
+
+def bench_sizes(decoder, sizes: list[int], batch: int = 1, steps: int = 4, repeats: int = 3, warmup: int = 1,
+                cuda_graph: bool = False, memory: bool = True, seed: int = 0) -> list[dict]:
+    """Times `decoder.decode` of random latents at each square output size; one dict per size: median / min / max
+    seconds, TFLOP (pid.decode_flops) and TFLOP/s, measured and estimated peak GiB."""
+    cfg, device = decoder.config, decoder.device
+    rows = []
+    for size in sizes:
+        if size % cfg.pixels_per_latent:
+            raise ValueError(f"size {size} must be a multiple of {cfg.pixels_per_latent} (pixels per latent cell)")
+        gen = torch.Generator().manual_seed(seed + size)
+        h = size // cfg.pixels_per_latent
+        latent = torch.randn(batch, cfg.lq_latent_channels, h, h, generator=gen).to(device)
+        y = torch.randn(batch, cfg.txt_max_length, cfg.txt_embed_dim, generator=gen).to(device)
+
+        def run():
+            return decoder.decode(latent, sigma=0.2, caption_embeds=y, steps=steps, seed=seed, progress=False,
+                                  cuda_graph=cuda_graph)
+        for _ in range(warmup):
+            run()
+        times = timed(run, repeats, device)
+        flop = decode_flops(cfg, size, size, steps) * batch
+        row = {"size": size, "batch": batch, "tflop": flop / 1e12, "median_s": statistics.median(times),
+               "min_s": min(times), "max_s": max(times)}
+        row["tflops_per_s"] = flop / row["median_s"] / 1e12
+        if memory:
+            if cuda_graph:
+                decoder.release_graphs()  # measure the capturing call
+            row["peak_gib"] = peak_bytes(run, device, parameter_bytes(decoder.net)) / 2**30
+        row["estimate_gib"] = estimate_memory(cfg, size, size, batch, decoder.precision).peak / 2**30
+        log.info("%d²: %.3f s", size, row["median_s"])
+        rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict], peak_tflops: Optional[float] = None) -> str:
+    lines = [f"{'size':>6} {'median s':>9} {'min..max s':>15} {'TFLOP':>8} {'TFLOP/s':>8} {'x floor':>8} "
+             f"{'peak GiB':>9} {'estimate':>9}"]
+    for r in rows:
+        floor = f"{r['median_s'] / (r['tflop'] / peak_tflops):.2f}" if peak_tflops else "-"
+        peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else "-"
+        lines.append(f"{r['size']:>6} {r['median_s']:9.3f} {r['min_s']:7.3f}..{r['max_s']:<7.3f} {r['tflop']:8.3g} "
+                     f"{r['tflops_per_s']:8.2f} {floor:>8} {peak:>9} {r['estimate_gib']:9.2f}")
+    return "\n".join(lines)
