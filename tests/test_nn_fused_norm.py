@@ -233,3 +233,29 @@ def test_cuda_net_fused_matches_default():
     assert e["rel_l2"] <= REL_L2 and e["max_abs_rel"] <= SYNTHETIC_TOL["max_abs_rel"], e
     noise, e16 = golden.errors(ref16, ref, scale), golden.errors(fused16, ref16, scale)
     assert all(e16[k] <= noise[k] for k in e16), (e16, noise)
+
+
+def test_switches_are_per_thread():
+    """Decoders of different precisions may run in different threads: each thread keeps its own switches."""
+    import threading
+
+    import pid.ops
+    from pid.nn.layers import fused_norm, fused_norm_enabled
+
+    inside, release, seen = threading.Event(), threading.Event(), {}
+    before = (fused_norm_enabled(), pid.ops._setting.kernels)
+
+    def worker():
+        with fused_norm(True), pid.ops.kernels_enabled(False):
+            inside.set()
+            release.wait(10)
+            seen["worker"] = (fused_norm_enabled(), pid.ops._setting.kernels)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(10)
+    seen["main"] = (fused_norm_enabled(), pid.ops._setting.kernels)
+    release.set()
+    thread.join()
+    assert seen == {"worker": (True, False), "main": before}
+    assert before != (True, False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from typing import Iterator, Optional
 
 import torch
@@ -63,18 +64,25 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 # set_fused_norm / fused_norm), they call the fused ops, which round every step as the reference does;
 # outputs differ from the reference only through the order of RMSNorm's float32 sum of squares (tested in
 # tests/test_nn_fused_norm.py). Forward hooks on the norm modules do not fire on the fused path.
-_FUSED_NORM = os.environ.get("PID_FUSED_NORM", "") not in ("", "0")
+_FUSED_NORM_DEFAULT = os.environ.get("PID_FUSED_NORM", "") not in ("", "0")
+
+
+class _Setting(threading.local):  # per thread: decoders of different precisions may run side by side
+    fused_norm = _FUSED_NORM_DEFAULT
+
+
+_setting = _Setting()
 
 
 def fused_norm_enabled() -> bool:
-    """True when the blocks use the fused norm/modulate/gated-residual ops."""
-    return _FUSED_NORM
+    """True when the blocks use the fused norm/modulate/gated-residual ops (in this thread)."""
+    return _setting.fused_norm
 
 
 def set_fused_norm(enabled: bool) -> bool:
-    """Turns the fused norm/modulate/gated-residual path of the blocks on or off; returns the old setting."""
-    global _FUSED_NORM
-    old, _FUSED_NORM = _FUSED_NORM, bool(enabled)
+    """Turns the fused norm/modulate/gated-residual path of the blocks on or off in this thread; returns the old
+    setting."""
+    old, _setting.fused_norm = _setting.fused_norm, bool(enabled)
     return old
 
 
@@ -99,7 +107,7 @@ def _linear_input_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
 
 def norm_modulate(norm: RMSNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``modulate(norm(x), shift, scale)`` for x [B, L, D], shift/scale [B, 1, D] (MMDiT)."""
-    if _FUSED_NORM:
+    if _setting.fused_norm:
         return ops.rms_norm_modulate(x, norm.weight.float(), shift, scale, norm.eps, _linear_input_dtype(x))
     return modulate(norm(x), shift, scale)
 
@@ -108,7 +116,7 @@ def norm_modulate_pixels(norm: RMSNorm, x: torch.Tensor, mods: torch.Tensor, shi
                          scale_chunk: int) -> torch.Tensor:
     """``modulate(norm(x), shift, scale).reshape(N, P·c)`` for pixel tokens x [N, P, c] with shift and scale
     chunks ``shift_chunk`` and ``scale_chunk`` of the per-pixel modulation mods [N, P, 6c] (PiT)."""
-    if _FUSED_NORM:
+    if _setting.fused_norm:
         return ops.rms_norm_modulate_pixels(x, norm.weight.float(), mods, shift_chunk, scale_chunk, norm.eps,
                                             _linear_input_dtype(x))
     N, P, c = x.shape
@@ -119,7 +127,7 @@ def norm_modulate_pixels(norm: RMSNorm, x: torch.Tensor, mods: torch.Tensor, shi
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``x + gate · y``: the residual update of the blocks (gate [B, 1, D] or a per-pixel chunk view)."""
     # The op returns x's dtype; use it only where the expression's promoted dtype is x's (always in PiD).
-    if _FUSED_NORM and torch.promote_types(x.dtype, torch.promote_types(gate.dtype, y.dtype)) == x.dtype:
+    if _setting.fused_norm and torch.promote_types(x.dtype, torch.promote_types(gate.dtype, y.dtype)) == x.dtype:
         return ops.gated_residual(x, gate, y)
     return x + gate * y
 

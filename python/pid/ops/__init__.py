@@ -8,6 +8,7 @@ the compiled ops have no backward).
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator, Optional
 
 import torch
@@ -34,23 +35,28 @@ __all__ = [
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
-_kernels_on = True
+
+
+class _Setting(threading.local):
+    kernels = True
+
+
+_setting = _Setting()
 
 
 @contextlib.contextmanager
 def kernels_enabled(enabled: bool = True) -> Iterator[None]:
-    """``with kernels_enabled(False):`` runs every op through its PyTorch reference (e.g. to time the
-    reference implementation's eager path in the same process)."""
-    global _kernels_on
-    old, _kernels_on = _kernels_on, bool(enabled)
+    """``with kernels_enabled(False):`` runs every op (in this thread) through its PyTorch reference, e.g. to time
+    the reference implementation's eager path in the same process."""
+    old, _setting.kernels = _setting.kernels, bool(enabled)
     try:
         yield
     finally:
-        _kernels_on = old
+        _setting.kernels = old
 
 
 def _use_kernel(*tensors: torch.Tensor) -> bool:
-    if not (_kernels_on and _extension.available()):
+    if not (_setting.kernels and _extension.available()):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
