@@ -83,3 +83,20 @@ def test_cuda_graph_replays_equal_eager_decodes(sampler):
         assert psnr(graphed, eager) >= 90, seed
     assert len(dec._graphs) == 1
     dec.release_graphs()
+
+
+def test_cuda_graphs_kept_are_bounded():
+    from pid.decoder import MAX_GRAPHS
+
+    case = golden.GoldenCase("v15_net", GOLDEN)
+    dec = pid.load(case.weights(), config=case.meta["net_kwargs"], precision="fast", device="cuda")
+    y = case.io["y"][:1].cuda()
+    for w in range(1, MAX_GRAPHS + 2):  # one more shape than kept
+        latent = torch.randn(1, dec.config.lq_latent_channels, 2, w, device="cuda")
+        eager = dec.decode(latent, caption_embeds=y, seed=w, progress=False)
+        assert psnr(dec.decode(latent, caption_embeds=y, seed=w, progress=False, cuda_graph=True), eager) >= 90
+    assert len(dec._graphs) == MAX_GRAPHS
+    first = (1, dec.config.lq_latent_channels, 2, 1)
+    assert all(first not in key for key in dec._graphs)  # the oldest (the first shape's) was dropped
+    dec.release_graphs()
+    assert not dec._graphs

@@ -23,6 +23,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 # reference: the official regime: float32 weights holding the bf16 values, bf16 autocast (the CUDA default).
 # fast:      bf16 weights (no float32 copy), bf16 autocast, float32 residual streams, pid's fused kernels.
 PRECISIONS = ("float32", "reference", "fast")
+MAX_GRAPHS = 4  # captured decodes (cuda_graph=True) a decoder keeps
 
 
 class PidDecoder:
@@ -90,8 +91,8 @@ class PidDecoder:
         `pixel_chunk` bounds the memory of the pixel blocks (patches per chunk; "auto" chooses from the free GPU
         memory, None never chunks). `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
         on the first call for a given shape and sampler setting and replays it afterwards, which removes the
-        per-kernel launch cost; the graph keeps its working memory between calls (free it with
-        `release_graphs()`). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
+        per-kernel launch cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4
+        are kept; `release_graphs()` frees them). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
         (`"numpy"`) or PIL images."""
         from . import text as captions
 
@@ -160,6 +161,8 @@ class PidDecoder:
             key = (sampler_name, steps, cfg_scale, shift, chunk, self.net.attention_window,
                    *[_shape(v) for v in inputs.values()])
             if key not in self._graphs:
+                if len(self._graphs) >= MAX_GRAPHS:  # each holds its working memory: drop the oldest
+                    del self._graphs[next(iter(self._graphs))]
                 self._graphs[key] = _CapturedDecode(sample, inputs, time_conds)
             x = self._graphs[key].replay(inputs)
         else:
