@@ -92,8 +92,8 @@ class PidDecoder:
         memory, None never chunks). `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
         on the first call for a given shape and sampler setting and replays it afterwards, which removes the
         per-kernel launch cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4
-        are kept; `release_graphs()` frees them). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
-        (`"numpy"`) or PIL images."""
+        are kept; `release_graphs()` frees them). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8
+        [B, H, W, 3] (`"numpy"`) or PIL images."""
         from . import text as captions
 
         cfg, device = self.config, self.device

@@ -3,11 +3,11 @@
 Both take `velocity_fn(x, t)`: x [B, 3, H, W] float32, t [B] float32 flow time in [0, 1] (the caller turns
 it into the network's ×1000 units), returning the velocity v ≈ ε − x0. They return the final state before
 clamping. Each calls `velocity_fn` exactly once per step, in schedule order (`student_velocity_times`,
-`dpm_velocity_times`), and builds t on the device with a fill (no host-to-device copy, nothing that waits for the
-device), so a whole sampling loop can be captured in a CUDA graph. Classifier-free guidance is built by the caller as a guided velocity function,
-`v = v_u + s·(v_c − v_u)` (unconditional pass first). The reference guides the noise estimate
-ε̂ = (1 − t)·v + x instead; ε̂_u + s·(ε̂_c − ε̂_u) = (1 − t)·(v_u + s·(v_c − v_u)) + x, so the two are equal
-up to float rounding."""
+`dpm_velocity_times`), and builds t on the device with a fill (no host-to-device copy, nothing that waits
+for the device), so a whole sampling loop can be captured in a CUDA graph. Classifier-free guidance is
+built by the caller as a guided velocity function, `v = v_u + s·(v_c − v_u)` (unconditional pass first).
+The reference guides the noise estimate ε̂ = (1 − t)·v + x instead;
+ε̂_u + s·(ε̂_c − ε̂_u) = (1 − t)·(v_u + s·(v_c − v_u)) + x, so the two are equal up to float rounding."""
 
 from __future__ import annotations
 
