@@ -10,7 +10,7 @@ from pid import golden
 from pid.nn import PidNet
 
 from conftest import SHARED, needs_cuda
-from test_golden_net import REL_L2
+from test_golden_net import _assert_close
 from test_precision import PSNR_BUDGET_DB, psnr
 
 GOLDEN = golden.find_golden_dir(SHARED / "golden")
@@ -34,8 +34,7 @@ def test_net_matches_reference_on_cuda(name):
     io = {k: v.cuda() for k, v in case.io.items()}
     with torch.no_grad():
         out = net.cuda()(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"])
-    e = golden.errors(out.cpu(), case.io["output"], case.meta["output_max_abs"])
-    assert e["rel_l2"] <= REL_L2, e
+    _assert_close(out.cpu(), case.io["output"], case)  # the CPU bounds: relative L2 and the case's tolerances
 
 
 def _decode(name, precision, device):
