@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 import pid  # noqa: E402
 from pid import sampling  # noqa: E402
-from pid.bench import ARCHS, peak_bytes, random_net, timed  # noqa: E402
+from pid.bench import ARCHS, measure, random_net  # noqa: E402
 from pid.cost import decode_flops, estimate_memory  # noqa: E402
 from pid.decoder import PidDecoder  # noqa: E402
 from pid.memory import parameter_bytes  # noqa: E402
@@ -111,25 +110,18 @@ def main(argv=None) -> int:
         flops = decode_flops(cfg, size, size, args.steps) * args.batch
         result = {"size": size, "batch": args.batch, "tflop": flops / 1e12}
         for path in paths:
-            for _ in range(args.warmup):
-                runs[path]()
-            times = timed(runs[path], args.repeats, device)
-            med = statistics.median(times)
-            entry = {"median_s": med, "min_s": min(times), "max_s": max(times),
-                     "tflops_per_s": flops / med / 1e12}
+            weights = parameter_bytes(ref_net if path == "reference" else fast.net)
+            entry = measure(runs[path], device, flops, args.repeats, args.warmup, None if args.no_memory else weights,
+                            fast.release_graphs if path == "graph" else None)  # graph: measure the capturing call
             if args.peak_tflops:
-                entry["vs_flop_floor"] = med / (flops / (args.peak_tflops * 1e12))
-            if not args.no_memory:
-                weights = parameter_bytes(ref_net if path == "reference" else fast.net)
-                if path == "graph":
-                    fast.release_graphs()  # measure the capturing call
-                entry["peak_gib"] = peak_bytes(runs[path], device, weights) / 2**30
+                entry["vs_flop_floor"] = entry["median_s"] / (flops / (args.peak_tflops * 1e12))
             result[path] = entry
         if "fast" in result:
             result["fast_estimate_gib"] = estimate_memory(cfg, size, size, args.batch, "fast").peak / 2**30
         if "reference" in result:
-            for path in paths[1:] if paths[0] == "reference" else []:
-                result[f"speedup_{path}"] = result["reference"]["median_s"] / result[path]["median_s"]
+            for path in paths:
+                if path != "reference":
+                    result[f"speedup_{path}"] = result["reference"]["median_s"] / result[path]["median_s"]
         rows.append(result)
         print_row(result, paths)
         if args.json:  # after every size, so a run stopped at a time cap keeps what it measured

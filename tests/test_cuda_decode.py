@@ -12,6 +12,7 @@ from pid.nn import PidNet
 from conftest import SHARED, needs_cuda
 from test_golden_net import _assert_close
 from test_precision import PSNR_BUDGET_DB, psnr
+from test_precision import _decode as _precision_decode
 
 GOLDEN = golden.find_golden_dir(SHARED / "golden")
 pytestmark = [needs_cuda, pytest.mark.skipif(GOLDEN is None, reason="no golden folder")]
@@ -38,18 +39,7 @@ def test_net_matches_reference_on_cuda(name):
 
 
 def _decode(name, precision, device):
-    case = golden.GoldenCase(name, GOLDEN)
-    weights = {k: v.bfloat16().float() for k, v in case.weights().items()}
-    dec = pid.load(weights, config=case.meta["net_kwargs"], precision=precision, device=device)
-    io = case.io
-    B, _, h, w = io["lq_latent"].shape
-    gen = torch.Generator().manual_seed(0)
-    H, W = h * dec.config.pixels_per_latent, w * dec.config.pixels_per_latent
-    noise = torch.randn(B, 3, H, W, generator=gen)
-    eps = [torch.randn(B, 3, H, W, generator=gen).to(device) for _ in range(3)]
-    out = dec.decode(io["lq_latent"].to(device), sigma=io["degrade_sigma"].to(device),
-                     caption_embeds=io["y"].to(device), noise=noise.to(device), step_noises=eps, progress=False)
-    return out.float().cpu()
+    return _precision_decode(name, precision, device)[1].float().cpu()
 
 
 @pytest.mark.parametrize("name", NETS)

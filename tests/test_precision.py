@@ -22,12 +22,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
-def _decode(name, precision, **kw):
+def _decode(name, precision, device="cpu", **kw):
     case = golden.GoldenCase(name, GOLDEN)
     # Released weights are bf16 values (model_ema_bf16.pth), so both regimes hold identical weights; the
     # golden weights are arbitrary float32, so round them as the release did.
     weights = {k: v.bfloat16().float() for k, v in case.weights().items()}
-    dec = pid.load(weights, config=case.meta["net_kwargs"], precision=precision)
+    dec = pid.load(weights, config=case.meta["net_kwargs"], precision=precision, device=device)
     io = case.io
     B, _, h, w = io["lq_latent"].shape
     gen = torch.Generator().manual_seed(0)

@@ -13,25 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 
-from pid.bench import ARCHS  # noqa: E402
+from pid.bench import ARCHS, random_net  # noqa: E402
 from pid.decoder import PidDecoder  # noqa: E402
-from pid.nn import PidNet  # noqa: E402
-
-
-def cuda_ms(fn, reps=10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+from timing import timed  # noqa: E402
 
 
 def sdpa_backends(size: int) -> None:
@@ -46,7 +33,7 @@ def sdpa_backends(size: int) -> None:
         for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
             try:
                 with sdpa_kernel([backend]):
-                    ms = cuda_ms(lambda: F.scaled_dot_product_attention(q, k, v))
+                    ms = timed(lambda: F.scaled_dot_product_attention(q, k, v), "cuda", warmup=1, reps=10)["median_ms"]
                 row.append(f"{backend.name.lower()} {ms:.2f} ms ({flop / ms / 1e9:.0f} TFLOP/s)")
             except RuntimeError as e:
                 row.append(f"{backend.name.lower()} n/a ({str(e).splitlines()[0][:60]})")
@@ -55,9 +42,7 @@ def sdpa_backends(size: int) -> None:
 
 def profile(size: int) -> None:
     cfg = ARCHS["full"]
-    with torch.device("cuda"):
-        net = PidNet(cfg).eval().requires_grad_(False).bfloat16()
-    dec = PidDecoder(net, precision="fast")
+    dec = PidDecoder(random_net(cfg, "cuda").bfloat16(), precision="fast")
     h = size // cfg.pixels_per_latent
     latent = torch.randn(1, cfg.lq_latent_channels, h, h, device="cuda")
     y = torch.randn(1, 300, cfg.txt_embed_dim, device="cuda")

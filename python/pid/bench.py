@@ -67,6 +67,22 @@ def peak_bytes(fn: Callable[[], object], device: torch.device, weights: int) -> 
     return weights + tracker.peak
 
 
+def measure(run: Callable[[], object], device: torch.device, flop: float, repeats: int = 3, warmup: int = 1,
+            weights: Optional[int] = None, before_memory_run: Optional[Callable[[], object]] = None) -> dict:
+    """`run` timed after `warmup` untimed calls: median / min / max seconds and TFLOP/s for `flop`. With `weights`
+    (bytes), also `peak_gib` of one more call (`before_memory_run` first, e.g. to drop a captured graph)."""
+    for _ in range(warmup):
+        run()
+    times = timed(run, repeats, device)
+    out = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+    out["tflops_per_s"] = flop / out["median_s"] / 1e12
+    if weights is not None:
+        if before_memory_run is not None:
+            before_memory_run()
+        out["peak_gib"] = peak_bytes(run, device, weights) / 2**30
+    return out
+
+
 def bench_sizes(decoder, sizes: list[int], batch: int = 1, steps: int = 4, repeats: int = 3, warmup: int = 1,
                 cuda_graph: bool = False, memory: bool = True, seed: int = 0) -> list[dict]:
     """Times `decoder.decode` of random latents at each square output size; one dict per size: median / min / max
@@ -84,17 +100,10 @@ def bench_sizes(decoder, sizes: list[int], batch: int = 1, steps: int = 4, repea
         def run():
             return decoder.decode(latent, sigma=0.2, caption_embeds=y, steps=steps, seed=seed, progress=False,
                                   cuda_graph=cuda_graph)
-        for _ in range(warmup):
-            run()
-        times = timed(run, repeats, device)
         flop = decode_flops(cfg, size, size, steps) * batch
-        row = {"size": size, "batch": batch, "tflop": flop / 1e12, "median_s": statistics.median(times),
-               "min_s": min(times), "max_s": max(times)}
-        row["tflops_per_s"] = flop / row["median_s"] / 1e12
-        if memory:
-            if cuda_graph:
-                decoder.release_graphs()  # measure the capturing call
-            row["peak_gib"] = peak_bytes(run, device, parameter_bytes(decoder.net)) / 2**30
+        row = {"size": size, "batch": batch, "tflop": flop / 1e12}
+        row.update(measure(run, device, flop, repeats, warmup, parameter_bytes(decoder.net) if memory else None,
+                           decoder.release_graphs if cuda_graph else None))  # graph: measure the capturing call
         row["estimate_gib"] = estimate_memory(cfg, size, size, batch, decoder.precision).peak / 2**30
         log.info("%d²: %.3f s", size, row["median_s"])
         rows.append(row)

@@ -178,13 +178,19 @@ class TimestepEmbedder(nn.Module):
         self.freq_dim = freq_dim
         self.max_period = max_period
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        # f_k on the CPU, copied once per device (not a buffer: .bfloat16() must not round them). t·f_k reaches
+        # 1000 rad, so one ulp of a GPU's expf moves the output by ~1e-5 (measured on the golden networks); CPU
+        # float32 is what the reference's golden run computed.
+        half = freq_dim // 2
+        cpu = torch.device("cpu")  # explicit: nets are built under torch.device("meta") by pid.load
+        self._freqs = {cpu: torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=cpu)
+                                      / half)}
 
     def frequencies(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.freq_dim // 2
-        # On the CPU, whatever t's device: t·f_k reaches 1000 rad, so one ulp of a GPU's expf moves the output by
-        # ~1e-5 (measured on the golden networks); CPU float32 is what the reference's golden run computed.
-        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=torch.float32) / half)
-        args = t.reshape(-1, 1).float() * freqs.to(t.device)[None]
+        if t.device not in self._freqs:
+            self._freqs[t.device] = self._freqs[torch.device("cpu")].to(t.device)
+        freqs = self._freqs[t.device]
+        args = t.reshape(-1, 1).float() * freqs[None]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if self.freq_dim % 2:
             emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -200,10 +206,10 @@ def pixel_sincos_axes(height: int, width: int, dim: int, device=None) -> tuple[t
     [W, dim/2] (channels 0..dim/2−1) and the row table [H, dim/2] (the rest). Each is
     [sin(p·w_0..), cos(p·w_0..)] with w_k = 10000^(-k/(dim/4))."""
     quarter = dim // 4
-    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64, device="cpu") / quarter))
 
     def encode(n: int) -> torch.Tensor:  # on the CPU, like every position table (device-independent values)
-        angles = torch.arange(n, dtype=torch.float64)[:, None] * omega[None]
+        angles = torch.arange(n, dtype=torch.float64, device="cpu")[:, None] * omega[None]
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).to(device)
 
     return encode(width), encode(height)

@@ -13,7 +13,7 @@ RopeTable = tuple[torch.Tensor, torch.Tensor]
 
 
 def _axis_frequencies(head_dim: int, theta: float) -> torch.Tensor:
-    exponents = torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim
+    exponents = torch.arange(0, head_dim, 4, device="cpu")[: head_dim // 4].float() / head_dim
     return 1.0 / (theta ** exponents)
 
 
@@ -35,7 +35,9 @@ def rope_2d(head_dim: int, grid_h: int, grid_w: int, mode: str = "original",
         theta_h = theta_w = theta
     else:
         raise ValueError(f"unknown rope mode {mode!r}")
-    ys, xs = torch.meshgrid(torch.linspace(0, span, grid_h), torch.linspace(0, span, grid_w), indexing="ij")
+    cpu = torch.device("cpu")
+    ys, xs = torch.meshgrid(torch.linspace(0, span, grid_h, device=cpu), torch.linspace(0, span, grid_w, device=cpu),
+                            indexing="ij")
     x_angles = torch.outer(xs.reshape(-1), _axis_frequencies(head_dim, theta_w))
     y_angles = torch.outer(ys.reshape(-1), _axis_frequencies(head_dim, theta_h))
     angles = torch.stack([x_angles, y_angles], dim=-1).reshape(grid_h * grid_w, -1)
@@ -44,8 +46,8 @@ def rope_2d(head_dim: int, grid_h: int, grid_w: int, mode: str = "original",
 
 def rope_1d(head_dim: int, length: int, theta: float = 10000.0, device=None) -> RopeTable:
     """1-D RoPE table for integer positions 0..length-1: pair k turns by pos·θ^(−2k/head_dim)."""
-    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
-    angles = torch.arange(length).float()[:, None] * freqs[None]
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device="cpu").float() / head_dim))
+    angles = torch.arange(length, device="cpu").float()[:, None] * freqs[None]
     return torch.cos(angles).to(device), torch.sin(angles).to(device)
 
 
