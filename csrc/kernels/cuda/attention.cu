@@ -7,6 +7,7 @@
 // attention uses the same kernel: a tile's keys are the text keys and the key rectangle of its image
 // block (pid::image_tile), masked per query. Tensor cores / CuTe are a later step.
 #include "pid/attention.h"
+#include "load_store.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -16,10 +17,6 @@
 namespace pid {
 namespace {
 
-__device__ __forceinline__ float ld(const float* p) { return *p; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ float round_to(float, float v) { return v; }
 __device__ __forceinline__ float round_to(__nv_bfloat16, float v) {
   return __bfloat162float(__float2bfloat16_rn(v));

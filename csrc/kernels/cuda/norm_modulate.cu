@@ -5,6 +5,7 @@
 // Arithmetic uses the __f*_rn intrinsics so nvcc cannot contract a*b+c into an FMA: each step is
 // rounded like the PyTorch reference's separate kernels. rsqrt is rsqrtf, as in PyTorch's CUDA rsqrt.
 #include "pid/norm_modulate.h"
+#include "load_store.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -20,10 +21,6 @@ using nv_bf16 = __nv_bfloat16;
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float ld(const float* p) { return *p; }
-__device__ __forceinline__ float ld(const nv_bf16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st(nv_bf16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 template <typename T>
 __device__ __forceinline__ float round_to(float v) {

@@ -1,5 +1,6 @@
 // CUDA implementation of pid::sigma_gate (see pid/sigma_gate.h). Simple and correct; not tuned.
 #include "pid/sigma_gate.h"
+#include "load_store.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -10,10 +11,6 @@
 namespace pid {
 namespace {
 
-__device__ __forceinline__ float ld(const float* p) { return *p; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ float sigmoid(float z) { return 1.f / (1.f + expf(-z)); }
 
 constexpr int kWarpsPerBlock = 4;
