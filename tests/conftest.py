@@ -14,6 +14,11 @@ needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 SHARED = REPO.parent / "shared"
 
+if os.environ.get("PID_FATAL_STACKS") == "1":
+    # C++ stack traces of every thread on SIGSEGV and the like (benchmarks/device/run.sh sets this: a crash
+    # seen once on a GPU left only a Python traceback).
+    torch._C._set_print_stack_traces_on_fatal_signal(True)
+
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:

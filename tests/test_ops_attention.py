@@ -48,10 +48,14 @@ def _first_bad(got, exact, tol, what):
 #      |o_i - exact_i| <= (2 max_j delta_j + 8 u32 + 2 gamma(n)) * sum_j w_j |v_j|
 #  * rounding the result to the output dtype adds u_out * |exact_i| (to first order).
 # An implementation that also rounds its scaled q, k and the weights to bfloat16 (as a bfloat16 SDPA may)
-# adds 2 u_bf16 * scale * sum_k |q_k k_jk| to delta_j and u_bf16 to the weight error: REF_BF16 below.
+# adds 2 u_bf16 * scale * sum_k |q_k k_jk| to delta_j and u_bf16 to the weight error: low_precision_internals.
+# One that rounds only the weights (pid's bfloat16 CUDA kernel, before its tensor-core p.v) adds u_bf16 to
+# the weight error: bf16_weights.
 
 
-def attention_exact_and_tol(q, k, v, window=None, grid=None, n_text=0, low_precision_internals=False):
+def attention_exact_and_tol(
+    q, k, v, window=None, grid=None, n_text=0, low_precision_internals=False, bf16_weights=False
+):
     q64, k64, v64 = (t.double() for t in (q, k, v))
     d, Sk = q.shape[-1], k.shape[-2]
     scale = 1 / math.sqrt(d)
@@ -67,15 +71,20 @@ def attention_exact_and_tol(q, k, v, window=None, grid=None, n_text=0, low_preci
     u_in = 2 * UNIT_ROUNDOFF[torch.bfloat16] if low_precision_internals else 0.0
     delta = ((gamma(d + 2) + u_in) * mag + 2 * U32 * spread).amax(-1, keepdim=True)
     n = Sk + Sk // 8 + 4
-    weight_err = 2 * delta + 8 * U32 + 2 * gamma(n) + (UNIT_ROUNDOFF[torch.bfloat16] if low_precision_internals else 0.0)
+    rounded_weights = low_precision_internals or bf16_weights
+    weight_err = 2 * delta + 8 * U32 + 2 * gamma(n) + (UNIT_ROUNDOFF[torch.bfloat16] if rounded_weights else 0.0)
     e = weight_err * (w @ v64.abs())
     u_out = UNIT_ROUNDOFF[q.dtype]
     return exact, u_out * exact.abs() + (1 + u_out) * e
 
 
-def assert_attention_close(got, q, k, v, window=None, grid=None, n_text=0, low_precision_internals=False):
+def assert_attention_close(
+    got, q, k, v, window=None, grid=None, n_text=0, low_precision_internals=False, bf16_weights=False
+):
     assert got.shape == q.shape and got.dtype == q.dtype and got.device == q.device
-    exact, tol = attention_exact_and_tol(q.cpu(), k.cpu(), v.cpu(), window, grid, n_text, low_precision_internals)
+    exact, tol = attention_exact_and_tol(
+        q.cpu(), k.cpu(), v.cpu(), window, grid, n_text, low_precision_internals, bf16_weights
+    )
     _first_bad(got.cpu(), exact, tol, "attention")
 
 
@@ -146,7 +155,7 @@ def test_cpu_windowed_matches_exact(case):
     B, H, gh, gw, n_text, window, image_only, d, dtype, seed = case
     q, k, v = windowed_inputs(B, H, gh, gw, n_text, image_only, d, dtype, seed)
     got = kernel_attention(q, k, v, window, (gh, gw), n_text)
-    assert_attention_close(got, q, k, v, window, (gh, gw), n_text)
+    assert_attention_close(got, q, k, v, window, (gh, gw), n_text, bf16_weights=cuda_rounds_weights(dtype))
 
 
 @needs_ext
@@ -552,6 +561,11 @@ def test_cuda_kernels_registered():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
 
 
+def cuda_rounds_weights(dtype):
+    """The bfloat16 CUDA kernel (tensor cores) rounds the softmax weights to bfloat16 before p.v."""
+    return dtype == torch.bfloat16
+
+
 cuda_global_cases = st.tuples(
     st.integers(1, 2), st.integers(1, 3), st.integers(1, 200), st.integers(1, 200), st.sampled_from([64, 72]),
     DTYPES, st.sampled_from([0.5, 1.0, 3.0]), st.integers(0, 2**31 - 1),
@@ -564,7 +578,7 @@ cuda_global_cases = st.tuples(
 def test_cuda_global_matches_exact(case):
     B, H, Sq, Sk, d, dtype, sharp, seed = case
     q, k, v = make_qkv(B, H, Sq, Sk, d, dtype, seed, sharp, device="cuda")
-    assert_attention_close(kernel_attention(q, k, v), q, k, v)
+    assert_attention_close(kernel_attention(q, k, v), q, k, v, bf16_weights=cuda_rounds_weights(dtype))
 
 
 @needs_cuda
@@ -574,7 +588,7 @@ def test_cuda_windowed_matches_exact(case):
     B, H, gh, gw, n_text, window, image_only, d, dtype, seed = case
     q, k, v = windowed_inputs(B, H, gh, gw, n_text, image_only, d, dtype, seed, device="cuda")
     got = kernel_attention(q, k, v, window, (gh, gw), n_text)
-    assert_attention_close(got, q, k, v, window, (gh, gw), n_text)
+    assert_attention_close(got, q, k, v, window, (gh, gw), n_text, bf16_weights=cuda_rounds_weights(dtype))
 
 
 @needs_cuda
@@ -582,8 +596,10 @@ def test_cuda_windowed_matches_exact(case):
 @pytest.mark.parametrize("grid,n_text,window", [((64, 64), 300, 9), ((64, 64), 0, 16), ((33, 47), 0, 8)])
 def test_cuda_large(grid, n_text, window, dtype):
     q, k, v = windowed_inputs(1, 2, *grid, n_text, False, 64 if n_text else 72, dtype, seed=7, device="cuda")
-    assert_attention_close(kernel_attention(q, k, v), q, k, v)
-    assert_attention_close(kernel_attention(q, k, v, window, grid, n_text), q, k, v, window, grid, n_text)
+    rounded = cuda_rounds_weights(dtype)
+    assert_attention_close(kernel_attention(q, k, v), q, k, v, bf16_weights=rounded)
+    got = kernel_attention(q, k, v, window, grid, n_text)
+    assert_attention_close(got, q, k, v, window, grid, n_text, bf16_weights=rounded)
 
 
 @needs_cuda

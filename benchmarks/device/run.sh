@@ -42,6 +42,7 @@ if [ "${1:-}" = "--build-only" ]; then
   exit 0
 fi
 [ -d third_party/golden ] && export PID_GOLDEN_DIR=$PWD/third_party/golden  # golden networks, carried
+export PID_FATAL_STACKS=1  # tests/conftest.py: C++ stack traces on a crash
 timeout "${PYTEST_CAP:-110}" "$PY" -m pytest -q --maxfail=10 -p no:cacheprovider -k cuda tests/test_extension.py \
   tests/test_ops_sigma_gate.py tests/test_ops_sampler_step.py tests/test_ops_attention.py tests/test_nn_attention.py \
   tests/test_ops_norm_modulate.py tests/test_nn_fused_norm.py tests/test_cuda_decode.py 2>&1 | tee "$OUT_DIR/pytest.log" ||

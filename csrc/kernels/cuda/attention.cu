@@ -1,12 +1,14 @@
 // CUDA implementation of pid::qk_norm_rope and pid::attention (see pid/attention.h).
 //
-// Deliberately simple and obviously correct, not tuned: no tensor cores, float32 math throughout.
-// attention: one block of 64 threads per query tile, one thread per query row holding its (pre-scaled)
-// query and its output accumulator in registers; K/V tiles of 32 keys are staged in shared memory as
-// float32 and every thread walks them with an online softmax (base 2), 8 keys per rescale. Windowed
-// attention uses the same kernel: a tile's keys are the text keys and the key rectangle of its image
-// block (pid::image_tile), masked per query. Tensor cores / CuTe are a later step.
+// attention, bfloat16: the tensor-core kernel of attention_mma.cuh.
+// attention, float32: a CUDA-core kernel, float32 math throughout (no TF32): one block of 64 threads per
+// query tile, one thread per query row holding its (pre-scaled) query and its output accumulator in
+// registers; K/V tiles of 32 keys are staged in shared memory as float32 and every thread walks them
+// with an online softmax (base 2), 8 keys per rescale. Windowed attention uses the same kernels: a
+// tile's keys are the text keys and the key rectangle of its image block (pid::image_tile), masked per
+// query.
 #include "pid/attention.h"
+#include "attention_mma.cuh"
 #include "load_store.cuh"
 
 #include <cuda_bf16.h>
@@ -235,8 +237,6 @@ int norm_rope_weights(const QkNormRopeParams& p, void* stream) {
                                            : norm_rope_out<In, __nv_bfloat16>(p, stream);
 }
 
-const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
-__nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
 
 }  // namespace
 
@@ -254,7 +254,22 @@ int attention_cuda(const float* q, const float* k, const float* v, float* o, con
 }
 
 int attention_cuda(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p, void* stream) {
-  return launch_attention(dev(q), dev(k), dev(v), dev(o), p, stream);
+  if (p.B * p.H * p.Sq == 0) return cudaSuccess;
+  const mma_attention::Plan pl = mma_attention::plan(q, k, v, p);
+  if (pl.tiles > 0x7fffffff || p.B * p.H > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid{unsigned(pl.tiles), unsigned(p.B * p.H)};
+  auto s = static_cast<cudaStream_t>(stream);
+  auto bits = [](const bf16* x) { return reinterpret_cast<const std::uint16_t*>(x); };
+  auto* out = reinterpret_cast<std::uint16_t*>(o);
+  if (p.D == 64)
+    mma_attention::attention_kernel<64><<<grid, mma_attention::kThreads, 0, s>>>(bits(q), bits(k), bits(v), out, p,
+                                                                                  pl.wt, pl.vec);
+  else if (p.D == 72)
+    mma_attention::attention_kernel<72><<<grid, mma_attention::kThreads, 0, s>>>(bits(q), bits(k), bits(v), out, p,
+                                                                                  pl.wt, pl.vec);
+  else
+    return cudaErrorInvalidValue;
+  return cudaGetLastError();
 }
 
 }  // namespace pid

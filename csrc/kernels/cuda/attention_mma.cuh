@@ -1,0 +1,237 @@
+// Tensor-core flash attention (mma.sync m16n8k16, sm_80 and later) for bfloat16 q, k, v with head_dim 64 or
+// 72: the kernel behind pid::attention_cuda for bfloat16 (float32 inputs use the CUDA-core kernel).
+//
+// One block of 4 warps per tile of 64 query rows, 16 rows per warp. Key tiles of 64 keys are staged in
+// shared memory (K and V row-major; V's fragments come transposed out of ldmatrix), so the scores, the
+// online softmax (base 2) and the output accumulators all stay in registers in the mma fragment layout.
+// head_dim 72 is zero-padded to 80 in shared memory for q.k (5 k-steps of 16) and is 9 n-tiles of 8 for
+// p.v: nothing is padded in global memory. The softmax weights are rounded to bfloat16 for p.v (as flash
+// attention and torch SDPA do); their sum and every accumulation stay float32. Windowed attention uses the
+// same 64-row tiling as the CUDA-core kernel (pid::window_tiling, pid::image_tile), masked per query.
+//
+// Written against the primitives of warp_mma.cuh (sync_block, shfl_xor, mma_bf16_m16n8k16,
+// ldmatrix_x2_trans, bf16 conversions), so that csrc/tests/test_attention_mma_emulated.cpp runs this very
+// code on the CPU through csrc/tests/cuda_emulator.h.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "pid/attention.h"
+
+#if defined(__CUDACC__)
+#include "warp_mma.cuh"  // elsewhere the includer provides the primitives (csrc/tests/cuda_emulator.h)
+#endif
+
+namespace pid {
+namespace mma_attention {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kRows = 16 * kWarps;  // query rows per block
+constexpr int kKeys = 64;           // keys per shared-memory tile
+
+struct Vectorised {  // whether q, k, v allow 16-byte loads (aligned base, every stride a multiple of 8)
+  bool q, k, v;
+};
+
+__device__ __forceinline__ std::uint32_t ld32(const std::uint16_t* p) {
+  return *reinterpret_cast<const std::uint32_t*>(p);
+}
+
+// Copies kKeys rows (global row src[r] of `base`, or zeros where src[r] < 0) into tile[r][0, DK): the D
+// values, then zeros. Consecutive threads take consecutive 16-byte chunks of a row (coalesced).
+template <int D, int DK, int kStride>
+__device__ __forceinline__ void load_tile(std::uint16_t* tile, const std::uint16_t* base, std::int64_t stride,
+                                          const std::int64_t* src, bool vec) {
+  constexpr int kChunks = DK / 8;
+  for (int c = threadIdx.x; c < kKeys * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    std::uint16_t* dst = tile + r * kStride + col;
+    const std::int64_t s = src[r];
+    if (s < 0 || col >= D) {
+      *reinterpret_cast<uint4*>(dst) = uint4{0u, 0u, 0u, 0u};
+    } else if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(base + s * stride + col);
+    } else {
+      for (int i = 0; i < 8; ++i) dst[i] = base[s * stride + col + i];
+    }
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_kernel(const std::uint16_t* __restrict__ q, const std::uint16_t* __restrict__ k,
+                     const std::uint16_t* __restrict__ v, std::uint16_t* __restrict__ o, AttentionParams p,
+                     WindowTiling wt, Vectorised vec) {
+  static_assert(D % 8 == 0 && kRows == kKeys, "head_dim must be a multiple of 8");
+  constexpr int DK = (D + 15) / 16 * 16;  // q.k reduction length, zero-padded
+  constexpr int S = DK + 8;               // shared row stride (elements): conflict-free fragment loads
+  constexpr int kDimTiles = D / 8;        // n-tiles of the output
+  alignas(16) __shared__ std::uint16_t qs[kRows * S];
+  alignas(16) __shared__ std::uint16_t ks[kKeys * S];
+  alignas(16) __shared__ std::uint16_t vs[kKeys * S];
+  __shared__ std::int64_t src[kKeys];  // global row of each tile row (queries, then keys), -1: none
+  __shared__ int key_r[kKeys];         // grid row and column of an image key under a window, -1: seen by all
+  __shared__ int key_c[kKeys];
+
+  const std::int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H, tile = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+
+  // This tile's queries and keys (see attention.cu's CUDA-core kernel): keys e < n_plain are key rows seen
+  // by every query, the rest walk the key rectangle of an image block.
+  const bool image = p.window > 0 && tile >= wt.text_tiles;
+  ImageTile it{};
+  std::int64_t n_plain = p.Sk, n_keys = p.Sk;
+  if (image) {
+    it = image_tile(p, wt, tile - wt.text_tiles);
+    n_plain = p.n_text;
+    n_keys = p.n_text + it.rh * it.cw;
+  }
+  auto query_row = [&](int r) -> std::int64_t {
+    if (!image) {
+      const std::int64_t rows = p.window > 0 ? wt.n_text_q : p.Sq, row = tile * kRows + r;
+      return row < rows ? row : -1;
+    }
+    if (r >= it.h * it.w) return -1;
+    return wt.n_text_q + (it.i0 + r / it.w) * p.grid_w + it.j0 + r % it.w;
+  };
+  // The windows of this thread's two rows (fragment rows g and g + 8 of its warp).
+  int rlo[2] = {0, 0}, rhi[2] = {0, 0}, clo[2] = {0, 0}, chi[2] = {0, 0};
+  if (image) {
+    for (int e = 0; e < 2; ++e) {
+      const int r = warp * 16 + g + 8 * e;
+      if (r >= it.h * it.w) continue;
+      const std::int64_t i = it.i0 + r / it.w, j = it.j0 + r % it.w;
+      rlo[e] = int(window_start(i, p.window, p.grid_h));
+      rhi[e] = rlo[e] + int(window_len(p.window, p.grid_h));
+      clo[e] = int(window_start(j, p.window, p.grid_w));
+      chi[e] = clo[e] + int(window_len(p.window, p.grid_w));
+    }
+  }
+
+  // Queries: shared tile, then each warp's 16 rows as A fragments in registers.
+  if (threadIdx.x < kRows) src[threadIdx.x] = query_row(threadIdx.x);
+  sync_block();
+  load_tile<D, DK, S>(qs, q + b * p.q.b + h * p.q.h, p.q.s, src, vec.q);
+  sync_block();
+  std::uint32_t qa[DK / 16][4];
+  for (int kk = 0; kk < DK / 16; ++kk) {
+    const std::uint16_t* a = qs + (warp * 16 + g) * S + kk * 16 + 2 * t;
+    qa[kk][0] = ld32(a), qa[kk][1] = ld32(a + 8 * S), qa[kk][2] = ld32(a + 8), qa[kk][3] = ld32(a + 8 * S + 8);
+  }
+
+  const float scale = p.scale * 1.4426950408889634f;  // scores in base 2
+  const std::uint16_t* kb = k + b * p.k.b + h * p.k.h;
+  const std::uint16_t* vb = v + b * p.v.b + h * p.v.h;
+  float acc[kDimTiles][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // running max (base 2) and this thread's partial sum
+
+  for (std::int64_t e0 = 0; e0 < n_keys; e0 += kKeys) {
+    const int nk = int(n_keys - e0 < kKeys ? n_keys - e0 : kKeys);
+    sync_block();  // every warp is done with the previous tile (and with src)
+    if (threadIdx.x < kKeys) {
+      const int j = threadIdx.x;
+      const std::int64_t e = e0 + j;
+      std::int64_t key = -1;
+      int kr = -1, kc = 0;
+      if (j < nk) {
+        if (e < n_plain) {
+          key = e;
+        } else {
+          const std::int64_t r = e - n_plain;
+          kr = int(it.r0 + r / it.cw), kc = int(it.c0 + r % it.cw);
+          key = p.n_text + std::int64_t(kr) * p.grid_w + kc;
+        }
+      }
+      src[j] = key, key_r[j] = kr, key_c[j] = kc;
+    }
+    sync_block();
+    load_tile<D, DK, S>(ks, kb, p.k.s, src, vec.k);
+    load_tile<D, DK, S>(vs, vb, p.v.s, src, vec.v);  // rows of absent keys are zeros: 0 * v stays finite
+    sync_block();
+
+    // Scores of the warp's 16 rows against the 64 keys: 8 n-tiles of 8 keys.
+    float s[kKeys / 8][4] = {};
+    for (int kk = 0; kk < DK / 16; ++kk)
+      for (int j = 0; j < kKeys / 8; ++j) {
+        const std::uint16_t* kp = ks + (j * 8 + g) * S + kk * 16 + 2 * t;
+        mma_bf16_m16n8k16(s[j], qa[kk], ld32(kp), ld32(kp + 8));
+      }
+
+    // Mask and scale; the row maxima over the quad of lanes that shares a row.
+    float mx[2] = {-INFINITY, -INFINITY};
+    for (int j = 0; j < kKeys / 8; ++j)
+      for (int i = 0; i < 4; ++i) {
+        const int col = j * 8 + 2 * t + (i & 1), e = i >> 1;
+        bool seen = col < nk;
+        if (seen && key_r[col] >= 0)
+          seen = key_r[col] >= rlo[e] && key_r[col] < rhi[e] && key_c[col] >= clo[e] && key_c[col] < chi[e];
+        s[j][i] = seen ? s[j][i] * scale : -INFINITY;
+        mx[e] = fmaxf(mx[e], s[j][i]);
+      }
+    float alpha[2], base[2];
+    for (int e = 0; e < 2; ++e) {
+      mx[e] = fmaxf(mx[e], shfl_xor(mx[e], 1));
+      mx[e] = fmaxf(mx[e], shfl_xor(mx[e], 2));
+      const float m_new = fmaxf(m[e], mx[e]);
+      base[e] = m_new == -INFINITY ? 0.f : m_new;  // nothing seen yet: every weight is exp2(-inf) = 0
+      alpha[e] = exp2f(m[e] - base[e]);
+      m[e] = m_new;
+      l[e] *= alpha[e];
+    }
+    for (int j = 0; j < kKeys / 8; ++j)
+      for (int i = 0; i < 4; ++i) {
+        s[j][i] = exp2f(s[j][i] - base[i >> 1]);
+        l[i >> 1] += s[j][i];
+      }
+    for (int n = 0; n < kDimTiles; ++n)
+      for (int i = 0; i < 4; ++i) acc[n][i] *= alpha[i >> 1];
+
+    // acc += P V: the score fragments of key tiles 2kk and 2kk + 1 are the A fragment of k-step kk.
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const std::uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                                   pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                   pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      for (int n = 0; n < kDimTiles; ++n) {
+        std::uint32_t b0, b1;
+        ldmatrix_x2_trans(b0, b1, vs + (kk * 16 + lane % 16) * S + n * 8);
+        mma_bf16_m16n8k16(acc[n], pa, b0, b1);
+      }
+    }
+  }
+
+  for (int e = 0; e < 2; ++e) {
+    l[e] += shfl_xor(l[e], 1);
+    l[e] += shfl_xor(l[e], 2);
+    const std::int64_t row = query_row(warp * 16 + g + 8 * e);
+    if (row < 0) continue;
+    std::uint16_t* out = o + b * p.o.b + h * p.o.h + row * p.o.s + 2 * t;
+    const float inv = 1.f / l[e];
+    for (int n = 0; n < kDimTiles; ++n) {
+      out[n * 8] = float_to_bf16_bits(acc[n][2 * e] * inv);
+      out[n * 8 + 1] = float_to_bf16_bits(acc[n][2 * e + 1] * inv);
+    }
+  }
+}
+
+// Host side: the launch geometry (grid x = query tiles, grid y = B * H, kThreads threads) and load widths.
+struct Plan {
+  WindowTiling wt;
+  std::int64_t tiles;
+  Vectorised vec;
+};
+
+inline Plan plan(const void* q, const void* k, const void* v, const AttentionParams& p) {
+  auto wide = [](const void* ptr, const AttentionStrides& s) {
+    return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && s.b % 8 == 0 && s.h % 8 == 0 && s.s % 8 == 0;
+  };
+  Plan pl{};
+  pl.wt = p.window > 0 ? window_tiling(p, kRows) : WindowTiling{};
+  pl.tiles = p.window > 0 ? pl.wt.tiles() : (p.Sq + kRows - 1) / kRows;
+  pl.vec = Vectorised{wide(q, p.q), wide(k, p.k), wide(v, p.v)};
+  return pl;
+}
+
+}  // namespace mma_attention
+}  // namespace pid

@@ -1,0 +1,46 @@
+// Warp-level primitives of the tensor-core kernels, on a GPU. csrc/tests/cuda_emulator.h defines the same
+// functions for the CPU, so that the kernels' logic is tested in CI (see attention_mma.cuh).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cute/arch/copy_sm75.hpp>
+#include <cute/arch/mma_sm80.hpp>
+
+#include <cstdint>
+
+namespace pid {
+
+__device__ __forceinline__ void sync_block() { __syncthreads(); }
+
+__device__ __forceinline__ float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
+
+__device__ __forceinline__ float bf16_bits_to_float(std::uint16_t bits) {
+  return __uint_as_float(std::uint32_t(bits) << 16);
+}
+
+__device__ __forceinline__ std::uint16_t float_to_bf16_bits(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
+// Two values as a bfloat16x2 register: `lo` in the low 16 bits (the lower-indexed fragment element).
+__device__ __forceinline__ std::uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const std::uint32_t*>(&v);
+}
+
+// c += A B for one 16x16 (A, row-major) by 16x8 (B, column-major) bfloat16 tile, float32 accumulators:
+// mma.sync m16n8k16 through CuTe's SM80 atom (fragment layout in csrc/tests/cuda_emulator.h).
+__device__ __forceinline__ void mma_bf16_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                                  std::uint32_t b1) {
+  cute::SM80_16x8x16_F32BF16BF16F32_TN::fma(c[0], c[1], c[2], c[3], a[0], a[1], a[2], a[3], b0, b1, c[0], c[1],
+                                            c[2], c[3]);
+}
+
+// ldmatrix.x2.trans: lanes 0-7 give the rows (8 bfloat16, 16-byte aligned, shared memory) of an 8x8 matrix
+// M0, lanes 8-15 those of M1 (lanes 16-31: any valid row); lane (g = lane / 4, t = lane % 4) receives
+// r0 = M0[2t, 2t+1][g] and r1 = M1[2t, 2t+1][g]: the B fragment of a 16x8 tile stored row-major (k x n).
+__device__ __forceinline__ void ldmatrix_x2_trans(std::uint32_t& r0, std::uint32_t& r1, const std::uint16_t* row) {
+  cute::SM75_U16x4_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(row), r0, r1);
+}
+
+}  // namespace pid

@@ -1,0 +1,51 @@
+// The CUDA tensor-core attention kernel (csrc/kernels/cuda/attention_mma.cuh) run on the CPU under
+// cuda_emulator.h, against the naive double-precision attention and error bound of attention_expect.h
+// (plus the bfloat16 rounding of the weights the kernel does). CI has no GPU: this tests the kernel's own
+// code for its tiles, masks, windows, fragment layouts and online softmax; a GPU run tests the rest.
+#include "cuda_emulator.h"  // first: the CUDA keywords and warp primitives the kernel is written against
+
+#include "attention_expect.h"
+#include "attention_mma.cuh"
+
+namespace {
+
+using namespace pid_test;
+namespace mma = pid::mma_attention;
+
+const std::uint16_t* raw(const pid::bf16* x) { return reinterpret_cast<const std::uint16_t*>(x); }
+
+void run_mma(const pid::bf16* q, const pid::bf16* k, const pid::bf16* v, pid::bf16* o, const pid::AttentionParams& p) {
+  const mma::Plan pl = mma::plan(q, k, v, p);
+  auto* out = reinterpret_cast<std::uint16_t*>(o);
+  pid::emu::launch(dim3{unsigned(pl.tiles), unsigned(p.B * p.H), 1}, mma::kThreads, [&] {
+    if (p.D == 64)
+      mma::attention_kernel<64>(raw(q), raw(k), raw(v), out, p, pl.wt, pl.vec);
+    else
+      mma::attention_kernel<72>(raw(q), raw(k), raw(v), out, p, pl.wt, pl.vec);
+  });
+}
+
+}  // namespace
+
+int main() {
+  struct Padded {
+    Case c;
+    long pad;
+  };
+  const Padded cases[] = {
+      {{1, 1, 1, 1, 64, 0, 0, 0, 0}, 0},      {{1, 2, 5, 7, 72, 0, 0, 0, 0}, 0},
+      {{2, 1, 70, 130, 64, 0, 0, 0, 0}, 0},   {{1, 1, 129, 65, 72, 0, 0, 0, 0}, 8},
+      {{1, 1, 66, 70, 72, 0, 0, 0, 0}, 3},    {{1, 2, 21, 21, 72, 3, 3, 7, 0}, 0},
+      {{1, 1, 87, 87, 64, 4, 7, 9, 24}, 0},   {{1, 1, 63, 133, 72, 5, 7, 9, 70}, 1},
+      {{1, 1, 35, 35, 72, 9, 5, 7, 0}, 0},    {{1, 1, 300, 300, 64, 6, 17, 16, 28}, 0},
+      {{1, 1, 100, 100, 64, 1, 10, 10, 0}, 0},
+  };
+  int failed = 0, n = 0;
+  unsigned seed = 1;
+  for (const Padded& pc : cases) {
+    failed += check_attention<pid::bf16>(pc.c, seed++, run_mma, /*bf16_weights=*/true, pc.pad) != 0;
+    ++n;
+  }
+  std::printf("attention_mma (CUDA tensor-core kernel, emulated on the CPU): %d of %d cases passed\n", n - failed, n);
+  return failed == 0 ? 0 : 1;
+}
