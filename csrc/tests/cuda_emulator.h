@@ -94,6 +94,16 @@ inline float shfl_xor(float v, int mask) {
   return r;
 }
 
+// __shfl_sync(0xffffffff, v, src): the value of lane src.
+inline float shfl_idx(float v, int src) {
+  emu::Warp& w = emu::warp();
+  w.f[emu::lane()] = v;
+  w.sync.arrive_and_wait();
+  const float r = w.f[unsigned(src) % 32];
+  w.sync.arrive_and_wait();
+  return r;
+}
+
 inline float bf16_bits_to_float(std::uint16_t bits) {
   const std::uint32_t u = std::uint32_t(bits) << 16;
   float f;

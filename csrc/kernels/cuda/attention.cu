@@ -1,5 +1,7 @@
 // CUDA implementation of pid::qk_norm_rope and pid::attention (see pid/attention.h).
 //
+// qk_norm_rope: bfloat16 in and out with d % 8 == 0 (the network's case): qk_norm_rope_bf16.cuh, 16 bytes
+// per lane; anything else: one warp per (b, n, q or k, h) below.
 // attention, bfloat16: the tensor-core kernel of attention_mma.cuh.
 // attention, float32: a CUDA-core kernel, float32 math throughout (no TF32): one block of 64 threads per
 // query tile, one thread per query row holding its (pre-scaled) query and its output accumulator in
@@ -10,6 +12,7 @@
 #include "pid/attention.h"
 #include "attention_mma.cuh"
 #include "load_store.cuh"
+#include "qk_norm_rope_bf16.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -242,6 +245,16 @@ int norm_rope_weights(const QkNormRopeParams& p, void* stream) {
 
 int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream) {
   if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return cudaSuccess;
+  if (qk_norm_rope_bf16::supports(p)) {
+    const std::int64_t blocks = (qk_norm_rope_bf16::warps(p) + qk_norm_rope_bf16::kWarps - 1) / qk_norm_rope_bf16::kWarps;
+    if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    auto s = static_cast<cudaStream_t>(stream);
+    if (p.weight_dtype == DType::kFloat32)
+      qk_norm_rope_bf16::qk_norm_rope_kernel<float><<<unsigned(blocks), 32 * qk_norm_rope_bf16::kWarps, 0, s>>>(p);
+    else
+      qk_norm_rope_bf16::qk_norm_rope_kernel<std::uint16_t><<<unsigned(blocks), 32 * qk_norm_rope_bf16::kWarps, 0, s>>>(p);
+    return cudaGetLastError();
+  }
   return p.qkv_dtype == DType::kFloat32 ? norm_rope_weights<float>(p, stream)
                                         : norm_rope_weights<__nv_bfloat16>(p, stream);
 }

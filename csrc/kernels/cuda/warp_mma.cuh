@@ -1,4 +1,4 @@
-// Warp-level primitives of the tensor-core kernels, on a GPU. csrc/tests/cuda_emulator.h defines the same
+// Warp-level primitives of the tensor-core attention and other warp-cooperative kernels, on a GPU. csrc/tests/cuda_emulator.h defines the same
 // functions for the CPU, so that the kernels' logic is tested in CI (see attention_mma.cuh).
 #pragma once
 
@@ -13,6 +13,7 @@ namespace pid {
 __device__ __forceinline__ void sync_block() { __syncthreads(); }
 
 __device__ __forceinline__ float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
+__device__ __forceinline__ float shfl_idx(float v, int lane) { return __shfl_sync(0xffffffffu, v, lane); }
 
 __device__ __forceinline__ float bf16_bits_to_float(std::uint16_t bits) {
   return __uint_as_float(std::uint32_t(bits) << 16);
