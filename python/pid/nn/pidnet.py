@@ -106,9 +106,9 @@ class PidNet(nn.Module):
         for block in self.pixel_blocks:
             block.attn.window = pixel_window
         if (window or pixel_window) and next(self.parameters()).is_cuda:
-            log.warning("windowed attention on CUDA runs pid's CUDA-core kernel, measured slower on an H100 than "
-                        "global attention through torch SDPA (cuDNN) even at w=16: it changes the output and is not "
-                        "a speed-up on a GPU yet (docs/attention.md)")
+            log.warning("windowed attention changes the network's output; on CUDA it runs pid's kernels (bfloat16: "
+                        "tensor cores, not yet timed on a GPU; float32: CUDA cores, slower on an H100 than global "
+                        "attention through torch SDPA even at w=16), see docs/attention.md")
 
     @property
     def attention_window(self) -> tuple[Optional[int], Optional[int]]:
