@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -168,6 +169,32 @@ inline void ldmatrix_x2_trans(std::uint32_t& r0, std::uint32_t& r1, const std::u
     r[i] = std::uint32_t(w.row[8 * i + 2 * t][g]) | std::uint32_t(w.row[8 * i + 2 * t + 1][g]) << 16;
   r0 = r[0], r1 = r[1];
   w.sync.arrive_and_wait();
+}
+
+// cp.async: copies are queued per thread and land only when a cp_async_wait releases their group (the latest
+// moment the hardware may complete them), so reading a buffer before waiting for it reads stale data.
+namespace emu {
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+};
+inline thread_local std::vector<AsyncCopy> open_group;
+inline thread_local std::deque<std::vector<AsyncCopy>> committed;
+}  // namespace emu
+
+inline void cp_async_16(void* smem, const void* gmem) { emu::open_group.push_back({smem, gmem}); }
+
+inline void cp_async_commit() {
+  emu::committed.push_back(std::move(emu::open_group));
+  emu::open_group.clear();
+}
+
+template <int N>
+void cp_async_wait() {
+  while (emu::committed.size() > std::size_t(N)) {
+    for (const emu::AsyncCopy& c : emu::committed.front()) std::memcpy(c.dst, c.src, 16);
+    emu::committed.pop_front();
+  }
 }
 
 }  // namespace pid

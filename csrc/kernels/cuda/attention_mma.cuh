@@ -2,15 +2,16 @@
 // 72: the kernel behind pid::attention_cuda for bfloat16 (float32 inputs use the CUDA-core kernel).
 //
 // One block of 4 warps per tile of 64 query rows, 16 rows per warp. Key tiles of 64 keys are staged in
-// shared memory (K and V row-major; V's fragments come transposed out of ldmatrix), so the scores, the
-// online softmax (base 2) and the output accumulators all stay in registers in the mma fragment layout.
+// shared memory, two stages (the next tile is copied with cp.async while this one is used); K and V are
+// row-major, V's fragments come transposed out of ldmatrix. The scores, the online softmax (base 2) and
+// the output accumulators all stay in registers in the mma fragment layout.
 // head_dim 72 is zero-padded to 80 in shared memory for q.k (5 k-steps of 16) and is 9 n-tiles of 8 for
 // p.v: nothing is padded in global memory. The softmax weights are rounded to bfloat16 for p.v (as flash
 // attention and torch SDPA do); their sum and every accumulation stay float32. Windowed attention uses the
 // same 64-row tiling as the CUDA-core kernel (pid::window_tiling, pid::image_tile), masked per query.
 //
 // Written against the primitives of warp_mma.cuh (sync_block, shfl_xor, mma_bf16_m16n8k16,
-// ldmatrix_x2_trans, bf16 conversions), so that csrc/tests/test_attention_mma_emulated.cpp runs this very
+// ldmatrix_x2_trans, cp_async_*, bf16 conversions), so that csrc/tests/test_attention_mma_emulated.cpp runs this very
 // code on the CPU through csrc/tests/cuda_emulator.h.
 #pragma once
 
@@ -39,18 +40,21 @@ __device__ __forceinline__ std::uint32_t ld32(const std::uint16_t* p) {
   return *reinterpret_cast<const std::uint32_t*>(p);
 }
 
-// Copies kKeys rows (global row src[r] of `base`, or zeros where src[r] < 0) into tile[r][0, DK): the D
-// values, then zeros. Consecutive threads take consecutive 16-byte chunks of a row (coalesced).
-template <int D, int DK, int kStride>
+// Copies kKeys rows (global row row_of(r) of `base`, or zeros where it is < 0) into tile[r][0, DK): the D
+// values, then zeros. Consecutive threads take consecutive 16-byte chunks of a row (coalesced). `async`:
+// 16-byte copies go through cp.async (the caller commits and waits); otherwise they are plain loads.
+template <int D, int DK, int kStride, typename RowOf>
 __device__ __forceinline__ void load_tile(std::uint16_t* tile, const std::uint16_t* base, std::int64_t stride,
-                                          const std::int64_t* src, bool vec) {
+                                          RowOf row_of, bool vec, bool async) {
   constexpr int kChunks = DK / 8;
   for (int c = threadIdx.x; c < kKeys * kChunks; c += kThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
     std::uint16_t* dst = tile + r * kStride + col;
-    const std::int64_t s = src[r];
+    const std::int64_t s = row_of(r);
     if (s < 0 || col >= D) {
       *reinterpret_cast<uint4*>(dst) = uint4{0u, 0u, 0u, 0u};
+    } else if (vec && async) {
+      cp_async_16(dst, base + s * stride + col);
     } else if (vec) {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(base + s * stride + col);
     } else {
@@ -68,17 +72,16 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int DK = (D + 15) / 16 * 16;  // q.k reduction length, zero-padded
   constexpr int S = DK + 8;               // shared row stride (elements): conflict-free fragment loads
   constexpr int kDimTiles = D / 8;        // n-tiles of the output
-  alignas(16) __shared__ std::uint16_t qs[kRows * S];
-  alignas(16) __shared__ std::uint16_t ks[kKeys * S];
-  alignas(16) __shared__ std::uint16_t vs[kKeys * S];
-  __shared__ std::int64_t src[kKeys];  // global row of each tile row (queries, then keys), -1: none
-  __shared__ int key_r[kKeys];         // grid row and column of an image key under a window, -1: seen by all
-  __shared__ int key_c[kKeys];
+  // Two stages of K and V tiles: the next tile is copied (cp.async) while this one is used. The queries are
+  // staged once in stage 1's K tile, before its first use.
+  alignas(16) __shared__ std::uint16_t kv[2][2][kKeys * S];
+  __shared__ int key_r[2][kKeys];  // grid row and column of an image key under a window, -1: seen by all
+  __shared__ int key_c[2][kKeys];
 
   const std::int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H, tile = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
-  // This tile's queries and keys (see attention.cu's CUDA-core kernel): keys e < n_plain are key rows seen
+  // This tile's queries and keys (as in attention.cu's CUDA-core kernel): keys e < n_plain are key rows seen
   // by every query, the rest walk the key rectangle of an image block.
   const bool image = p.window > 0 && tile >= wt.text_tiles;
   ImageTile it{};
@@ -110,46 +113,60 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  // Queries: shared tile, then each warp's 16 rows as A fragments in registers.
-  if (threadIdx.x < kRows) src[threadIdx.x] = query_row(threadIdx.x);
-  sync_block();
-  load_tile<D, DK, S>(qs, q + b * p.q.b + h * p.q.h, p.q.s, src, vec.q);
+  // Key tile `index`: its keys [e0, e0 + nk) of the enumeration, their rows, and their grid coordinates.
+  const std::uint16_t* kb = k + b * p.k.b + h * p.k.h;
+  const std::uint16_t* vb = v + b * p.v.b + h * p.v.h;
+  auto tile_keys = [&](std::int64_t index) -> int {
+    const std::int64_t e0 = index * kKeys;
+    return int(n_keys - e0 < kKeys ? n_keys - e0 : kKeys);
+  };
+  auto key_row = [&](std::int64_t index, int j, int* kr, int* kc) -> std::int64_t {
+    *kr = -1, *kc = 0;
+    if (j >= tile_keys(index)) return -1;
+    const std::int64_t e = index * kKeys + j;
+    if (e < n_plain) return e;
+    const std::int64_t r = e - n_plain;
+    *kr = int(it.r0 + r / it.cw), *kc = int(it.c0 + r % it.cw);
+    return p.n_text + std::int64_t(*kr) * p.grid_w + *kc;
+  };
+  auto prefetch = [&](std::int64_t index, int stage) {  // one cp.async group per thread
+    if (threadIdx.x < kKeys) key_row(index, threadIdx.x, &key_r[stage][threadIdx.x], &key_c[stage][threadIdx.x]);
+    auto row_of = [&](int j) {
+      int kr, kc;
+      return key_row(index, j, &kr, &kc);
+    };
+    load_tile<D, DK, S>(kv[stage][0], kb, p.k.s, row_of, vec.k, true);
+    load_tile<D, DK, S>(kv[stage][1], vb, p.v.s, row_of, vec.v, true);  // absent keys: zero rows, 0 * v finite
+    cp_async_commit();
+  };
+
+  const std::int64_t n_tiles = (n_keys + kKeys - 1) / kKeys;
+  prefetch(0, 0);
+  // Queries: through stage 1's K tile into registers, as each warp's 16 rows of A fragments.
+  load_tile<D, DK, S>(kv[1][0], q + b * p.q.b + h * p.q.h, p.q.s, query_row, vec.q, false);
   sync_block();
   std::uint32_t qa[DK / 16][4];
   for (int kk = 0; kk < DK / 16; ++kk) {
-    const std::uint16_t* a = qs + (warp * 16 + g) * S + kk * 16 + 2 * t;
+    const std::uint16_t* a = kv[1][0] + (warp * 16 + g) * S + kk * 16 + 2 * t;
     qa[kk][0] = ld32(a), qa[kk][1] = ld32(a + 8 * S), qa[kk][2] = ld32(a + 8), qa[kk][3] = ld32(a + 8 * S + 8);
   }
 
   const float scale = p.scale * 1.4426950408889634f;  // scores in base 2
-  const std::uint16_t* kb = k + b * p.k.b + h * p.k.h;
-  const std::uint16_t* vb = v + b * p.v.b + h * p.v.h;
   float acc[kDimTiles][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // running max (base 2) and this thread's partial sum
 
-  for (std::int64_t e0 = 0; e0 < n_keys; e0 += kKeys) {
-    const int nk = int(n_keys - e0 < kKeys ? n_keys - e0 : kKeys);
-    sync_block();  // every warp is done with the previous tile (and with src)
-    if (threadIdx.x < kKeys) {
-      const int j = threadIdx.x;
-      const std::int64_t e = e0 + j;
-      std::int64_t key = -1;
-      int kr = -1, kc = 0;
-      if (j < nk) {
-        if (e < n_plain) {
-          key = e;
-        } else {
-          const std::int64_t r = e - n_plain;
-          kr = int(it.r0 + r / it.cw), kc = int(it.c0 + r % it.cw);
-          key = p.n_text + std::int64_t(kr) * p.grid_w + kc;
-        }
-      }
-      src[j] = key, key_r[j] = kr, key_c[j] = kc;
+  for (std::int64_t index = 0; index < n_tiles; ++index) {
+    const int stage = int(index & 1), nk = tile_keys(index);
+    sync_block();  // every warp is done with the other stage (the previous tile, or the queries)
+    if (index + 1 < n_tiles) {
+      prefetch(index + 1, stage ^ 1);
+      cp_async_wait<1>();  // this tile's copies have landed, the next tile's may still be in flight
+    } else {
+      cp_async_wait<0>();
     }
-    sync_block();
-    load_tile<D, DK, S>(ks, kb, p.k.s, src, vec.k);
-    load_tile<D, DK, S>(vs, vb, p.v.s, src, vec.v);  // rows of absent keys are zeros: 0 * v stays finite
-    sync_block();
+    sync_block();  // ... for every thread's copies
+    const std::uint16_t* ks = kv[stage][0];
+    const std::uint16_t* vs = kv[stage][1];
 
     // Scores of the warp's 16 rows against the 64 keys: 8 n-tiles of 8 keys.
     float s[kKeys / 8][4] = {};
@@ -165,8 +182,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < 4; ++i) {
         const int col = j * 8 + 2 * t + (i & 1), e = i >> 1;
         bool seen = col < nk;
-        if (seen && key_r[col] >= 0)
-          seen = key_r[col] >= rlo[e] && key_r[col] < rhi[e] && key_c[col] >= clo[e] && key_c[col] < chi[e];
+        const int kr = key_r[stage][col], kc = key_c[stage][col];
+        if (seen && kr >= 0) seen = kr >= rlo[e] && kr < rhi[e] && kc >= clo[e] && kc < chi[e];
         s[j][i] = seen ? s[j][i] * scale : -INFINITY;
         mx[e] = fmaxf(mx[e], s[j][i]);
       }

@@ -4,6 +4,7 @@
 
 #include <cuda_bf16.h>
 #include <cute/arch/copy_sm75.hpp>
+#include <cute/arch/copy_sm80.hpp>
 #include <cute/arch/mma_sm80.hpp>
 
 #include <cstdint>
@@ -42,6 +43,18 @@ __device__ __forceinline__ void mma_bf16_m16n8k16(float (&c)[4], const std::uint
 // r0 = M0[2t, 2t+1][g] and r1 = M1[2t, 2t+1][g]: the B fragment of a 16x8 tile stored row-major (k x n).
 __device__ __forceinline__ void ldmatrix_x2_trans(std::uint32_t& r0, std::uint32_t& r1, const std::uint16_t* row) {
   cute::SM75_U16x4_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(row), r0, r1);
+}
+
+// cp.async of 16 bytes, global to shared memory (both 16-byte aligned), in the calling thread's current group;
+// cp_async_commit closes the group, cp_async_wait<N> waits until at most N of its groups are in flight.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
+  cute::SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>::copy(*static_cast<const cute::uint128_t*>(gmem),
+                                                         *static_cast<cute::uint128_t*>(smem));
+}
+__device__ __forceinline__ void cp_async_commit() { cute::cp_async_fence(); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  cute::cp_async_wait<N>();
 }
 
 }  // namespace pid
