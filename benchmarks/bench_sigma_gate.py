@@ -6,7 +6,8 @@ pid::sigma_gate_apply.
 
     python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32] [--json FILE]
 
-Prints one row per case: median time and spread (interquartile range) of each path, and the ratio.
+Prints one row per case: median time and spread (interquartile range) of each path, calls of the two paths
+interleaved so that both see the same machine load, and the ratio.
 Absolute times mean something only together with the device name, which is printed first.
 """
 
@@ -21,7 +22,7 @@ import torch
 import pid.ops
 from pid import _extension
 from pid.ops import reference
-from timing import timed
+from timing import timed_pair
 
 # (name, B, L, D, per_dim). L = (H/16)^2 tokens for an H x H output; D = 1536 as in the released nets.
 CASES = {
@@ -39,6 +40,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--reps", type=int, default=50, help="timed calls per path, interleaved (default 50)")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args()
     if not _extension.available() or (a.device == "cuda" and not _extension.has_cuda_kernels()):
@@ -54,8 +56,8 @@ def main():
             G = D if per_dim else 1
             r = lambda *s: torch.randn(*s, generator=g, device=dev).to(dtype)  # noqa: E731
             args = (r(B, L, D), r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
-            k = timed(partial(pid.ops.sigma_gate, *args), dev)
-            ref = timed(partial(reference.sigma_gate, *args), dev)
+            k, ref = timed_pair(partial(pid.ops.sigma_gate, *args), partial(reference.sigma_gate, *args), dev,
+                                reps=a.reps)
             speedup = ref["median_ms"] / k["median_ms"]
             print(f"{case:<16} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} {ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
             rows.append({"case": case, "B": B, "L": L, "D": D, "G": G, "kernel": k, "reference": ref, "speedup": speedup})
