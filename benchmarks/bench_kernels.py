@@ -21,6 +21,7 @@ RUNS = [  # the bfloat16 attention first: on a GPU it is the measurement that de
     ("attention", "bench_attention.py", ["--dtype", "bfloat16"]),
     ("sigma_gate", "bench_sigma_gate.py", ["--dtype", "float32"]),
     ("sigma_gate", "bench_sigma_gate.py", ["--dtype", "bfloat16"]),
+    ("sigma_gate", "bench_sigma_gate.py", ["--dtype", "mixed"]),
     ("norm_modulate", "bench_norm_modulate.py", ["--mods-dtype", "bfloat16"]),
     ("norm_modulate", "bench_norm_modulate.py", ["--mods-dtype", "float32"]),
     ("sampler_step", "bench_sampler_step.py", ["--v-dtype", "float32"]),

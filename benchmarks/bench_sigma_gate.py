@@ -4,7 +4,9 @@ The face runs the fused kernel pid::sigma_gate for one logit per token (G = 1), 
 channel (G = D, a [B·L, D] x [D, D] GEMM) BLAS / cuBLAS addmm followed by the fused epilogue
 pid::sigma_gate_apply.
 
-    python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32] [--json FILE]
+    python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32|mixed] [--json FILE]
+
+--dtype mixed: x float32, lq / lq_logit / w_x bfloat16 (the fast path's gates).
 
 Prints one row per case: median time and spread (interquartile range) of each path, calls of the two paths
 interleaved so that both see the same machine load, and the ratio.
@@ -39,13 +41,14 @@ CASES = {
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "mixed"])
     p.add_argument("--reps", type=int, default=50, help="timed calls per path, interleaved (default 50)")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args()
     if not _extension.available() or (a.device == "cuda" and not _extension.has_cuda_kernels()):
         raise SystemExit(f"pid: no compiled {a.device} kernels: {_extension.LOAD_ERROR}")
-    dev, dtype = a.device, getattr(torch, a.dtype)
+    dev = a.device
+    x_dtype, dtype = (torch.float32, torch.bfloat16) if a.dtype == "mixed" else (getattr(torch, a.dtype),) * 2
     name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"pid.ops.sigma_gate, {a.dtype}, {name}, torch {torch.__version__}")
     print(f"{'case':<16} {'kernel ms':>10} {'(iqr)':>8} {'reference ms':>13} {'(iqr)':>8} {'speed-up':>9}")
@@ -53,9 +56,13 @@ def main():
     g = torch.Generator(device=dev).manual_seed(0)
     with torch.inference_mode():
         for case, B, L, D, per_dim in CASES[dev]:
+            if per_dim and a.dtype == "mixed":
+                print(f"{case:<16} (mixed dtypes per channel: the face runs the reference itself)")
+                continue
             G = D if per_dim else 1
             r = lambda *s: torch.randn(*s, generator=g, device=dev).to(dtype)  # noqa: E731
-            args = (r(B, L, D), r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
+            x = torch.randn(B, L, D, generator=g, device=dev).to(x_dtype)
+            args = (x, r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
             k, ref = timed_pair(partial(pid.ops.sigma_gate, *args), partial(reference.sigma_gate, *args), dev,
                                 reps=a.reps)
             speedup = ref["median_ms"] / k["median_ms"]

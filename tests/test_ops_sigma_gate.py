@@ -49,7 +49,11 @@ def assert_close_to_exact(got, args):
         )
 
 
+MIXED = "mixed"  # x float32, lq / lq_logit / w_x bfloat16: the fast path's gates
+
+
 def make_inputs(B, L, D, per_dim, dtype, seed=0, device="cpu"):
+    """dtype: of every input, or MIXED."""
     g = torch.Generator().manual_seed(seed)
     G = D if per_dim else 1
     x = torch.randn(B, L, D, generator=g)
@@ -57,8 +61,12 @@ def make_inputs(B, L, D, per_dim, dtype, seed=0, device="cpu"):
     lq_logit = torch.randn(B, L, G, generator=g)
     w_x = torch.randn(G, D, generator=g) / D**0.5  # logits O(1): the gate is neither 0 nor 1
     alpha_sigma = torch.rand(B, generator=g) * 3
-    cast = [t.to(device=device, dtype=dtype) for t in (x, lq, lq_logit, w_x)]
+    x_dtype, p_dtype = (torch.float32, torch.bfloat16) if dtype == MIXED else (dtype, dtype)
+    cast = [x.to(device=device, dtype=x_dtype)] + [t.to(device=device, dtype=p_dtype) for t in (lq, lq_logit, w_x)]
     return (*cast, alpha_sigma.to(device))
+
+
+DTYPES = [torch.float32, torch.bfloat16, MIXED]
 
 
 shapes = st.tuples(
@@ -66,7 +74,7 @@ shapes = st.tuples(
     st.integers(1, 40),  # L: B * L crosses the CPU kernel's 16-token blocks
     st.integers(1, 80) | st.sampled_from([127, 129, 200]),  # D: odd, not multiples of 8/16
     st.booleans(),  # per_dim: G = D, else G = 1
-    st.sampled_from([torch.float32, torch.bfloat16]),
+    st.sampled_from(DTYPES),
     st.integers(0, 2**31 - 1),  # seed
 )
 LARGE = [(2, 37, 600, True), (1, 300, 1536, False), (1, 64, 1536, True)]
@@ -82,14 +90,14 @@ def test_cpu_kernel_matches_exact(case):
 
 
 @needs_ext
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", LARGE)
 def test_cpu_kernel_large(shape, dtype):
     args = make_inputs(*shape, dtype)
     assert_close_to_exact(torch.ops.pid.sigma_gate(*args), args)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("per_dim", [False, True])
 def test_reference_matches_exact(per_dim, dtype):
     # The reference is held to the same bound, so the bound is not tuned to one implementation.
@@ -114,6 +122,16 @@ def test_face_makes_inputs_contiguous():
 
 
 @needs_ext
+def test_face_mixed_dtypes():
+    # x float32 with bfloat16 weights and features (the fast path): the fused kernel per token; per channel the
+    # reference, whose GEMM autocast keeps in bfloat16 (as the official path) where the kernel's would be float32.
+    per_token = make_inputs(2, 9, 24, False, MIXED)
+    assert torch.equal(pid.ops.sigma_gate(*per_token), torch.ops.pid.sigma_gate(*per_token))
+    per_dim = make_inputs(2, 9, 24, True, MIXED)
+    assert torch.equal(pid.ops.sigma_gate(*per_dim), reference.sigma_gate(*per_dim))
+
+
+@needs_ext
 def test_face_uses_reference_for_autograd_and_other_dtypes():
     args = make_inputs(1, 4, 8, False, torch.float32)
     x = args[0].clone().requires_grad_()
@@ -131,7 +149,9 @@ def _bad_inputs():
     return [
         ("x must have shape \\[B, L, D\\]", (x[0], lq, ll, w, a)),
         ("x must be float32 or bfloat16", (x.half(), lq.half(), ll.half(), w.half(), a)),
-        ("lq must have x's dtype", (x, lq.bfloat16(), ll, w, a)),
+        ("lq_logit must have lq's dtype", (x, lq.bfloat16(), ll, w, a)),
+        ("w_x must have lq's dtype", (x, lq.bfloat16(), ll.bfloat16(), w, a)),
+        ("lq must have x's dtype", (x.bfloat16(), lq, ll, w, a)),
         ("lq must have x's shape", (x, lq[:, :2], ll, w, a)),
         ("lq_logit must have shape", (x, lq, ll[..., :3], w, a)),
         ("w_x must have shape", (x, lq, ll1, w, a)),
@@ -152,7 +172,7 @@ def test_bad_input_errors(match, args):
 @needs_ext
 @pytest.mark.parametrize("per_dim", [False, True])
 def test_opcheck(per_dim):
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in DTYPES:
         torch.library.opcheck(torch.ops.pid.sigma_gate.default, make_inputs(2, 5, 12, per_dim, dtype))
 
 
@@ -176,7 +196,7 @@ def test_compiles_without_graph_break():
 
 
 def test_fallback_without_extension_equals_reference(tmp_path):
-    cases = [make_inputs(2, 5, 12, per_dim, dt, seed=3) for per_dim in (False, True) for dt in (torch.float32, torch.bfloat16)]
+    cases = [make_inputs(2, 5, 12, per_dim, dt, seed=3) for per_dim in (False, True) for dt in DTYPES]
     out = run_without_extension(tmp_path, cases, "out = [pid.ops.sigma_gate(*c) for c in inp]")
     for c, got in zip(cases, out):
         assert torch.equal(got, reference.sigma_gate(*c))
@@ -200,7 +220,7 @@ def test_cuda_kernel_matches_exact(case):
 
 
 @needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", LARGE + [(2, 4096, 1536, False), (1, 2048, 1536, True)])
 def test_cuda_kernel_large(shape, dtype):
     args = make_inputs(*shape, dtype, device="cuda")

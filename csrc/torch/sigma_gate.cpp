@@ -12,8 +12,11 @@ at::Tensor sigma_gate_cpu_op(const at::Tensor& x, const at::Tensor& lq, const at
   const SigmaGateSizes s = check_sigma_gate(x, lq, lq_logit, w_x, alpha_sigma);
   at::Tensor out = at::empty(x.sizes(), x.options());
   const float* a = cptr<float>(alpha_sigma);
-  if (x.scalar_type() == at::kFloat)
+  if (x.scalar_type() == at::kFloat && lq.scalar_type() == at::kFloat)
     sigma_gate_cpu(cptr<float>(x), cptr<float>(lq), cptr<float>(lq_logit), cptr<float>(w_x), a,
+                   mptr<float>(out), s);
+  else if (x.scalar_type() == at::kFloat)
+    sigma_gate_cpu(cptr<float>(x), cptr<bf16>(lq), cptr<bf16>(lq_logit), cptr<bf16>(w_x), a,
                    mptr<float>(out), s);
   else
     sigma_gate_cpu(cptr<bf16>(x), cptr<bf16>(lq), cptr<bf16>(lq_logit), cptr<bf16>(w_x), a,

@@ -34,10 +34,15 @@ inline SigmaGateSizes check_sigma_gate(const at::Tensor& x, const at::Tensor& lq
 
   const std::pair<const char*, const at::Tensor*> inputs[] = {
       {"x", &x}, {"lq", &lq}, {"lq_logit", &lq_logit}, {"w_x", &w_x}, {"alpha_sigma", &alpha_sigma}};
+  // lq, lq_logit and w_x share one dtype; x has it too, or is float32 while they are bfloat16.
+  const at::ScalarType p = lq.scalar_type();
+  TORCH_CHECK(p == x.scalar_type() || (x.scalar_type() == at::kFloat && p == at::kBFloat16),
+              "pid::sigma_gate: lq must have x's dtype ", x.scalar_type(),
+              " (or be bfloat16 with a float32 x), got ", p);
   for (const auto& [name, t] : inputs) {
-    if (t != &alpha_sigma)
-      TORCH_CHECK(t->scalar_type() == x.scalar_type(), "pid::sigma_gate: ", name,
-                  " must have x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
+    if (t != &alpha_sigma && t != &x)
+      TORCH_CHECK(t->scalar_type() == p, "pid::sigma_gate: ", name, " must have lq's dtype ", p, ", got ",
+                  t->scalar_type());
     TORCH_CHECK(t->device() == x.device(), "pid::sigma_gate: all inputs must be on x's device ",
                 x.device(), ", but ", name, " is on ", t->device());
     TORCH_CHECK(t->is_contiguous(), "pid::sigma_gate: ", name, " must be contiguous (strides ",

@@ -18,8 +18,11 @@ at::Tensor sigma_gate_cuda_op(const at::Tensor& x, const at::Tensor& lq, const a
   void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   const float* a = cptr<float>(alpha_sigma);
   int err;
-  if (x.scalar_type() == at::kFloat)
+  if (x.scalar_type() == at::kFloat && lq.scalar_type() == at::kFloat)
     err = sigma_gate_cuda(cptr<float>(x), cptr<float>(lq), cptr<float>(lq_logit), cptr<float>(w_x),
+                          a, mptr<float>(out), s, stream);
+  else if (x.scalar_type() == at::kFloat)
+    err = sigma_gate_cuda(cptr<float>(x), cptr<bf16>(lq), cptr<bf16>(lq_logit), cptr<bf16>(w_x),
                           a, mptr<float>(out), s, stream);
   else
     err = sigma_gate_cuda(cptr<bf16>(x), cptr<bf16>(lq), cptr<bf16>(lq_logit), cptr<bf16>(w_x), a,

@@ -6,6 +6,8 @@
 // G == 1: one logit per token, broadcast over D (g(d) = 0).  G == D: one logit per channel (g(d) = d).
 // Layout: dense row-major x, lq, out [B, L, D]; lq_logit [B, L, G]; w_x [G, D]; alpha_sigma [B] (float32).
 // All arithmetic (dot products, sigmoid) is float32; bfloat16 outputs are rounded to nearest even.
+// Operand types: all float32, all bfloat16, or x and out float32 with lq, lq_logit and w_x bfloat16 (the
+// fast path's float32 image stream gated by bfloat16 weights and latent features).
 //
 // sigma_gate_apply is the gate's epilogue alone, for a logit computed elsewhere (for G == D the
 // python face computes logit = lq_logit + x·W_xᵀ with a BLAS / cuBLAS GEMM, then calls it):
@@ -27,6 +29,8 @@ void sigma_gate_cpu(const float* x, const float* lq, const float* lq_logit, cons
                     const float* alpha_sigma, float* out, SigmaGateSizes s);
 void sigma_gate_cpu(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
                     const float* alpha_sigma, bf16* out, SigmaGateSizes s);
+void sigma_gate_cpu(const float* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
+                    const float* alpha_sigma, float* out, SigmaGateSizes s);
 
 void sigma_gate_apply_cpu(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
                           float* out, SigmaGateSizes s);
@@ -41,6 +45,8 @@ int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, cons
                     const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream);
 int sigma_gate_cuda(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
                     const float* alpha_sigma, bf16* out, SigmaGateSizes s, void* stream);
+int sigma_gate_cuda(const float* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
+                    const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream);
 
 int sigma_gate_apply_cuda(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
                           float* out, SigmaGateSizes s, void* stream);

@@ -28,23 +28,24 @@ inline const float* as_f32(const bf16* src, std::int64_t n, std::vector<float>& 
   return storage.data();
 }
 
-template <typename T>
-void per_token(const T* x, const T* lq, const T* lq_logit, const T* w_x, const float* alpha,
-               T* out, SigmaGateSizes s) {
+// X: x's and out's type, P: that of lq, lq_logit and w_x (float32 / float32, bf16 / bf16, float32 / bf16).
+template <typename X, typename P>
+void per_token(const X* x, const P* lq, const P* lq_logit, const P* w_x, const float* alpha,
+               X* out, SigmaGateSizes s) {
   const std::int64_t D = s.D, n_tok = s.B * s.L;
   std::vector<float> w_storage;
   const float* w = as_f32(w_x, D, w_storage);
 #pragma omp parallel for schedule(static) if (n_tok * D >= kParallelMinWork)
   for (std::int64_t t = 0; t < n_tok; ++t) {
-    const T* xt = x + t * D;
-    const T* lt = lq + t * D;
-    T* ot = out + t * D;
+    const X* xt = x + t * D;
+    const P* lt = lq + t * D;
+    X* ot = out + t * D;
     float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
     for (std::int64_t k = 0; k < D; ++k) acc += to_f32(xt[k]) * w[k];
     const float gate = sigmoid(acc + to_f32(lq_logit[t]) - alpha[t / s.L]);
 #pragma omp simd
-    for (std::int64_t d = 0; d < D; ++d) ot[d] = from_f32<T>(to_f32(xt[d]) + gate * to_f32(lt[d]));
+    for (std::int64_t d = 0; d < D; ++d) ot[d] = from_f32<X>(to_f32(xt[d]) + gate * to_f32(lt[d]));
   }
 }
 
@@ -79,8 +80,8 @@ void block_logits(const float* xb, std::int64_t n, const float* w, std::int64_t 
   }
 }
 
-template <typename T>
-void per_dim(const T* x, const T* lq, const T* lq_logit, const T* w_x, const float* alpha, T* out,
+template <typename X, typename P>
+void per_dim(const X* x, const P* lq, const P* lq_logit, const P* w_x, const float* alpha, X* out,
              SigmaGateSizes s) {
   const std::int64_t D = s.D, n_tok = s.B * s.L;
   const std::int64_t n_blocks = (n_tok + kTokenBlock - 1) / kTokenBlock;
@@ -93,7 +94,7 @@ void per_dim(const T* x, const T* lq, const T* lq_logit, const T* w_x, const flo
 #pragma omp for schedule(static)
     for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
       const std::int64_t t0 = blk * kTokenBlock, n = std::min(kTokenBlock, n_tok - t0);
-      const T* xs = x + t0 * D;
+      const X* xs = x + t0 * D;
 #pragma omp simd
       for (std::int64_t j = 0; j < n * D; ++j) xb[j] = to_f32(xs[j]);
       block_logits(xb.data(), n, w, D, logits.data());
@@ -102,19 +103,19 @@ void per_dim(const T* x, const T* lq, const T* lq_logit, const T* w_x, const flo
         const float a = alpha[t / s.L];
         const float* xi = xb.data() + i * D;
         const float* zi = logits.data() + i * D;
-        const T* li = lq_logit + t * D;
-        const T* qi = lq + t * D;
-        T* oi = out + t * D;
+        const P* li = lq_logit + t * D;
+        const P* qi = lq + t * D;
+        X* oi = out + t * D;
         for (std::int64_t d = 0; d < D; ++d)
-          oi[d] = from_f32<T>(xi[d] + sigmoid(zi[d] + to_f32(li[d]) - a) * to_f32(qi[d]));
+          oi[d] = from_f32<X>(xi[d] + sigmoid(zi[d] + to_f32(li[d]) - a) * to_f32(qi[d]));
       }
     }
   }
 }
 
-template <typename T>
-void sigma_gate_impl(const T* x, const T* lq, const T* lq_logit, const T* w_x, const float* alpha,
-                     T* out, SigmaGateSizes s) {
+template <typename X, typename P>
+void sigma_gate_impl(const X* x, const P* lq, const P* lq_logit, const P* w_x, const float* alpha,
+                     X* out, SigmaGateSizes s) {
   if (s.B * s.L == 0 || s.D == 0) return;
   if (s.G == 1)
     per_token(x, lq, lq_logit, w_x, alpha, out, s);
@@ -170,6 +171,11 @@ void sigma_gate_cpu(const float* x, const float* lq, const float* lq_logit, cons
 
 void sigma_gate_cpu(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
                     const float* alpha_sigma, bf16* out, SigmaGateSizes s) {
+  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
+}
+
+void sigma_gate_cpu(const float* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
+                    const float* alpha_sigma, float* out, SigmaGateSizes s) {
   sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
 }
 

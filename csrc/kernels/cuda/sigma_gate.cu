@@ -17,16 +17,17 @@ constexpr int kWarpsPerBlock = 4;
 constexpr int kTile = 16;
 
 // G == 1: one warp per token: warp-reduced dot product, then the gated residual.
-template <typename T>
-__global__ void per_token_kernel(const T* x, const T* lq, const T* lq_logit, const T* w,
-                                 const float* alpha, T* out, std::int64_t n_tok, std::int64_t L,
+// X: x's and out's type, P: that of lq, lq_logit and w (float / float, bf16 / bf16, float / bf16).
+template <typename X, typename P>
+__global__ void per_token_kernel(const X* x, const P* lq, const P* lq_logit, const P* w,
+                                 const float* alpha, X* out, std::int64_t n_tok, std::int64_t L,
                                  std::int64_t D) {
   const std::int64_t t = std::int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (t >= n_tok) return;  // uniform per warp, so the full-mask shuffles below are safe
-  const T* xt = x + t * D;
-  const T* qt = lq + t * D;
-  T* ot = out + t * D;
+  const X* xt = x + t * D;
+  const P* qt = lq + t * D;
+  X* ot = out + t * D;
   float acc = 0.f;
   for (std::int64_t k = lane; k < D; k += 32) acc += ld(xt + k) * ld(w + k);
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
@@ -36,9 +37,9 @@ __global__ void per_token_kernel(const T* x, const T* lq, const T* lq_logit, con
 
 // G == D: logits = x @ w^T by shared-memory tiles, the gated residual fused into the epilogue.
 // Block (kTile x kTile threads) computes tokens [blockIdx.x * kTile, +kTile) x channels [blockIdx.y * kTile, +kTile).
-template <typename T>
-__global__ void per_dim_kernel(const T* x, const T* lq, const T* lq_logit, const T* w,
-                               const float* alpha, T* out, std::int64_t n_tok, std::int64_t L,
+template <typename X, typename P>
+__global__ void per_dim_kernel(const X* x, const P* lq, const P* lq_logit, const P* w,
+                               const float* alpha, X* out, std::int64_t n_tok, std::int64_t L,
                                std::int64_t D) {
   __shared__ float xs[kTile][kTile + 1];
   __shared__ float ws[kTile][kTile + 1];
@@ -63,8 +64,8 @@ __global__ void per_dim_kernel(const T* x, const T* lq, const T* lq_logit, const
   }
 }
 
-template <typename T>
-int launch(const T* x, const T* lq, const T* lq_logit, const T* w, const float* alpha, T* out,
+template <typename X, typename P>
+int launch(const X* x, const P* lq, const P* lq_logit, const P* w, const float* alpha, X* out,
            SigmaGateSizes s, void* stream) {
   const std::int64_t n_tok = s.B * s.L;
   if (n_tok == 0 || s.D == 0) return cudaSuccess;
@@ -166,6 +167,11 @@ int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, cons
 int sigma_gate_cuda(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
                     const float* alpha_sigma, bf16* out, SigmaGateSizes s, void* stream) {
   return launch(dev(x), dev(lq), dev(lq_logit), dev(w_x), alpha_sigma, dev(out), s, stream);
+}
+
+int sigma_gate_cuda(const float* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
+                    const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream) {
+  return launch(x, dev(lq), dev(lq_logit), dev(w_x), alpha_sigma, out, s, stream);
 }
 
 }  // namespace pid

@@ -76,20 +76,26 @@ def sigma_gate(
     """Sigma-aware gate: ``x + sigmoid(x @ w_x.T + lq_logit - alpha_sigma[b]) * lq``.
 
     x, lq: [B, L, D]; lq_logit: [B, L, G] with G = 1 (per token) or D (per token and channel);
-    w_x: [G, D]; alpha_sigma: [B] float32. x, lq, lq_logit, w_x share one dtype (float32 or bfloat16
-    for the compiled kernels). Math in float32; the result has x's dtype.
+    w_x: [G, D]; alpha_sigma: [B] float32. For the compiled kernels x, lq, lq_logit, w_x share one dtype
+    (float32 or bfloat16), or x is float32 and the others bfloat16 (the fast path: its float32 image
+    stream, bfloat16 weights and latent features). Math in float32; the result has x's dtype.
 
     G = 1 runs the fused kernel ``pid::sigma_gate`` (one pass: dot product and gated residual). G = D is a
     [B·L, D] × [D, D] GEMM: it runs as ``logit = addmm(lq_logit, x, w_x.T)`` in float32 on BLAS / cuBLAS,
-    then the fused epilogue ``pid::sigma_gate_apply``.
+    then the fused epilogue ``pid::sigma_gate_apply``; with a float32 x and bfloat16 weights it runs the
+    reference instead, whose GEMM autocast (when on) keeps in bfloat16 as the official path does.
     """
+    mixed = x.dtype == torch.float32 and lq.dtype == torch.bfloat16
     if (
         x.dtype in _KERNEL_DTYPES
-        and lq.dtype == lq_logit.dtype == w_x.dtype == x.dtype
+        and lq.dtype == lq_logit.dtype == w_x.dtype
+        and (lq.dtype == x.dtype or mixed)
         and alpha_sigma.dtype == torch.float32
         and _use_kernel(x, lq, lq_logit, w_x, alpha_sigma)
     ):
         if x.dim() == 3 and x.shape[-1] > 1 and lq_logit.shape == x.shape and w_x.shape == (x.shape[-1], x.shape[-1]):
+            if mixed:
+                return reference.sigma_gate(x, lq, lq_logit, w_x, alpha_sigma)
             return _sigma_gate_per_dim(x, lq, lq_logit, w_x, alpha_sigma)
         # G = 1, and inputs of the wrong shape: the op's checks say what is wrong.
         return torch.ops.pid.sigma_gate(
