@@ -292,8 +292,40 @@ def test_global_backend_switch():
         assert torch.equal(pid.ops.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
     finally:
         pid.ops.set_global_attention_backend("cpu", before)
-    with pytest.raises(ValueError, match="'kernel' or 'sdpa'"):
+    with pytest.raises(ValueError, match="'kernel', 'sdpa' or 'auto'"):
         pid.ops.set_global_attention_backend("cpu", "flash")
+
+
+@needs_ext
+def test_global_backend_auto(monkeypatch, caplog):
+    from pid.ops import _attention
+
+    q, k, v = make_qkv(1, 2, 70, 90, 64, torch.float32)
+    outs = {"kernel": kernel_attention(q, k, v), "sdpa": F.scaled_dot_product_attention(q, k, v)}
+    before = pid.ops.global_attention_backend("cpu")
+    try:
+        # Each backend made the slow one in turn (the kernel is timed first): auto takes the other, times
+        # once per shape, and says what it measured.
+        for times, want in (([9.0, 1.0], "sdpa"), ([1.0, 9.0], "kernel")):
+            pid.ops.set_global_attention_backend("cpu", "auto")  # forgets earlier choices
+            fake = iter(times)
+            monkeypatch.setattr(_attention, "_median_ms", lambda fn, device: next(fake))
+            with caplog.at_level("INFO", logger="pid.ops._attention"):
+                assert torch.equal(pid.ops.attention(q, k, v), outs[want])
+                assert torch.equal(pid.ops.attention(q, k, v), outs[want])  # remembered: no third timing
+            assert f"using {want}" in caplog.text
+            caplog.clear()
+        # Timed for real: one of the two, exactly.
+        monkeypatch.undo()
+        pid.ops.set_global_attention_backend("cpu", "auto")
+        got = pid.ops.attention(q, k, v)
+        assert any(torch.equal(got, o) for o in outs.values())
+        # Inputs the kernel cannot take: SDPA without timing.
+        monkeypatch.setattr(_attention, "_median_ms", lambda fn, device: pytest.fail("timed"))
+        q16, k16, v16 = (t.half() for t in (q, k, v))
+        assert torch.equal(pid.ops.attention(q16, k16, v16), F.scaled_dot_product_attention(q16, k16, v16))
+    finally:
+        pid.ops.set_global_attention_backend("cpu", before)
 
 
 def _bad_attention_inputs():

@@ -3,30 +3,41 @@
 Each calls ``torch.ops.pid.*`` when the extension is loaded and the inputs suit the kernel, and
 ``pid.ops.reference`` (torch SDPA) otherwise. Global attention uses the backend chosen per device type
 (``set_global_attention_backend``): on CPU the compiled kernel (measured faster than torch SDPA, see
-docs/attention.md), on CUDA torch SDPA until the CUDA kernel has been measured on a GPU.
+docs/attention.md), on CUDA torch SDPA (measured faster than pid's first CUDA kernel on an H100), or
+"auto": whichever of the two is faster on this machine, timed at the first call of each shape.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import statistics
+import time
+from typing import Callable, Optional
 
 import torch
 
 from pid.ops import _KERNEL_DTYPES, _use_kernel, reference  # defined before pid.ops imports this module
 
+log = logging.getLogger(__name__)
+
 _CUDA_HEAD_DIMS = (64, 72)
 
-# Which implementation computes *global* attention, per device type: "kernel" (torch.ops.pid.attention)
-# or "sdpa" (torch.nn.functional.scaled_dot_product_attention). Windowed attention always uses the
-# kernel when it can run (SDPA would need an explicit S x S mask).
+# Which implementation computes *global* attention, per device type: "kernel" (torch.ops.pid.attention),
+# "sdpa" (torch.nn.functional.scaled_dot_product_attention) or "auto" (the faster, timed per shape).
+# Windowed attention always uses the kernel when it can run (SDPA would need an explicit S x S mask).
 _GLOBAL_BACKEND = {"cpu": "kernel", "cuda": "sdpa"}
+_AUTO_CHOICE: dict[tuple, str] = {}  # "auto": (device, dtype, q shape, k shape) -> "kernel" or "sdpa"
+_AUTO_CALLS = 3  # timed calls per backend (after one untimed)
 
 
 def set_global_attention_backend(device_type: str, backend: str) -> None:
-    """Choose what computes global attention on ``device_type`` ("cpu", "cuda"): "kernel" or "sdpa"."""
-    if backend not in ("kernel", "sdpa"):
-        raise ValueError(f"backend must be 'kernel' or 'sdpa', got {backend!r}")
+    """Choose what computes global attention on ``device_type`` ("cpu", "cuda"): "kernel", "sdpa", or "auto":
+    for each (device, dtype, shape) the faster of the two, timed on the first call of that shape (one untimed
+    and three timed calls of each, on the caller's inputs) and remembered. Setting a backend forgets them."""
+    if backend not in ("kernel", "sdpa", "auto"):
+        raise ValueError(f"backend must be 'kernel', 'sdpa' or 'auto', got {backend!r}")
     _GLOBAL_BACKEND[device_type] = backend
+    _AUTO_CHOICE.clear()
 
 
 def global_attention_backend(device_type: str) -> str:
@@ -145,18 +156,66 @@ def attention(
     q, k, v = (t.to(dtype) for t in (q, k, v))
     if window is not None and window >= max(grid):
         window = None  # the window covers the grid: global attention, and exactly the global result
-    if window is None and global_attention_backend(q.device.type) != "kernel":
-        return reference.attention(q, k, v)
-    d = q.shape[-1]
-    if (
-        dtype in _KERNEL_DTYPES
-        and k.shape[-2] > 0
-        and (q.device.type != "cuda" or d in _CUDA_HEAD_DIMS)
-        and _use_kernel(q, k, v)
-    ):
-        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-        if window is None:
-            return torch.ops.pid.attention(q, k, v, 0, 0, 0, 0)
-        return torch.ops.pid.attention(q, k, v, window, grid[0], grid[1], n_text)
+    if window is None:
+        backend = global_attention_backend(q.device.type)
+        if backend == "auto":
+            backend = _auto_backend(q, k, v)
+        if backend != "kernel":
+            return reference.attention(q, k, v)
+    if _kernel_can_run(q, k, v):
+        return _kernel(q, k, v, window, grid, n_text)
     return reference.attention(q, k, v, window, grid, n_text)
+
+
+def _kernel_can_run(q, k, v) -> bool:
+    return (
+        q.dtype in _KERNEL_DTYPES
+        and k.shape[-2] > 0
+        and (q.device.type != "cuda" or q.shape[-1] in _CUDA_HEAD_DIMS)
+        and _use_kernel(q, k, v)
+    )
+
+
+def _kernel(q, k, v, window, grid, n_text):
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    if window is None:
+        return torch.ops.pid.attention(q, k, v, 0, 0, 0, 0)
+    return torch.ops.pid.attention(q, k, v, window, grid[0], grid[1], n_text)
+
+
+def _auto_backend(q, k, v) -> str:
+    """"auto": the remembered choice for these inputs' shape, else both backends timed now. While a CUDA graph is
+    being captured or torch.compile traces nothing can be timed: torch SDPA, not remembered."""
+    if not _kernel_can_run(q, k, v):
+        return "sdpa"
+    key = (q.device, q.dtype, tuple(q.shape), tuple(k.shape))
+    choice = _AUTO_CHOICE.get(key)
+    if choice is not None:
+        return choice
+    if torch.compiler.is_compiling() or (q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        return "sdpa"
+    kernel_ms = _median_ms(lambda: _kernel(q, k, v, None, None, 0), q.device)
+    sdpa_ms = _median_ms(lambda: reference.attention(q, k, v), q.device)
+    choice = _AUTO_CHOICE[key] = "kernel" if kernel_ms < sdpa_ms else "sdpa"
+    log.info("global attention %s %s q %s k %s: pid kernel %.3f ms, torch SDPA %.3f ms: using %s", q.device,
+             str(q.dtype).removeprefix("torch."), list(q.shape), list(k.shape), kernel_ms, sdpa_ms, choice)
+    return choice
+
+
+def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
+    fn()
+    times = []
+    for _ in range(_AUTO_CALLS):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
 
