@@ -46,6 +46,23 @@ int main() {
     failed += check_attention<pid::bf16>(pc.c, seed++, run_mma, /*bf16_weights=*/true, pc.pad) != 0;
     ++n;
   }
+  // Random cases: global with independent Sq, Sk, or windowed over random grids, text counts and windows.
+  std::mt19937 rng(2026);
+  auto pick = [&](long lo, long hi) { return std::uniform_int_distribution<long>(lo, hi)(rng); };
+  for (int i = 0; i < 16; ++i) {
+    Case c{pick(1, 2), pick(1, 2), 0, 0, pick(0, 1) ? 72 : 64, 0, 0, 0, 0};
+    if (i % 2 == 0) {
+      c.Sq = pick(1, 140), c.Sk = pick(1, 140);
+    } else {
+      c.gh = pick(1, 12), c.gw = pick(1, 12), c.n_text = pick(0, 1) ? pick(0, 70) : 0, c.window = pick(1, 13);
+      c.Sk = c.n_text + c.gh * c.gw;
+      c.Sq = pick(0, 1) ? c.Sk : c.Sk - c.n_text;
+      if (c.Sq == 0) c.Sq = c.Sk;
+    }
+    const long pad = std::vector<long>{0, 0, 1, 8}[std::size_t(pick(0, 3))];
+    failed += check_attention<pid::bf16>(c, seed++, run_mma, /*bf16_weights=*/true, pad) != 0;
+    ++n;
+  }
   std::printf("attention_mma (CUDA tensor-core kernel, emulated on the CPU): %d of %d cases passed\n", n - failed, n);
   return failed == 0 ? 0 : 1;
 }
