@@ -94,7 +94,8 @@ int check(long B, long N, long H, long D, bool rope, unsigned seed) {
 int main() {
   int failed = 0, n = 0;
   unsigned seed = 1;
-  const long shapes[][4] = {{1, 5, 3, 64}, {2, 7, 16, 72}, {1, 3, 24, 64}, {1, 4, 5, 8}, {1, 3, 2, 256}, {1, 2, 3, 136}};
+  const long shapes[][4] = {{1, 5, 3, 64}, {2, 7, 16, 72}, {1, 3, 24, 64},
+                            {1, 4, 5, 8},  {1, 3, 2, 256},  {1, 2, 3, 136}};
   for (const auto& s : shapes)
     for (const bool rope : {true, false}) {
       failed += check<bf16>(s[0], s[1], s[2], s[3], rope, seed++) != 0;

@@ -245,14 +245,15 @@ int norm_rope_weights(const QkNormRopeParams& p, void* stream) {
 
 int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream) {
   if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return cudaSuccess;
-  if (qk_norm_rope_bf16::supports(p)) {
-    const std::int64_t blocks = (qk_norm_rope_bf16::warps(p) + qk_norm_rope_bf16::kWarps - 1) / qk_norm_rope_bf16::kWarps;
+  namespace vec = qk_norm_rope_bf16;
+  if (vec::supports(p)) {
+    const std::int64_t blocks = (vec::warps(p) + vec::kWarps - 1) / vec::kWarps;
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     auto s = static_cast<cudaStream_t>(stream);
     if (p.weight_dtype == DType::kFloat32)
-      qk_norm_rope_bf16::qk_norm_rope_kernel<float><<<unsigned(blocks), 32 * qk_norm_rope_bf16::kWarps, 0, s>>>(p);
+      vec::qk_norm_rope_kernel<float><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
     else
-      qk_norm_rope_bf16::qk_norm_rope_kernel<std::uint16_t><<<unsigned(blocks), 32 * qk_norm_rope_bf16::kWarps, 0, s>>>(p);
+      vec::qk_norm_rope_kernel<std::uint16_t><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
     return cudaGetLastError();
   }
   return p.qkv_dtype == DType::kFloat32 ? norm_rope_weights<float>(p, stream)

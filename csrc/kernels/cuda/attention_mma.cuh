@@ -10,9 +10,9 @@
 // attention and torch SDPA do); their sum and every accumulation stay float32. Windowed attention uses the
 // same 64-row tiling as the CUDA-core kernel (pid::window_tiling, pid::image_tile), masked per query.
 //
-// Written against the primitives of warp_mma.cuh (sync_block, shfl_xor, mma_bf16_m16n8k16,
-// ldmatrix_x2_trans, cp_async_*, bf16 conversions), so that csrc/tests/test_attention_mma_emulated.cpp runs this very
-// code on the CPU through csrc/tests/cuda_emulator.h.
+// Written against the primitives of warp_mma.cuh (sync_block, shfl_xor, mma_bf16_m16n8k16, ldmatrix_x2_trans,
+// cp_async_*, bf16 conversions), so that csrc/tests/test_attention_mma_emulated.cpp runs this very code on the
+// CPU through csrc/tests/cuda_emulator.h.
 #pragma once
 
 #include <cmath>

@@ -1,5 +1,6 @@
-// Warp-level primitives of the tensor-core attention and other warp-cooperative kernels, on a GPU. csrc/tests/cuda_emulator.h defines the same
-// functions for the CPU, so that the kernels' logic is tested in CI (see attention_mma.cuh).
+// Warp-level primitives of the tensor-core attention and the other warp-cooperative kernels, on a GPU.
+// csrc/tests/cuda_emulator.h defines the same functions for the CPU, so that the kernels' own code is tested
+// in CI (see attention_mma.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
