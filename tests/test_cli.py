@@ -80,6 +80,34 @@ def test_decode_command_writes_pngs(tmp_path, golden_files):
         assert np.array_equal(expected[i], np.asarray(img))
 
 
+def test_decode_command_attention_options(tmp_path, golden_files):
+    # --window and --attention reach the network: the PNG equals the API decode with the same settings.
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+    import pid.ops
+
+    io = load_file(str(golden_files / "v15_student.io.safetensors"))
+    save_file({"latent": io["lq_latent"][:1]}, str(tmp_path / "lat.safetensors"))
+    save_file({"y": io["y"][0, :1].contiguous()}, str(tmp_path / "y.safetensors"))
+    out = run_pid("decode", tmp_path / "lat.safetensors", "--checkpoint", golden_files / "v15_net.weights.safetensors",
+                  "--config", golden_files / "v15_net.json", "--caption-embeds", tmp_path / "y.safetensors",
+                  "--window", "2", "--attention", "sdpa", "--out", tmp_path / "w.png")
+    assert out.returncode == 0, out.stderr
+    decoder = pid.load(golden_files / "v15_net.weights.safetensors", config=json.loads(
+        (golden_files / "v15_net.json").read_text())["net_kwargs"])
+    before = pid.ops.global_attention_backend("cpu")
+    try:
+        pid.ops.set_global_attention_backend("cpu", "sdpa")
+        decoder.net.set_attention_window(2)
+        windowed = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], output="numpy", progress=False)
+        decoder.net.set_attention_window(None)
+        plain = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], output="numpy", progress=False)
+    finally:
+        pid.ops.set_global_attention_backend("cpu", before)
+    got = np.asarray(Image.open(tmp_path / "w.png"))
+    assert np.array_equal(windowed[0], got) and not np.array_equal(plain[0], got)
+
+
 def test_convert_round_trip(tmp_path, golden_files):
     import pid
     import torch
@@ -123,6 +151,12 @@ def test_bench_command(tmp_path):
                                                   / 2**30)
         assert r["peak_gib"] * 2**30 > bf16_weights  # the bf16 weights plus the decode's tensors
     assert " 96 " in out.stdout and "peak GiB" in out.stdout
+    assert data["attention"] == "kernel" and data["window"] is None  # the CPU defaults
+    out = run_pid("bench", "--arch", "tiny", "--sizes", "64", "--repeats", "1", "--warmup", "0", "--no-memory",
+                  "--window", "2", "--attention", "auto", "--json", tmp_path / "bench2.json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "bench2.json").read_text())
+    assert data["attention"] == "auto" and data["window"] == 2 and "attention auto, window 2" in out.stdout
     bad = run_pid("bench", "--arch", "tiny", "--sizes", "100", "--repeats", "1")
     assert bad.returncode == 2 and "multiple of 32" in bad.stderr
     bad = run_pid("bench", "--arch", "tiny", "--sizes", "64", "--cuda-graph")

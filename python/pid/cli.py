@@ -76,11 +76,32 @@ def _parse_size(value: Optional[str]):
         raise SystemExit(f"pid: --size {value!r}: expected N or WxH, e.g. 2048 or 2688x1536") from None
 
 
+def _attention_options(decoder, args) -> str:
+    """--attention (global attention backend for the decoder's device type) and --window; returns the backend."""
+    import pid.ops
+
+    device_type = decoder.device.type
+    if args.attention:
+        pid.ops.set_global_attention_backend(device_type, args.attention)
+    if args.window is not None:
+        decoder.net.set_attention_window(args.window)
+    return pid.ops.global_attention_backend(device_type)
+
+
+def _add_attention_args(p) -> None:
+    p.add_argument("--window", type=int, help="windowed attention over w x w patch neighbourhoods, for very large "
+                   "outputs: changes the output (docs/attention.md); default global")
+    p.add_argument("--attention", choices=("kernel", "sdpa", "auto"),
+                   help="global attention: pid's kernel, torch SDPA, or auto (the faster, timed per shape); "
+                        "default: kernel on CPU, sdpa on CUDA")
+
+
 def cmd_decode(args) -> int:
     import pid
 
     decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
                        device=args.device, precision=args.precision)
+    _attention_options(decoder, args)
     latent = _read_latent(args.latent)
     sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
     images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=args.caption_embeds,
@@ -145,19 +166,23 @@ def cmd_bench(args) -> int:
         what = f"{args.arch} architecture, random weights"
     if args.cuda_graph and decoder.device.type != "cuda":
         raise ValueError("--cuda-graph needs --device cuda")
+    attention = _attention_options(decoder, args)
+    window = "" if args.window is None else f", window {args.window}"
     if not args.verbose:
         logging.getLogger("pid.decoder").setLevel(logging.WARNING)  # one line per decode would bury the table
     device = decoder.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"pid bench: {what}; precision {decoder.precision}{'; CUDA graph' if args.cuda_graph else ''}; {name}; "
-          f"torch {torch.__version__}; batch {args.batch}; {args.steps} steps", flush=True)
+    print(f"pid bench: {what}; precision {decoder.precision}{'; CUDA graph' if args.cuda_graph else ''}; "
+          f"attention {attention}{window}; {name}; torch {torch.__version__}; batch {args.batch}; {args.steps} steps",
+          flush=True)
     rows = bench.bench_sizes(decoder, [int(s) for s in args.sizes.split(",")], batch=args.batch, steps=args.steps,
                              repeats=args.repeats, warmup=args.warmup, cuda_graph=args.cuda_graph,
                              memory=not args.no_memory)
     print(bench.format_rows(rows, args.peak_tflops))
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "what": what,
-                                               "precision": decoder.precision, "rows": rows}, indent=1))
+                                               "precision": decoder.precision, "attention": attention,
+                                               "window": args.window, "rows": rows}, indent=1))
     return 0
 
 
@@ -204,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float32 (CPU default), reference (official: fp32 weights + bf16 autocast; GPU default), "
                         "fast (bf16 weights + fused kernels)")
     p.add_argument("--out", default="pid.png", help="PNG path (batches get _0, _1, ... suffixes)")
+    _add_attention_args(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("convert", help="write a checkpoint as bf16 safetensors (no net. prefix, variant metadata)")
@@ -242,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the FLOP-floor ratio")
     p.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory run")
     p.add_argument("--json", help="write the rows here")
+    _add_attention_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("selftest", help="check the install: compiled kernels, a tiny network, golden parity")
