@@ -4,8 +4,10 @@
 # compute-sanitizer memcheck over every CUDA kernel,
 # every kernel against its reference (bench_kernels.py), and the end-to-end decode of the released
 # architecture, reference eager path vs fast path, at 1024², 2048², 4096² with peak memory and the
-# estimator (bench_decode.py); the fast path also replayed as a CUDA graph. Under 8 minutes: build ~1-2 min on 16 cores; the rest runs under time caps
-# (PYTEST_CAP, SANITIZER_CAP, KERNEL_BENCH_CAP, DECODE_BENCH_CAP seconds).
+# estimator (bench_decode.py); the fast path also replayed as a CUDA graph; then fast decodes with global
+# attention chosen by timing (--attention auto, 2048²) and windowed (w = 32, 4096²). Under 8 minutes: build
+# ~1-2 min on 16 cores; the rest runs under time caps (PYTEST_CAP, SANITIZER_CAP, KERNEL_BENCH_CAP,
+# DECODE_BENCH_CAP, ATTENTION_DECODE_CAP, WINDOW_DECODE_CAP seconds).
 #
 # Once, here: python3 -m pip download --no-deps nvidia-cutlass==4.2.0.0 -d third_party   (git-ignored)
 #             mkdir -p third_party/golden && cp ../shared/golden/{FORMAT.md,v1_net.*,v15_net.*,v15_flux2_net.*} \
@@ -69,4 +71,9 @@ echo "=== decode: reference eager path vs fast path (released architecture, rand
 timeout "${DECODE_BENCH_CAP:-140}" "$PY" benchmarks/bench_decode.py --arch full --device cuda --sizes 1024,2048,4096 \
   --paths reference,fast,graph --repeats 2 --peak-tflops "${PEAK_TFLOPS:-790}" --json "$OUT_DIR/bench_decode.json" \
   || echo "bench_decode: exit $? (124: stopped at the time cap)"
+echo "=== decode with pid's attention kernels: global attention timed against SDPA per shape (auto), and windowed"
+timeout "${ATTENTION_DECODE_CAP:-45}" "$PY" -m pid bench --device cuda --sizes 2048 --repeats 2 --no-memory \
+  --attention auto --json "$OUT_DIR/bench_auto.json" || echo "pid bench --attention auto: exit $?"
+timeout "${WINDOW_DECODE_CAP:-45}" "$PY" -m pid bench --device cuda --sizes 4096 --repeats 1 --no-memory \
+  --window 32 --json "$OUT_DIR/bench_window.json" || echo "pid bench --window 32: exit $?"
 echo "=== total: $((SECONDS - t0)) s"
