@@ -203,19 +203,23 @@ def _auto_backend(q, k, v) -> str:
 
 
 def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        with torch.cuda.device(device):  # events on the inputs' device's current stream
+            fn()
+            times = []
+            for _ in range(_AUTO_CALLS):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        return statistics.median(times)
     fn()
     times = []
     for _ in range(_AUTO_CALLS):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
