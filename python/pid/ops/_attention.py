@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from typing import Callable, Optional
 
 import torch
@@ -203,23 +202,8 @@ def _auto_backend(q, k, v) -> str:
 
 
 def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        with torch.cuda.device(device):  # events on the inputs' device's current stream
-            fn()
-            times = []
-            for _ in range(_AUTO_CALLS):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-        return statistics.median(times)
+    from pid.bench import timed  # here: pid.bench imports the network, which imports pid.ops
+
     fn()
-    times = []
-    for _ in range(_AUTO_CALLS):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(timed(fn, _AUTO_CALLS, device)) * 1e3
 
