@@ -20,28 +20,29 @@ template <typename T> T make(float v);
 template <> float make<float>(float v) { return v; }
 template <> pid::bf16 make<pid::bf16>(float v) { return pid::float_to_bf16(v); }
 
-template <typename T>
+// X: x's and out's type, P: that of lq, lq_logit and w_x (float / float, bf16 / bf16, float / bf16).
+template <typename X, typename P = X>
 int check(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<float> uniform(0.f, 8.f);
-  auto fill = [&](std::int64_t n) {
+  auto fill = [&]<typename T>(std::int64_t n, T) {
     std::vector<T> v(static_cast<std::size_t>(n));
     for (auto& e : v) e = make<T>(normal(rng));
     return v;
   };
   const std::int64_t N = B * L * D;
-  const auto x = fill(N), lq = fill(N), lql = fill(B * L * G), w = fill(G * D);
+  const auto x = fill(N, X{}), lq = fill(N, P{}), lql = fill(B * L * G, P{}), w = fill(G * D, P{});
   const double w_scale = 1.0 / std::sqrt(double(D));  // keep logits O(1) so the gate is not saturated
-  std::vector<T> ws(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i) ws[i] = make<T>(float(to_double(w[i]) * w_scale));
+  std::vector<P> ws(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) ws[i] = make<P>(float(to_double(w[i]) * w_scale));
   std::vector<float> alpha(static_cast<std::size_t>(B));
   for (auto& a : alpha) a = uniform(rng);
-  std::vector<T> out(static_cast<std::size_t>(N));
+  std::vector<X> out(static_cast<std::size_t>(N));
   pid::sigma_gate_cpu(x.data(), lq.data(), lql.data(), ws.data(), alpha.data(), out.data(),
                       pid::SigmaGateSizes{B, L, D, G});
 
-  const double u_out = sizeof(T) == 2 ? kUBf16 : kU32;
+  const double u_out = sizeof(X) == 2 ? kUBf16 : kU32;
   const double gamma = (D + 2) * kU32 / (1 - (D + 2) * kU32);
   int bad = 0;
   for (std::int64_t t = 0; t < B * L; ++t) {
@@ -63,7 +64,7 @@ int check(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsign
       const double got = to_double(out[t * D + d]);
       if (!(std::fabs(got - want) <= tol) && bad++ < 5)
         std::fprintf(stderr, "  %s B=%lld L=%lld D=%lld G=%lld [t=%lld d=%lld]: got %.9g want %.9g tol %.3g\n",
-                     sizeof(T) == 2 ? "bf16" : "f32", (long long)B, (long long)L, (long long)D, (long long)G,
+                     sizeof(X) == 2 ? "bf16" : sizeof(P) == 2 ? "f32 x, bf16 rest" : "f32", (long long)B, (long long)L, (long long)D, (long long)G,
                      (long long)t, (long long)d, got, want, tol);
     }
   }
@@ -116,7 +117,8 @@ int main() {
     for (const std::int64_t G : {std::int64_t(1), sh[2]}) {
       failed += check<float>(sh[0], sh[1], sh[2], G, seed++) != 0;
       failed += check<pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
-      cases += 2;
+      failed += check<float, pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      cases += 3;
       failed += check_apply<float, float>(sh[0], sh[1], sh[2], G, seed++) != 0;
       failed += check_apply<pid::bf16, float>(sh[0], sh[1], sh[2], G, seed++) != 0;
       failed += check_apply<pid::bf16, pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
