@@ -83,6 +83,8 @@ struct AttentionParams {
 void attention_cpu(const float* q, const float* k, const float* v, float* o, const AttentionParams& p);
 void attention_cpu(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p);
 // CUDA: D must be 64 or 72 (attention_cuda_supports_head_dim). Asynchronous, returns a cudaError_t.
+// bfloat16 runs on tensor cores (sm_80+) and rounds the softmax weights to bfloat16 before the product
+// with v (as flash attention does); float32 keeps every step in float32.
 bool attention_cuda_supports_head_dim(std::int64_t D);
 int attention_cuda(const float* q, const float* k, const float* v, float* o, const AttentionParams& p,
                    void* stream);

@@ -240,7 +240,6 @@ int norm_rope_weights(const QkNormRopeParams& p, void* stream) {
                                            : norm_rope_out<In, __nv_bfloat16>(p, stream);
 }
 
-
 }  // namespace
 
 int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream) {
