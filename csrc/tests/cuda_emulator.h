@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "pid/bf16.h"
+
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
 };
@@ -105,20 +107,8 @@ inline float shfl_idx(float v, int src) {
   return r;
 }
 
-inline float bf16_bits_to_float(std::uint16_t bits) {
-  const std::uint32_t u = std::uint32_t(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-inline std::uint16_t float_to_bf16_bits(float f) {  // round to nearest even, as cvt.rn.bf16.f32
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return std::uint16_t(u >> 16);
-}
+inline float bf16_bits_to_float(std::uint16_t bits) { return bf16_to_float(bf16{bits}); }
+inline std::uint16_t float_to_bf16_bits(float f) { return float_to_bf16(f).bits; }  // nearest even, as cvt.rn
 
 inline std::uint32_t pack_bf16x2(float lo, float hi) {
   return std::uint32_t(float_to_bf16_bits(lo)) | std::uint32_t(float_to_bf16_bits(hi)) << 16;
