@@ -40,26 +40,19 @@ __device__ __forceinline__ std::uint32_t ld32(const std::uint16_t* p) {
   return *reinterpret_cast<const std::uint32_t*>(p);
 }
 
-// Copies kKeys rows (global row row_of(r) of `base`, or zeros where it is < 0) into tile[r][0, DK): the D
-// values, then zeros. Consecutive threads take consecutive 16-byte chunks of a row (coalesced). `async`:
-// 16-byte copies go through cp.async (the caller commits and waits); otherwise they are plain loads.
-template <int D, int DK, int kStride, typename RowOf>
-__device__ __forceinline__ void load_tile(std::uint16_t* tile, const std::uint16_t* base, std::int64_t stride,
-                                          RowOf row_of, bool vec, bool async) {
-  constexpr int kChunks = DK / 8;
-  for (int c = threadIdx.x; c < kKeys * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    std::uint16_t* dst = tile + r * kStride + col;
-    const std::int64_t s = row_of(r);
-    if (s < 0 || col >= D) {
-      *reinterpret_cast<uint4*>(dst) = uint4{0u, 0u, 0u, 0u};
-    } else if (vec && async) {
-      cp_async_16(dst, base + s * stride + col);
-    } else if (vec) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(base + s * stride + col);
-    } else {
-      for (int i = 0; i < 8; ++i) dst[i] = base[s * stride + col + i];
-    }
+// One 16-byte chunk of a tile row: the 8 values [col, col + 8) of global row `row` of `base`, or zeros where
+// row < 0 or col >= D (the padding of q.k). `async`: through cp.async (the caller commits and waits).
+template <int D>
+__device__ __forceinline__ void copy_chunk(std::uint16_t* dst, const std::uint16_t* base, std::int64_t stride,
+                                           std::int64_t row, int col, bool vec, bool async) {
+  if (row < 0 || col >= D) {
+    *reinterpret_cast<uint4*>(dst) = uint4{0u, 0u, 0u, 0u};
+  } else if (vec && async) {
+    cp_async_16(dst, base + row * stride + col);
+  } else if (vec) {
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(base + row * stride + col);
+  } else {
+    for (int i = 0; i < 8; ++i) dst[i] = base[row * stride + col + i];
   }
 }
 
@@ -125,25 +118,31 @@ __global__ void __launch_bounds__(kThreads)
     if (j >= tile_keys(index)) return -1;
     const std::int64_t e = index * kKeys + j;
     if (e < n_plain) return e;
-    const std::int64_t r = e - n_plain;
-    *kr = int(it.r0 + r / it.cw), *kc = int(it.c0 + r % it.cw);
+    const int r = int(e - n_plain), cw = int(it.cw);  // 32-bit division: a key rectangle is far below 2^31
+    *kr = int(it.r0) + r / cw, *kc = int(it.c0) + r % cw;
     return p.n_text + std::int64_t(*kr) * p.grid_w + *kc;
   };
+  // Tiles are copied in 16-byte chunks, consecutive threads taking consecutive chunks of a row (coalesced).
+  constexpr int kChunks = DK / 8;
   auto prefetch = [&](std::int64_t index, int stage) {  // one cp.async group per thread
     if (threadIdx.x < kKeys) key_row(index, threadIdx.x, &key_r[stage][threadIdx.x], &key_c[stage][threadIdx.x]);
-    auto row_of = [&](int j) {
+    for (int c = threadIdx.x; c < kKeys * kChunks; c += kThreads) {
+      const int r = c / kChunks, col = (c % kChunks) * 8;
       int kr, kc;
-      return key_row(index, j, &kr, &kc);
-    };
-    load_tile<D, DK, S>(kv[stage][0], kb, p.k.s, row_of, vec.k, true);
-    load_tile<D, DK, S>(kv[stage][1], vb, p.v.s, row_of, vec.v, true);  // absent keys: zero rows, 0 * v finite
+      const std::int64_t key = key_row(index, r, &kr, &kc);  // absent keys: zero rows, so 0 * v stays finite
+      copy_chunk<D>(kv[stage][0] + r * S + col, kb, p.k.s, key, col, vec.k, true);
+      copy_chunk<D>(kv[stage][1] + r * S + col, vb, p.v.s, key, col, vec.v, true);
+    }
     cp_async_commit();
   };
 
   const std::int64_t n_tiles = (n_keys + kKeys - 1) / kKeys;
   prefetch(0, 0);
   // Queries: through stage 1's K tile into registers, as each warp's 16 rows of A fragments.
-  load_tile<D, DK, S>(kv[1][0], q + b * p.q.b + h * p.q.h, p.q.s, query_row, vec.q, false);
+  for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    copy_chunk<D>(kv[1][0] + r * S + col, q + b * p.q.b + h * p.q.h, p.q.s, query_row(r), col, vec.q, false);
+  }
   sync_block();
   std::uint32_t qa[DK / 16][4];
   for (int kk = 0; kk < DK / 16; ++kk) {
