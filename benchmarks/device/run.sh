@@ -14,7 +14,7 @@
 # Once, here: python3 -m pip download --no-deps nvidia-cutlass==4.2.0.0 -d third_party   (git-ignored)
 #             mkdir -p third_party/golden && cp ../shared/golden/{FORMAT.md,v1_net.*,v15_net.*,v15_flux2_net.*} \
 #               third_party/golden/   (optional: the golden networks for tests/test_cuda_decode.py; ../shared doesn't travel)
-# Then:       run(command="bash benchmarks/device/run.sh 2>&1 | tee $OUT/device.log", carry=["third_party"], timeout_s=480)
+# Then:       run(command="bash benchmarks/device/run.sh 2>&1 | tee $OUT/device.log", carry=["third_party"], timeout_s=560)
 # Env: PYTHON (default python3), PID_CUDA_ARCHS (default 90a: H100/H200).
 # --build-only: stop after the build and the C++ tests (CI runs this part on a machine without a GPU).
 set -euo pipefail
