@@ -146,20 +146,26 @@ inline void mma_bf16_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::u
   w.sync.arrive_and_wait();
 }
 
-// ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16: lanes 0-7 point at the 8 rows (8 values each) of M0,
-// lanes 8-15 at those of M1; lane (g, t) receives r0 = M0[2t][g] | M0[2t+1][g] << 16, r1 likewise from M1.
-inline void ldmatrix_x2_trans(std::uint32_t& r0, std::uint32_t& r1, const std::uint16_t* row) {
+// ldmatrix.sync.aligned.m8n8.{x2,x4}{,.trans}.shared.b16: lane 8i + j points at row j (8 values) of the 8x8
+// matrix M_i; lane (g, t) receives r[i] = M_i[g][2t] | M_i[g][2t+1] << 16, or with .trans
+// M_i[2t][g] | M_i[2t+1][g] << 16.
+template <int N, bool Trans>
+void ldmatrix(std::uint32_t (&r)[N], const std::uint16_t* row) {
   emu::Warp& w = emu::warp();
   const unsigned me = emu::lane();
   w.row[me] = row;
   w.sync.arrive_and_wait();
   const unsigned g = me / 4, t = me % 4;
-  std::uint32_t r[2];
-  for (int i = 0; i < 2; ++i)
-    r[i] = std::uint32_t(w.row[8 * i + 2 * t][g]) | std::uint32_t(w.row[8 * i + 2 * t + 1][g]) << 16;
-  r0 = r[0], r1 = r[1];
+  for (int i = 0; i < N; ++i) {
+    const std::uint16_t* const* m = w.row + 8 * i;  // the rows of M_i
+    r[i] = Trans ? std::uint32_t(m[2 * t][g]) | std::uint32_t(m[2 * t + 1][g]) << 16
+                 : std::uint32_t(m[g][2 * t]) | std::uint32_t(m[g][2 * t + 1]) << 16;
+  }
   w.sync.arrive_and_wait();
 }
+inline void ldmatrix_x4(std::uint32_t (&r)[4], const std::uint16_t* row) { ldmatrix<4, false>(r, row); }
+inline void ldmatrix_x4_trans(std::uint32_t (&r)[4], const std::uint16_t* row) { ldmatrix<4, true>(r, row); }
+inline void ldmatrix_x2_trans(std::uint32_t (&r)[2], const std::uint16_t* row) { ldmatrix<2, true>(r, row); }
 
 // cp.async: copies are queued per thread and land only when a cp_async_wait releases their group (the latest
 // moment the hardware may complete them), so reading a buffer before waiting for it reads stale data.

@@ -3,14 +3,14 @@
 //
 // One block of 4 warps per tile of 64 query rows, 16 rows per warp. Key tiles of 64 keys are staged in
 // shared memory, two stages (the next tile is copied with cp.async while this one is used); K and V are
-// row-major, V's fragments come transposed out of ldmatrix. The scores, the online softmax (base 2) and
-// the output accumulators all stay in registers in the mma fragment layout.
+// row-major, every operand fragment comes out of ldmatrix (V's transposed). The scores, the online softmax
+// (base 2) and the output accumulators all stay in registers in the mma fragment layout.
 // head_dim 72 is zero-padded to 80 in shared memory for q.k (5 k-steps of 16) and is 9 n-tiles of 8 for
 // p.v: nothing is padded in global memory. The softmax weights are rounded to bfloat16 for p.v (as flash
 // attention and torch SDPA do); their sum and every accumulation stay float32. Windowed attention uses the
 // same 64-row tiling as the CUDA-core kernel (pid::window_tiling, pid::image_tile), masked per query.
 //
-// Written against the primitives of warp_mma.cuh (sync_block, shfl_xor, mma_bf16_m16n8k16, ldmatrix_x2_trans,
+// Written against the primitives of warp_mma.cuh (sync_block, shfl_xor, mma_bf16_m16n8k16, ldmatrix_*,
 // cp_async_*, bf16 conversions), so that csrc/tests/test_attention_mma_emulated.cpp runs this very code on the
 // CPU through csrc/tests/cuda_emulator.h.
 #pragma once
@@ -35,10 +35,6 @@ constexpr int kKeys = 64;           // keys per shared-memory tile
 struct Vectorised {  // whether q, k, v allow 16-byte loads (aligned base, every stride a multiple of 8)
   bool q, k, v;
 };
-
-__device__ __forceinline__ std::uint32_t ld32(const std::uint16_t* p) {
-  return *reinterpret_cast<const std::uint32_t*>(p);
-}
 
 // One 16-byte chunk of a tile row: the 8 values [col, col + 8) of global row `row` of `base`, or zeros where
 // row < 0 or col >= D (the padding of q.k). `async`: through cp.async (the caller commits and waits).
@@ -144,11 +140,11 @@ __global__ void __launch_bounds__(kThreads)
     copy_chunk<D>(kv[1][0] + r * S + col, q + b * p.q.b + h * p.q.h, p.q.s, query_row(r), col, vec.q, false);
   }
   sync_block();
-  std::uint32_t qa[DK / 16][4];
-  for (int kk = 0; kk < DK / 16; ++kk) {
-    const std::uint16_t* a = kv[1][0] + (warp * 16 + g) * S + kk * 16 + 2 * t;
-    qa[kk][0] = ld32(a), qa[kk][1] = ld32(a + 8 * S), qa[kk][2] = ld32(a + 8), qa[kk][3] = ld32(a + 8 * S + 8);
-  }
+  // ldmatrix addressing: lane 8m + i gives row i of the m-th 8x8 matrix of a 16x16 tile.
+  const int m_lo = (lane / 8) % 2, m_hi = lane / 16, m_row = lane % 8;
+  std::uint32_t qa[DK / 16][4];  // A fragments: (rows 0-7 | 8-15) x (columns 0-7 | 8-15) of k-step kk
+  for (int kk = 0; kk < DK / 16; ++kk)
+    ldmatrix_x4(qa[kk], kv[1][0] + (warp * 16 + m_lo * 8 + m_row) * S + kk * 16 + m_hi * 8);
 
   const float scale = p.scale * 1.4426950408889634f;  // scores in base 2
   float acc[kDimTiles][4] = {};
@@ -167,12 +163,15 @@ __global__ void __launch_bounds__(kThreads)
     const std::uint16_t* ks = kv[stage][0];
     const std::uint16_t* vs = kv[stage][1];
 
-    // Scores of the warp's 16 rows against the 64 keys: 8 n-tiles of 8 keys.
+    // Scores of the warp's 16 rows against the 64 keys: 8 n-tiles of 8 keys, B fragments of two n-tiles
+    // (keys j, j + 1 x columns 0-7, 8-15 of k-step kk) per ldmatrix.x4.
     float s[kKeys / 8][4] = {};
     for (int kk = 0; kk < DK / 16; ++kk)
-      for (int j = 0; j < kKeys / 8; ++j) {
-        const std::uint16_t* kp = ks + (j * 8 + g) * S + kk * 16 + 2 * t;
-        mma_bf16_m16n8k16(s[j], qa[kk], ld32(kp), ld32(kp + 8));
+      for (int j = 0; j < kKeys / 8; j += 2) {
+        std::uint32_t kf[4];
+        ldmatrix_x4(kf, ks + ((j + m_hi) * 8 + m_row) * S + kk * 16 + m_lo * 8);
+        mma_bf16_m16n8k16(s[j], qa[kk], kf[0], kf[1]);
+        mma_bf16_m16n8k16(s[j + 1], qa[kk], kf[2], kf[3]);
       }
 
     // Mask and scale; the row maxima over the quad of lanes that shares a row.
@@ -209,10 +208,18 @@ __global__ void __launch_bounds__(kThreads)
       const std::uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
                                    pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                    pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      for (int n = 0; n < kDimTiles; ++n) {
-        std::uint32_t b0, b1;
-        ldmatrix_x2_trans(b0, b1, vs + (kk * 16 + lane % 16) * S + n * 8);
-        mma_bf16_m16n8k16(acc[n], pa, b0, b1);
+      // B fragments of two output n-tiles (keys 0-7, 8-15 x columns n, n + 1) per ldmatrix.x4.trans.
+      int n = 0;
+      for (; n + 2 <= kDimTiles; n += 2) {
+        std::uint32_t vf[4];
+        ldmatrix_x4_trans(vf, vs + (kk * 16 + m_lo * 8 + m_row) * S + (n + m_hi) * 8);
+        mma_bf16_m16n8k16(acc[n], pa, vf[0], vf[1]);
+        mma_bf16_m16n8k16(acc[n + 1], pa, vf[2], vf[3]);
+      }
+      if (n < kDimTiles) {  // head_dim 72: the ninth
+        std::uint32_t vf[2];
+        ldmatrix_x2_trans(vf, vs + (kk * 16 + lane % 16) * S + n * 8);
+        mma_bf16_m16n8k16(acc[n], pa, vf[0], vf[1]);
       }
     }
   }

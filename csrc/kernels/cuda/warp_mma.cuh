@@ -39,11 +39,18 @@ __device__ __forceinline__ void mma_bf16_m16n8k16(float (&c)[4], const std::uint
                                             c[2], c[3]);
 }
 
-// ldmatrix.x2.trans: lanes 0-7 give the rows (8 bfloat16, 16-byte aligned, shared memory) of an 8x8 matrix
-// M0, lanes 8-15 those of M1 (lanes 16-31: any valid row); lane (g = lane / 4, t = lane % 4) receives
-// r0 = M0[2t, 2t+1][g] and r1 = M1[2t, 2t+1][g]: the B fragment of a 16x8 tile stored row-major (k x n).
-__device__ __forceinline__ void ldmatrix_x2_trans(std::uint32_t& r0, std::uint32_t& r1, const std::uint16_t* row) {
-  cute::SM75_U16x4_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(row), r0, r1);
+// ldmatrix (.x2 / .x4, plain or .trans): lane 8i + j gives the address of row j (8 bfloat16, 16-byte aligned,
+// shared memory) of the 8x8 matrix M_i; lane (g = lane / 4, t = lane % 4) receives r[i] = M_i[g][2t, 2t+1]
+// (plain: an A or B fragment of a matrix stored with k contiguous) or M_i[2t, 2t+1][g] (.trans: a B fragment
+// of a matrix stored with n contiguous). For .x2 the addresses of lanes 16-31 are not read (any valid one).
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const std::uint16_t* row) {
+  cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(row), r[0], r[1], r[2], r[3]);
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const std::uint16_t* row) {
+  cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(row), r[0], r[1], r[2], r[3]);
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(std::uint32_t (&r)[2], const std::uint16_t* row) {
+  cute::SM75_U16x4_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(row), r[0], r[1]);
 }
 
 // cp.async of 16 bytes, global to shared memory (both 16-byte aligned), in the calling thread's current group;
