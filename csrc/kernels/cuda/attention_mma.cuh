@@ -174,16 +174,22 @@ __global__ void __launch_bounds__(kThreads)
         mma_bf16_m16n8k16(s[j + 1], qa[kk], kf[2], kf[3]);
       }
 
-    // Mask and scale; the row maxima over the quad of lanes that shares a row.
+    // Mask and scale; the row maxima over the quad of lanes that shares a row. Fragment element i of n-tile j
+    // is row g + 8 (i >> 1), key column j * 8 + 2t + (i & 1).
     float mx[2] = {-INFINITY, -INFINITY};
     for (int j = 0; j < kKeys / 8; ++j)
-      for (int i = 0; i < 4; ++i) {
-        const int col = j * 8 + 2 * t + (i & 1), e = i >> 1;
-        bool seen = col < nk;
-        const int kr = key_r[stage][col], kc = key_c[stage][col];
-        if (seen && kr >= 0) seen = kr >= rlo[e] && kr < rhi[e] && kc >= clo[e] && kc < chi[e];
-        s[j][i] = seen ? s[j][i] * scale : -INFINITY;
-        mx[e] = fmaxf(mx[e], s[j][i]);
+      for (int c = 0; c < 2; ++c) {
+        const int col = j * 8 + 2 * t + c;
+        bool seen[2] = {col < nk, col < nk};
+        if (image && col < nk && key_r[stage][col] >= 0) {  // an image key: inside each row's window?
+          const int kr = key_r[stage][col], kc = key_c[stage][col];
+          for (int e = 0; e < 2; ++e) seen[e] = kr >= rlo[e] && kr < rhi[e] && kc >= clo[e] && kc < chi[e];
+        }
+        for (int e = 0; e < 2; ++e) {
+          float& v = s[j][2 * e + c];
+          v = seen[e] ? v * scale : -INFINITY;
+          mx[e] = fmaxf(mx[e], v);
+        }
       }
     float alpha[2], base[2];
     for (int e = 0; e < 2; ++e) {
