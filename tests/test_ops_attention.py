@@ -320,6 +320,11 @@ def test_global_backend_auto(monkeypatch, caplog):
         pid.ops.set_global_attention_backend("cpu", "auto")
         got = pid.ops.attention(q, k, v)
         assert any(torch.equal(got, o) for o in outs.values())
+        # torch.compile traces "auto" without a graph break and without timing: SDPA for an unmeasured shape.
+        monkeypatch.setattr(_attention, "_median_ms", lambda fn, device: pytest.fail("timed while tracing"))
+        q2, k2, v2 = make_qkv(1, 2, 33, 33, 64, torch.float32, seed=5)
+        compiled = torch.compile(pid.ops.attention, backend="aot_eager", fullgraph=True)
+        assert torch.equal(compiled(q2, k2, v2), F.scaled_dot_product_attention(q2, k2, v2))
         # Inputs the kernel cannot take: SDPA without timing.
         monkeypatch.setattr(_attention, "_median_ms", lambda fn, device: pytest.fail("timed"))
         q16, k16, v16 = (t.half() for t in (q, k, v))
