@@ -134,6 +134,23 @@ PID_HOST_DEVICE inline WindowTiling window_tiling(const AttentionParams& p, std:
   return t;
 }
 
+// The query tiles of `rows` rows a kernel launches: window_tiling's when windowed, else ceil(Sq / rows).
+struct QueryTiling {
+  WindowTiling wt;     // windowed only
+  std::int64_t tiles;
+};
+
+PID_HOST_DEVICE inline QueryTiling query_tiling(const AttentionParams& p, std::int64_t rows) {
+  QueryTiling q{};
+  if (p.window > 0) {
+    q.wt = window_tiling(p, rows);
+    q.tiles = q.wt.tiles();
+  } else {
+    q.tiles = (p.Sq + rows - 1) / rows;
+  }
+  return q;
+}
+
 // An image block: query positions [i0, i0 + h) x [j0, j0 + w) of the grid, and the key rectangle
 // [r0, r0 + rh) x [c0, c0 + cw) covering all their windows.
 struct ImageTile {

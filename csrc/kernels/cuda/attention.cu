@@ -154,16 +154,15 @@ __global__ void __launch_bounds__(kRows)
 template <typename T>
 int launch_attention(const T* q, const T* k, const T* v, T* o, const AttentionParams& p, void* stream) {
   if (p.B * p.H * p.Sq == 0) return cudaSuccess;
-  const WindowTiling wt = p.window > 0 ? window_tiling(p, kRows) : WindowTiling{};
-  const std::int64_t tiles = p.window > 0 ? wt.tiles() : (p.Sq + kRows - 1) / kRows;
+  const QueryTiling qt = query_tiling(p, kRows);
   const std::int64_t bh = p.B * p.H;
-  if (tiles > 0x7fffffff || bh > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid{unsigned(tiles), unsigned(bh)};
+  if (qt.tiles > 0x7fffffff || bh > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid{unsigned(qt.tiles), unsigned(bh)};
   auto s = static_cast<cudaStream_t>(stream);
   if (p.D == 64)
-    attention_kernel<T, 64><<<grid, kRows, 0, s>>>(q, k, v, o, p, wt);
+    attention_kernel<T, 64><<<grid, kRows, 0, s>>>(q, k, v, o, p, qt.wt);
   else if (p.D == 72)
-    attention_kernel<T, 72><<<grid, kRows, 0, s>>>(q, k, v, o, p, wt);
+    attention_kernel<T, 72><<<grid, kRows, 0, s>>>(q, k, v, o, p, qt.wt);
   else
     return cudaErrorInvalidValue;
   return cudaGetLastError();

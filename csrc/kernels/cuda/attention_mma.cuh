@@ -245,9 +245,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Host side: the launch geometry (grid x = query tiles, grid y = B * H, kThreads threads) and load widths.
-struct Plan {
-  WindowTiling wt;
-  std::int64_t tiles;
+struct Plan : QueryTiling {
   Vectorised vec;
 };
 
@@ -255,11 +253,7 @@ inline Plan plan(const void* q, const void* k, const void* v, const AttentionPar
   auto wide = [](const void* ptr, const AttentionStrides& s) {
     return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && s.b % 8 == 0 && s.h % 8 == 0 && s.s % 8 == 0;
   };
-  Plan pl{};
-  pl.wt = p.window > 0 ? window_tiling(p, kRows) : WindowTiling{};
-  pl.tiles = p.window > 0 ? pl.wt.tiles() : (p.Sq + kRows - 1) / kRows;
-  pl.vec = Vectorised{wide(q, p.q), wide(k, p.k), wide(v, p.v)};
-  return pl;
+  return Plan{query_tiling(p, kRows), Vectorised{wide(q, p.q), wide(k, p.k), wide(v, p.v)}};
 }
 
 }  // namespace mma_attention
