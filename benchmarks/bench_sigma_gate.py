@@ -2,11 +2,14 @@
 
 The face runs the fused kernel pid::sigma_gate for one logit per token (G = 1), and for one logit per
 channel (G = D, a [B·L, D] x [D, D] GEMM) BLAS / cuBLAS addmm followed by the fused epilogue
-pid::sigma_gate_apply.
+pid::sigma_gate_apply, or with mixed dtypes the reference itself. Per channel, a second row times the op
+torch.ops.pid.sigma_gate called directly (on CUDA with bfloat16 weights: the tensor-core GEMM with the gate in
+its epilogue) against the same reference: what the face should call is decided from these rows.
 
     python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32|mixed] [--json FILE]
 
---dtype mixed: x float32, lq / lq_logit / w_x bfloat16 (the fast path's gates).
+--dtype mixed: x float32, lq / lq_logit / w_x bfloat16 (the fast path's gates). Its per-channel rows run under
+bfloat16 autocast, as the fast path calls them (the reference's GEMM in bfloat16; the op ignores autocast).
 
 Prints one row per case: median time and spread (interquartile range) of each path, calls of the two paths
 interleaved so that both see the same machine load, and the ratio.
@@ -38,6 +41,11 @@ CASES = {
 }
 
 
+def _under_bf16_autocast(fn, device):
+    with torch.autocast(device, dtype=torch.bfloat16):
+        return fn()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
@@ -56,18 +64,24 @@ def main():
     g = torch.Generator(device=dev).manual_seed(0)
     with torch.inference_mode():
         for case, B, L, D, per_dim in CASES[dev]:
-            if per_dim and a.dtype == "mixed":
-                print(f"{case:<16} (mixed dtypes per channel: the face runs the reference itself)")
-                continue
             G = D if per_dim else 1
             r = lambda *s: torch.randn(*s, generator=g, device=dev).to(dtype)  # noqa: E731
             x = torch.randn(B, L, D, generator=g, device=dev).to(x_dtype)
             args = (x, r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
-            k, ref = timed_pair(partial(pid.ops.sigma_gate, *args), partial(reference.sigma_gate, *args), dev,
-                                reps=a.reps)
-            speedup = ref["median_ms"] / k["median_ms"]
-            print(f"{case:<16} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} {ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
-            rows.append({"case": case, "B": B, "L": L, "D": D, "G": G, "kernel": k, "reference": ref, "speedup": speedup})
+            paths = [(case, partial(pid.ops.sigma_gate, *args))]
+            if per_dim:
+                paths.append((f"  op {case.split()[-1]}", partial(torch.ops.pid.sigma_gate, *args)))
+            ref_fn = partial(reference.sigma_gate, *args)
+            if per_dim and a.dtype == "mixed":  # as the fast path calls them
+                paths = [(label, partial(_under_bf16_autocast, fn, dev)) for label, fn in paths]
+                ref_fn = partial(_under_bf16_autocast, ref_fn, dev)
+            for label, fn in paths:
+                k, ref = timed_pair(fn, ref_fn, dev, reps=a.reps)
+                speedup = ref["median_ms"] / k["median_ms"]
+                print(f"{label:<16} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} "
+                      f"{ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
+                rows.append({"case": label, "B": B, "L": L, "D": D, "G": G, "kernel": k, "reference": ref,
+                             "speedup": speedup})
     if a.json:
         meta = {"op": "pid.ops.sigma_gate", "device": name, "dtype": a.dtype, "torch": torch.__version__}
         with open(a.json, "w") as f:

@@ -4,7 +4,9 @@ A tiny network's fast decode drives the gate, both norm+modulate forms, the gate
 and the student step; the DPM step is called directly. The tiny network's head dims (16, 12) are not the
 attention kernel's, so the attention kernels (bfloat16 tensor-core and float32) and both qk_norm_rope kernels
 are called directly at head_dim 64 / 72: global, windowed with text, image queries only, and through strides
-that rule out 16-byte loads. Exits non-zero if anything is non-finite; the sanitizer reports bad accesses.
+that rule out 16-byte loads. Its gates are per token, so the per-channel gate (tensor-core GEMM, bfloat16 and
+float32 x) is called directly with partial tiles, with and without 16-byte loads. Exits non-zero if anything is
+non-finite; the sanitizer reports bad accesses.
 """
 
 import sys
@@ -33,6 +35,7 @@ def main() -> int:
     outs += ops.dpm_step(x, vc.bfloat16(), vu.bfloat16(), d, guidance=5.0, t=0.7, t_ratio=0.9, alpha_phi=0.1,
                          half_alpha_phi=0.05, inv_r=1.3)
     outs += attention_calls(dev)
+    outs += per_channel_gate_calls(dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     bad = [i for i, o in enumerate(outs) if not torch.isfinite(o).all()]
@@ -58,6 +61,17 @@ def attention_calls(dev: torch.device) -> list:
             q_out, k_out = (torch.empty(2, 4, 11, d, device=dev, dtype=dtype) for _ in range(2))
             torch.ops.pid.qk_norm_rope(qkv, w, w, cos, sin, 1e-6, q_out, 1, k_out, 2)
             outs += [q_out[:, :, 1:10], k_out[:, :, 2:11]]
+    return outs
+
+
+def per_channel_gate_calls(dev: torch.device) -> list:
+    outs = []
+    for D in (72, 70):  # 16-byte loads, and not
+        for x_dtype in (torch.bfloat16, torch.float32):
+            x = torch.randn(2, 37, D, device=dev, dtype=x_dtype)
+            lq, lq_logit = (torch.randn(2, 37, D, device=dev, dtype=torch.bfloat16) for _ in range(2))
+            w = (torch.randn(D, D, device=dev) / D**0.5).bfloat16()
+            outs.append(torch.ops.pid.sigma_gate(x, lq, lq_logit, w, torch.rand(2, device=dev)))
     return outs
 
 

@@ -1,78 +1,19 @@
-// Torch-free test of the CPU sigma_gate and sigma_gate_apply kernels against a naive double-precision loop.
-// The bound per element: the float32 logit may be off by gamma(D+2) * (sum|x*w| + |lq_logit| + alpha),
-// sigmoid' <= 1/4 carries that to the output times |lq|, plus a few float32 roundings of the
-// epilogue and, for bfloat16 output, half an ulp of the result.
-#include <cmath>
-#include <cstdio>
-#include <random>
-#include <vector>
-
-#include "pid/sigma_gate.h"
+// Torch-free test of the CPU sigma_gate and sigma_gate_apply kernels against a naive double-precision loop, with
+// the bound of sigma_gate_expect.h.
+#include "sigma_gate_expect.h"
 
 namespace {
 
-constexpr double kU32 = 0x1p-24;  // unit roundoff of float32
-constexpr double kUBf16 = 0x1p-8;  // unit roundoff of bfloat16
+using namespace pid_test;
 
-double to_double(float v) { return v; }
-double to_double(pid::bf16 v) { return pid::bf16_to_float(v); }
-template <typename T> T make(float v);
-template <> float make<float>(float v) { return v; }
-template <> pid::bf16 make<pid::bf16>(float v) { return pid::float_to_bf16(v); }
-
-// X: x's and out's type, P: that of lq, lq_logit and w_x (float / float, bf16 / bf16, float / bf16).
 template <typename X, typename P = X>
 int check(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::uniform_real_distribution<float> uniform(0.f, 8.f);
-  auto fill = [&]<typename T>(std::int64_t n, T) {
-    std::vector<T> v(static_cast<std::size_t>(n));
-    for (auto& e : v) e = make<T>(normal(rng));
-    return v;
-  };
-  const std::int64_t N = B * L * D;
-  const auto x = fill(N, X{}), lq = fill(N, P{}), lql = fill(B * L * G, P{}), w = fill(G * D, P{});
-  const double w_scale = 1.0 / std::sqrt(double(D));  // keep logits O(1) so the gate is not saturated
-  std::vector<P> ws(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i) ws[i] = make<P>(float(to_double(w[i]) * w_scale));
-  std::vector<float> alpha(static_cast<std::size_t>(B));
-  for (auto& a : alpha) a = uniform(rng);
-  std::vector<X> out(static_cast<std::size_t>(N));
-  pid::sigma_gate_cpu(x.data(), lq.data(), lql.data(), ws.data(), alpha.data(), out.data(),
-                      pid::SigmaGateSizes{B, L, D, G});
-
-  const double u_out = sizeof(X) == 2 ? kUBf16 : kU32;
-  const double gamma = (D + 2) * kU32 / (1 - (D + 2) * kU32);
-  int bad = 0;
-  for (std::int64_t t = 0; t < B * L; ++t) {
-    const std::int64_t b = t / L;
-    for (std::int64_t d = 0; d < D; ++d) {
-      const std::int64_t g = G == 1 ? 0 : d;
-      double dot = 0, mag = 0;
-      for (std::int64_t k = 0; k < D; ++k) {
-        const double p = to_double(x[t * D + k]) * to_double(ws[g * D + k]);
-        dot += p;
-        mag += std::fabs(p);
-      }
-      const double z = dot + to_double(lql[t * G + g]) - alpha[b];
-      const double xv = to_double(x[t * D + d]), qv = to_double(lq[t * D + d]);
-      const double want = xv + qv / (1 + std::exp(-z));
-      const double e32 = 0.25 * std::fabs(qv) * gamma * (mag + std::fabs(to_double(lql[t * G + g])) + alpha[b]) +
-                         8 * kU32 * (std::fabs(xv) + std::fabs(qv));
-      const double tol = u_out * std::fabs(want) + (1 + u_out) * e32;
-      const double got = to_double(out[t * D + d]);
-      if (!(std::fabs(got - want) <= tol) && bad++ < 5)
-        std::fprintf(stderr, "  %s B=%lld L=%lld D=%lld G=%lld [t=%lld d=%lld]: got %.9g want %.9g tol %.3g\n",
-                     sizeof(X) == 2 ? "bf16" : sizeof(P) == 2 ? "f32 x, bf16 rest" : "f32", (long long)B, (long long)L, (long long)D, (long long)G,
-                     (long long)t, (long long)d, got, want, tol);
-    }
-  }
-  return bad;
+  return check_gate<X, P>(B, L, D, G, seed, [](const X* x, const P* lq, const P* lql, const P* w, const float* a, X* o,
+                                               pid::SigmaGateSizes s) { pid::sigma_gate_cpu(x, lq, lql, w, a, o, s); });
 }
 
-// sigma_gate_apply: the epilogue on a given logit z (float32 or the activations' dtype). The bound is the one
-// above without the dot product: gamma(2) * (|z| + alpha) through sigmoid' <= 1/4, 8 u32 for the rest.
+// sigma_gate_apply: the epilogue on a given logit z (float32 or the activations' dtype). The bound is that of
+// sigma_gate_expect.h without the dot product: gamma(2) * (|z| + alpha) through sigmoid' <= 1/4, 8 u32 for the rest.
 template <typename T, typename Z>
 int check_apply(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed) {
   std::mt19937 rng(seed);

@@ -40,7 +40,8 @@ void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const bf16* logit, cons
                           bf16* out, SigmaGateSizes s);
 
 // CUDA: all pointers in device memory, `stream` is a cudaStream_t. Asynchronous; returns the
-// cudaError_t of the launch (0 = success).
+// cudaError_t of the launch (0 = success). G == D with bfloat16 weights runs on tensor cores (sm_80+): exact
+// products, float32 sums; a float32 x is split exactly into three bfloat16 terms for them.
 int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, const float* w_x,
                     const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream);
 int sigma_gate_cuda(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,

@@ -1,12 +1,15 @@
-// CUDA implementation of pid::sigma_gate (see pid/sigma_gate.h). Simple and correct; not tuned.
+// CUDA implementation of pid::sigma_gate (see pid/sigma_gate.h). Per channel (G == D) with bfloat16 weights: the
+// tensor-core kernel of sigma_gate_mma.cuh; per token, float32 weights and sigma_gate_apply: the kernels below.
 #include "pid/sigma_gate.h"
 #include "load_store.cuh"
+#include "sigma_gate_mma.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace pid {
 namespace {
@@ -35,7 +38,7 @@ __global__ void per_token_kernel(const X* x, const P* lq, const P* lq_logit, con
   for (std::int64_t d = lane; d < D; d += 32) st(ot + d, ld(xt + d) + gate * ld(qt + d));
 }
 
-// G == D: logits = x @ w^T by shared-memory tiles, the gated residual fused into the epilogue.
+// G == D, float32 weights: logits = x @ w^T by shared-memory tiles, the gated residual fused into the epilogue.
 // Block (kTile x kTile threads) computes tokens [blockIdx.x * kTile, +kTile) x channels [blockIdx.y * kTile, +kTile).
 template <typename X, typename P>
 __global__ void per_dim_kernel(const X* x, const P* lq, const P* lq_logit, const P* w,
@@ -64,6 +67,26 @@ __global__ void per_dim_kernel(const X* x, const P* lq, const P* lq_logit, const
   }
 }
 
+const std::uint16_t* bits(const __nv_bfloat16* p) { return reinterpret_cast<const std::uint16_t*>(p); }
+std::uint16_t* bits(__nv_bfloat16* p) { return reinterpret_cast<std::uint16_t*>(p); }
+const float* bits(const float* p) { return p; }
+float* bits(float* p) { return p; }
+
+template <typename X>
+int launch_mma(const X* x, const __nv_bfloat16* lq, const __nv_bfloat16* lq_logit, const __nv_bfloat16* w,
+               const float* alpha, X* out, SigmaGateSizes s, cudaStream_t st) {
+  const mma_gate::Vectorised vec = mma_gate::vectorised(x, int(sizeof(X)), w, s.D);
+  if ((s.D + mma_gate::kTileN - 1) / mma_gate::kTileN > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  int err = cudaSuccess;
+  mma_gate::for_each_launch(s.B * s.L, s.D, mma_gate::kMaxTilesY, [&](dim3 grid, std::int64_t row0) {
+    if (err != cudaSuccess) return;
+    mma_gate::gate_kernel<<<grid, mma_gate::kThreads, 0, st>>>(bits(x), bits(lq), bits(lq_logit), bits(w), alpha,
+                                                               bits(out), s, row0, vec);
+    err = cudaGetLastError();
+  });
+  return err;
+}
+
 template <typename X, typename P>
 int launch(const X* x, const P* lq, const P* lq_logit, const P* w, const float* alpha, X* out,
            SigmaGateSizes s, void* stream) {
@@ -75,6 +98,8 @@ int launch(const X* x, const P* lq, const P* lq_logit, const P* w, const float* 
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     per_token_kernel<<<unsigned(blocks), kWarpsPerBlock * 32, 0, st>>>(x, lq, lq_logit, w, alpha, out,
                                                                       n_tok, s.L, s.D);
+  } else if constexpr (std::is_same_v<P, __nv_bfloat16>) {
+    return launch_mma(x, lq, lq_logit, w, alpha, out, s, st);
   } else {
     const std::int64_t bx = (n_tok + kTile - 1) / kTile, by = (s.D + kTile - 1) / kTile;
     if (bx > 0x7fffffff || by > 65535) return cudaErrorInvalidConfiguration;
