@@ -49,36 +49,69 @@ void per_token(const X* x, const P* lq, const P* lq_logit, const P* w_x, const f
   }
 }
 
-// logits[i * D + g] = dot(xb[i], w[g]) for the n (<= kTokenBlock) float32 token rows in xb.
-// Four tokens share each load of a w row.
-void block_logits(const float* xb, std::int64_t n, const float* w, std::int64_t D, float* logits) {
-  for (std::int64_t g = 0; g < D; ++g) {
-    const float* wg = w + g * D;
-    std::int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-      const float *x0 = xb + i * D, *x1 = x0 + D, *x2 = x1 + D, *x3 = x2 + D;
-      float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-      for (std::int64_t k = 0; k < D; ++k) {
-        a0 += x0[k] * wg[k];
-        a1 += x1[k] * wg[k];
-        a2 += x2[k] * wg[k];
-        a3 += x3[k] * wg[k];
-      }
-      logits[i * D + g] = a0;
-      logits[(i + 1) * D + g] = a1;
-      logits[(i + 2) * D + g] = a2;
-      logits[(i + 3) * D + g] = a3;
+#if defined(__GNUC__)  // GCC and Clang: vector extensions, 16 float32 lanes (one AVX-512 or two AVX2 registers)
+using Lanes = float __attribute__((vector_size(64)));
+
+// By reference, not by value: passing a 64-byte vector by value changes the ABI without AVX-512 (-Wpsabi).
+inline void load_lanes(Lanes& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }  // unaligned
+
+// out[t * ld + c] = dot(x[t], w[c]) for NT token rows x and NC rows w (row length D): NT x NC accumulators of 16
+// lanes in registers, each loaded x or w vector shared by NC or NT products.
+template <int NT, int NC>
+inline void dot_tile(const float* x, const float* w, std::int64_t D, float* out, std::int64_t ld) {
+  Lanes acc[NT][NC];
+  for (int t = 0; t < NT; ++t)
+    for (int c = 0; c < NC; ++c) acc[t][c] = Lanes{};
+  std::int64_t k0 = 0;
+  for (; k0 + 16 <= D; k0 += 16) {
+    Lanes wv[NC];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) load_lanes(wv[c], w + c * D + k0);
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      Lanes xv;
+      load_lanes(xv, x + t * D + k0);
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) acc[t][c] += xv * wv[c];
     }
-    for (; i < n; ++i) {
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int c = 0; c < NC; ++c) {
+      float sum = 0.f;
+      for (int l = 0; l < 16; ++l) sum += acc[t][c][l];
+      for (std::int64_t k = k0; k < D; ++k) sum += x[t * D + k] * w[c * D + k];
+      out[t * ld + c] = sum;
+    }
+}
+
+// logits[i * D + g] = dot(xb[i], w[g]) for the n (<= kTokenBlock) float32 token rows in xb: tiles of 4 tokens x
+// 6 channels (w's rows), then the tokens and channels left over.
+void block_logits(const float* xb, std::int64_t n, const float* w, std::int64_t D, float* logits) {
+  constexpr int kT = 4, kC = 6;
+  const std::int64_t n_main = n / kT * kT, d_main = D / kC * kC;
+  for (std::int64_t g = 0; g < d_main; g += kC) {
+    for (std::int64_t i = 0; i < n_main; i += kT) dot_tile<kT, kC>(xb + i * D, w + g * D, D, logits + i * D + g, D);
+    for (std::int64_t i = n_main; i < n; ++i) dot_tile<1, kC>(xb + i * D, w + g * D, D, logits + i * D + g, D);
+  }
+  for (std::int64_t g = d_main; g < D; ++g) {
+    for (std::int64_t i = 0; i < n_main; i += kT) dot_tile<kT, 1>(xb + i * D, w + g * D, D, logits + i * D + g, D);
+    for (std::int64_t i = n_main; i < n; ++i) dot_tile<1, 1>(xb + i * D, w + g * D, D, logits + i * D + g, D);
+  }
+}
+#else
+// logits[i * D + g] = dot(xb[i], w[g]) for the n (<= kTokenBlock) float32 token rows in xb.
+void block_logits(const float* xb, std::int64_t n, const float* w, std::int64_t D, float* logits) {
+  for (std::int64_t g = 0; g < D; ++g)
+    for (std::int64_t i = 0; i < n; ++i) {
       const float* xi = xb + i * D;
+      const float* wg = w + g * D;
       float a = 0.f;
 #pragma omp simd reduction(+ : a)
       for (std::int64_t k = 0; k < D; ++k) a += xi[k] * wg[k];
       logits[i * D + g] = a;
     }
-  }
 }
+#endif
 
 template <typename X, typename P>
 void per_dim(const X* x, const P* lq, const P* lq_logit, const P* w_x, const float* alpha, X* out,
