@@ -2,14 +2,16 @@
 
 The face runs the fused kernel pid::sigma_gate for one logit per token (G = 1), and for one logit per
 channel (G = D, a [B·L, D] x [D, D] GEMM) BLAS / cuBLAS addmm followed by the fused epilogue
-pid::sigma_gate_apply, or with mixed dtypes the reference itself. Per channel, a second row times the op
+pid::sigma_gate_apply (with mixed dtypes under autocast a bfloat16 addmm, as the official Linear). Per channel,
+a second row times the op
 torch.ops.pid.sigma_gate called directly (on CUDA with bfloat16 weights: the tensor-core GEMM with the gate in
 its epilogue) against the same reference: what the face should call is decided from these rows.
 
     python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32|mixed] [--json FILE]
 
 --dtype mixed: x float32, lq / lq_logit / w_x bfloat16 (the fast path's gates). Its per-channel rows run under
-bfloat16 autocast, as the fast path calls them (the reference's GEMM in bfloat16; the op ignores autocast).
+bfloat16 autocast, as the fast path calls them (the face's and the reference's GEMM in bfloat16; the op ignores
+autocast).
 
 Prints one row per case: median time and spread (interquartile range) of each path, calls of the two paths
 interleaved so that both see the same machine load, and the ratio.

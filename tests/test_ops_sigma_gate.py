@@ -123,12 +123,41 @@ def test_face_makes_inputs_contiguous():
 
 @needs_ext
 def test_face_mixed_dtypes():
-    # x float32 with bfloat16 weights and features (the fast path): the fused kernel per token; per channel the
-    # reference, whose GEMM autocast keeps in bfloat16 (as the official path) where the kernel's would be float32.
+    # x float32 with bfloat16 weights and features (the fast path): the fused kernel per token; per channel a float32
+    # GEMM and the epilogue without autocast (float32 math, the bound of every kernel).
     per_token = make_inputs(2, 9, 24, False, MIXED)
     assert torch.equal(pid.ops.sigma_gate(*per_token), torch.ops.pid.sigma_gate(*per_token))
     per_dim = make_inputs(2, 9, 24, True, MIXED)
-    assert torch.equal(pid.ops.sigma_gate(*per_dim), reference.sigma_gate(*per_dim))
+    assert_close_to_exact(pid.ops.sigma_gate(*per_dim), per_dim)
+
+
+def mixed_per_dim_under_autocast(device):
+    """Per channel, float32 x with bfloat16 weights under bfloat16 autocast (the fast path's v1 gates): the logit
+    is the official content_proj Linear's, x·W_xᵀ + lq_logit with x rounded to bfloat16, summed in float32 and
+    rounded once to bfloat16. Checked against that logit in float64, allowing the float32 sum's error
+    gamma(D+2)·mag and one bfloat16 rounding of the logit, then the epilogue's bound."""
+    B, L, D = 2, 37, 136
+    x, lq, lq_logit, w_x, a = make_inputs(B, L, D, True, MIXED, seed=5, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        got = pid.ops.sigma_gate(x, lq, lq_logit, w_x, a)
+    assert got.dtype == torch.float32
+    xb, w, ll = x.bfloat16().double(), w_x.double(), lq_logit.double()
+    z = xb @ w.T + ll
+    gamma = (D + 2) * U32 / (1 - (D + 2) * U32)
+    err_sum = gamma * (xb.abs() @ w.abs().T + ll.abs())
+    dz = err_sum + 2.0**-8 * (z.abs() + err_sum)  # the sum's error, then rounding to bfloat16
+    a64, x64, q64 = a.double().view(-1, 1, 1), x.double(), lq.double()
+    exact = x64 + torch.sigmoid(z - a64) * q64
+    tol = 0.25 * q64.abs() * (dz + 2 * U32 * (z.abs() + a64)) + 8 * U32 * (x64.abs() + q64.abs()) + U32 * exact.abs()
+    err = (got.double() - exact).abs()
+    assert (err <= tol).all(), f"max error / tolerance {(err / tol).max().item():.3g}"
+    # ... which a float32 logit (the op, float32 math) misses: the bfloat16 rounding is not inside float32's bound.
+    assert not torch.equal(got, torch.ops.pid.sigma_gate(x, lq, lq_logit, w_x, a))
+
+
+@needs_ext
+def test_face_mixed_per_dim_under_autocast():
+    mixed_per_dim_under_autocast("cpu")
 
 
 @needs_ext
@@ -270,16 +299,19 @@ def assert_apply_close_to_exact(got, args):
 
 
 def make_apply_inputs(B, L, D, per_dim, dtype, logit_f32, seed=0, device="cpu"):
+    """dtype: of x and lq, or MIXED (x float32, lq bfloat16); the logit is float32 or lq's dtype."""
     g = torch.Generator().manual_seed(seed)
     G = D if per_dim else 1
-    x, lq = (torch.randn(B, L, D, generator=g).to(device=device, dtype=dtype) for _ in range(2))
-    logit = (torch.randn(B, L, G, generator=g) * 2).to(device=device, dtype=torch.float32 if logit_f32 else dtype)
+    x_dtype, q_dtype = (torch.float32, torch.bfloat16) if dtype == MIXED else (dtype, dtype)
+    x = torch.randn(B, L, D, generator=g).to(device=device, dtype=x_dtype)
+    lq = torch.randn(B, L, D, generator=g).to(device=device, dtype=q_dtype)
+    logit = (torch.randn(B, L, G, generator=g) * 2).to(device=device, dtype=torch.float32 if logit_f32 else q_dtype)
     return x, lq, logit, (torch.rand(B, generator=g) * 3).to(device)
 
 
 apply_cases = st.tuples(
     st.integers(1, 3), st.integers(1, 40), st.integers(1, 80) | st.sampled_from([127, 129, 200]), st.booleans(),
-    st.sampled_from([torch.float32, torch.bfloat16]), st.booleans(), st.integers(0, 2**31 - 1),
+    st.sampled_from(DTYPES), st.booleans(), st.integers(0, 2**31 - 1),
 )
 
 
@@ -295,7 +327,7 @@ def test_apply_cpu_kernel_matches_exact(case):
 
 
 @needs_ext
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("per_dim", [False, True])
 def test_apply_large(per_dim, dtype):
     args = make_apply_inputs(2, 300, 1536, per_dim, dtype, True)
@@ -315,7 +347,8 @@ def test_face_matches_exact(case):
 @needs_ext
 @pytest.mark.parametrize("per_dim,expected", [(False, ["pid.sigma_gate.default"]),
                                               (True, ["aten.addmm.default", "pid.sigma_gate_apply.default"])])
-def test_face_dispatch(per_dim, expected):
+@pytest.mark.parametrize("dtype", [torch.float32, MIXED])
+def test_face_dispatch(per_dim, expected, dtype):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Record(TorchDispatchMode):
@@ -327,8 +360,8 @@ def test_face_dispatch(per_dim, expected):
             self.ops.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    args = make_inputs(2, 9, 24, per_dim, torch.float32)
-    with Record() as rec:
+    args = make_inputs(2, 9, 24, per_dim, dtype)
+    with Record() as rec, torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == MIXED):
         pid.ops.sigma_gate(*args)
     assert [op for op in rec.ops if op.startswith("pid.") or "mm" in op] == expected
 
@@ -357,10 +390,11 @@ def _bad_apply_inputs():
         ("x must have shape \\[B, L, D\\]", (x[0], lq, z, a)),
         ("x must be float32 or bfloat16", (x.half(), lq.half(), z, a)),
         ("lq must have x's shape", (x, lq[:, :2], z, a)),
-        ("lq must have x's dtype", (x, lqb, z, a)),
+        ("lq must have x's dtype", (xb, lq, z, a)),
         ("logit must have shape", (x, lq, z[..., :3], a)),
-        ("logit must be float32 or have x's dtype", (x, lq, zb, a)),
-        ("logit must be float32 or have x's dtype", (xb, lqb, z.double(), a)),
+        ("logit must be float32 or have lq's dtype", (x, lq, zb, a)),
+        ("logit must be float32 or have lq's dtype", (xb, lqb, z.double(), a)),
+        ("logit must be float32 or have lq's dtype", (x, lqb, z.double(), a)),
         ("alpha_sigma must have shape", (x, lq, z, a[:1])),
         ("alpha_sigma must be float32", (x, lq, z, a.double())),
         ("logit must be contiguous", (x, lq, z.transpose(0, 1).contiguous().transpose(0, 1), a)),
@@ -377,7 +411,8 @@ def test_apply_bad_input_errors(match, args):
 @needs_ext
 @pytest.mark.parametrize("per_dim", [False, True])
 def test_apply_opcheck(per_dim):
-    for dtype, logit_f32 in ((torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False)):
+    for dtype, logit_f32 in ((torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False), (MIXED, True),
+                             (MIXED, False)):
         torch.library.opcheck(torch.ops.pid.sigma_gate_apply.default,
                               make_apply_inputs(2, 5, 12, per_dim, dtype, logit_f32))
 
@@ -397,8 +432,9 @@ def test_apply_fake_and_compile():
 
 def test_apply_fallback_without_extension_equals_reference(tmp_path):
     cases = [make_apply_inputs(2, 5, 12, per_dim, dt, f32, seed=3)
-             for per_dim in (False, True) for dt, f32 in ((torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False))]
-    gates = [make_inputs(2, 5, 12, True, dt, seed=4) for dt in (torch.float32, torch.bfloat16)]
+             for per_dim in (False, True)
+             for dt, f32 in ((torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False), (MIXED, False))]
+    gates = [make_inputs(2, 5, 12, True, dt, seed=4) for dt in (torch.float32, torch.bfloat16, MIXED)]
     applied, gated = run_without_extension(tmp_path, [cases, gates], (
         "cases, gates = inp\n"
         "out = [[pid.ops.sigma_gate_apply(*c) for c in cases], [pid.ops.sigma_gate(*g) for g in gates]]"))
@@ -427,7 +463,14 @@ def test_cuda_face_matches_exact(case):
 
 
 @needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_face_mixed_per_dim_under_autocast(monkeypatch):
+    # cuBLAS may otherwise reduce split-K partial sums in bfloat16, outside the float32 sum's bound.
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_bf16_reduced_precision_reduction", False)
+    mixed_per_dim_under_autocast("cuda")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_face_per_dim_large(dtype):
     args = make_inputs(1, 2048, 1536, True, dtype, device="cuda")
     assert_close_to_exact(pid.ops.sigma_gate(*args), args)
@@ -435,6 +478,6 @@ def test_cuda_face_per_dim_large(dtype):
 
 @needs_cuda
 def test_apply_cuda_opcheck():
-    for dtype, logit_f32 in ((torch.float32, True), (torch.bfloat16, False)):
+    for dtype, logit_f32 in ((torch.float32, True), (torch.bfloat16, False), (MIXED, False)):
         torch.library.opcheck(torch.ops.pid.sigma_gate_apply.default,
                               make_apply_inputs(2, 5, 12, True, dtype, logit_f32, device="cuda"))

@@ -14,16 +14,18 @@ int check(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsign
 
 // sigma_gate_apply: the epilogue on a given logit z (float32 or the activations' dtype). The bound is that of
 // sigma_gate_expect.h without the dot product: gamma(2) * (|z| + alpha) through sigmoid' <= 1/4, 8 u32 for the rest.
-template <typename T, typename Z>
+// T: x's and out's type, Q: lq's, Z: the logit's.
+template <typename T, typename Q, typename Z>
 int check_apply(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<float> uniform(0.f, 8.f);
   const std::int64_t N = B * L * D;
-  std::vector<T> x(N), lq(N), out(N);
+  std::vector<T> x(N), out(N);
+  std::vector<Q> lq(N);
   std::vector<Z> z(static_cast<std::size_t>(B * L * G));
   for (auto& e : x) e = make<T>(normal(rng));
-  for (auto& e : lq) e = make<T>(normal(rng));
+  for (auto& e : lq) e = make<Q>(normal(rng));
   for (auto& e : z) e = make<Z>(2 * normal(rng));
   std::vector<float> alpha(static_cast<std::size_t>(B));
   for (auto& a : alpha) a = uniform(rng);
@@ -60,10 +62,12 @@ int main() {
       failed += check<pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
       failed += check<float, pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
       cases += 3;
-      failed += check_apply<float, float>(sh[0], sh[1], sh[2], G, seed++) != 0;
-      failed += check_apply<pid::bf16, float>(sh[0], sh[1], sh[2], G, seed++) != 0;
-      failed += check_apply<pid::bf16, pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
-      cases += 3;
+      failed += check_apply<float, float, float>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      failed += check_apply<pid::bf16, pid::bf16, float>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      failed += check_apply<pid::bf16, pid::bf16, pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      failed += check_apply<float, pid::bf16, float>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      failed += check_apply<float, pid::bf16, pid::bf16>(sh[0], sh[1], sh[2], G, seed++) != 0;
+      cases += 5;
     }
   }
   std::printf("sigma_gate_cpu: %d of %d cases passed\n", cases - failed, cases);

@@ -29,7 +29,12 @@ at::Tensor sigma_gate_apply_cpu_op(const at::Tensor& x, const at::Tensor& lq, co
   const SigmaGateSizes s = check_sigma_gate_apply(x, lq, logit, alpha_sigma);
   at::Tensor out = at::empty(x.sizes(), x.options());
   const float* a = cptr<float>(alpha_sigma);
-  if (x.scalar_type() == at::kFloat)
+  const bool mixed = x.scalar_type() == at::kFloat && lq.scalar_type() == at::kBFloat16;
+  if (mixed && logit.scalar_type() == at::kFloat)
+    sigma_gate_apply_cpu(cptr<float>(x), cptr<bf16>(lq), cptr<float>(logit), a, mptr<float>(out), s);
+  else if (mixed)
+    sigma_gate_apply_cpu(cptr<float>(x), cptr<bf16>(lq), cptr<bf16>(logit), a, mptr<float>(out), s);
+  else if (x.scalar_type() == at::kFloat)
     sigma_gate_apply_cpu(cptr<float>(x), cptr<float>(lq), cptr<float>(logit), a, mptr<float>(out), s);
   else if (logit.scalar_type() == at::kFloat)
     sigma_gate_apply_cpu(cptr<bf16>(x), cptr<bf16>(lq), cptr<float>(logit), a, mptr<bf16>(out), s);

@@ -59,14 +59,15 @@ inline SigmaGateSizes check_sigma_gate_apply(const at::Tensor& x, const at::Tens
               "pid::sigma_gate_apply: x must be float32 or bfloat16, got ", x.scalar_type());
   TORCH_CHECK(lq.sizes() == x.sizes(), "pid::sigma_gate_apply: lq must have x's shape ", x.sizes(), ", got ",
               lq.sizes());
-  TORCH_CHECK(lq.scalar_type() == x.scalar_type(), "pid::sigma_gate_apply: lq must have x's dtype ",
-              x.scalar_type(), ", got ", lq.scalar_type());
+  TORCH_CHECK(lq.scalar_type() == x.scalar_type() || (x.scalar_type() == at::kFloat && lq.scalar_type() == at::kBFloat16),
+              "pid::sigma_gate_apply: lq must have x's dtype ", x.scalar_type(),
+              " (or be bfloat16 with a float32 x), got ", lq.scalar_type());
   TORCH_CHECK(logit.dim() == 3 && logit.size(0) == B && logit.size(1) == L &&
                   (logit.size(2) == 1 || logit.size(2) == D),
               "pid::sigma_gate_apply: logit must have shape [B, L, 1] or [B, L, D] = [", B, ", ", L, ", 1 or ", D,
               "], got ", logit.sizes());
-  TORCH_CHECK(logit.scalar_type() == at::kFloat || logit.scalar_type() == x.scalar_type(),
-              "pid::sigma_gate_apply: logit must be float32 or have x's dtype ", x.scalar_type(), ", got ",
+  TORCH_CHECK(logit.scalar_type() == at::kFloat || logit.scalar_type() == lq.scalar_type(),
+              "pid::sigma_gate_apply: logit must be float32 or have lq's dtype ", lq.scalar_type(), ", got ",
               logit.scalar_type());
   TORCH_CHECK(alpha_sigma.dim() == 1 && alpha_sigma.size(0) == B,
               "pid::sigma_gate_apply: alpha_sigma must have shape [B] = [", B, "], got ", alpha_sigma.sizes());

@@ -39,7 +39,14 @@ at::Tensor sigma_gate_apply_cuda_op(const at::Tensor& x, const at::Tensor& lq, c
   void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   const float* a = cptr<float>(alpha_sigma);
   int err;
-  if (x.scalar_type() == at::kFloat)
+  const bool mixed = x.scalar_type() == at::kFloat && lq.scalar_type() == at::kBFloat16;
+  if (mixed && logit.scalar_type() == at::kFloat)
+    err = sigma_gate_apply_cuda(cptr<float>(x), cptr<bf16>(lq), cptr<float>(logit), a, mptr<float>(out), s,
+                                stream);
+  else if (mixed)
+    err = sigma_gate_apply_cuda(cptr<float>(x), cptr<bf16>(lq), cptr<bf16>(logit), a, mptr<float>(out), s,
+                                stream);
+  else if (x.scalar_type() == at::kFloat)
     err = sigma_gate_apply_cuda(cptr<float>(x), cptr<float>(lq), cptr<float>(logit), a, mptr<float>(out), s,
                                 stream);
   else if (logit.scalar_type() == at::kFloat)

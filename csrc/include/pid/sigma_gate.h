@@ -12,7 +12,8 @@
 // sigma_gate_apply is the gate's epilogue alone, for a logit computed elsewhere (for G == D the
 // python face computes logit = lq_logit + x·W_xᵀ with a BLAS / cuBLAS GEMM, then calls it):
 //   out[b,l,d] = x[b,l,d] + sigmoid(logit[b,l,g(d)] - alpha_sigma[b]) * lq[b,l,d]
-// logit [B, L, G] is float32 or x's dtype; the arithmetic is float32.
+// x and lq: float32, bfloat16, or float32 x with bfloat16 lq; logit [B, L, G]: float32 or lq's dtype. The
+// arithmetic is float32.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,10 @@ void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const float* logit, con
                           bf16* out, SigmaGateSizes s);
 void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
                           bf16* out, SigmaGateSizes s);
+void sigma_gate_apply_cpu(const float* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s);
+void sigma_gate_apply_cpu(const float* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s);
 
 // CUDA: all pointers in device memory, `stream` is a cudaStream_t. Asynchronous; returns the
 // cudaError_t of the launch (0 = success). G == D with bfloat16 weights runs on tensor cores (sm_80+): exact
@@ -55,5 +60,9 @@ int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const float* logit, con
                           bf16* out, SigmaGateSizes s, void* stream);
 int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
                           bf16* out, SigmaGateSizes s, void* stream);
+int sigma_gate_apply_cuda(const float* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s, void* stream);
+int sigma_gate_apply_cuda(const float* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s, void* stream);
 
 }  // namespace pid

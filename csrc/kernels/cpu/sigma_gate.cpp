@@ -156,16 +156,16 @@ void sigma_gate_impl(const X* x, const P* lq, const P* lq_logit, const P* w_x, c
     per_dim(x, lq, lq_logit, w_x, alpha, out, s);
 }
 
-// The epilogue alone (sigma_gate_apply): one pass, OpenMP over tokens.
-template <typename T, typename Z>
-void apply_impl(const T* x, const T* lq, const Z* logit, const float* alpha, T* out, SigmaGateSizes s) {
+// The epilogue alone (sigma_gate_apply): one pass, OpenMP over tokens. T: x's and out's type, Q: lq's.
+template <typename T, typename Q, typename Z>
+void apply_impl(const T* x, const Q* lq, const Z* logit, const float* alpha, T* out, SigmaGateSizes s) {
   const std::int64_t D = s.D, G = s.G, n_tok = s.B * s.L;
   if (n_tok == 0 || D == 0) return;
 #pragma omp parallel for schedule(static) if (n_tok * D >= kParallelMinWork)
   for (std::int64_t t = 0; t < n_tok; ++t) {
     const float a = alpha[t / s.L];
     const T* xt = x + t * D;
-    const T* qt = lq + t * D;
+    const Q* qt = lq + t * D;
     const Z* zt = logit + t * G;
     T* ot = out + t * D;
     if (G == 1) {
@@ -194,6 +194,16 @@ void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const float* logit, con
 
 void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
                           bf16* out, SigmaGateSizes s) {
+  apply_impl(x, lq, logit, alpha_sigma, out, s);
+}
+
+void sigma_gate_apply_cpu(const float* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s) {
+  apply_impl(x, lq, logit, alpha_sigma, out, s);
+}
+
+void sigma_gate_apply_cpu(const float* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s) {
   apply_impl(x, lq, logit, alpha_sigma, out, s);
 }
 

@@ -119,15 +119,16 @@ struct alignas(sizeof(T) * N) Pack {
   T v[N];
 };
 
-template <int N, typename T, typename Z>
-__global__ void apply_kernel(const T* x, const T* lq, const Z* logit, const float* alpha, T* out, std::int64_t n,
+// T: x's and out's type, Q: lq's, Z: logit's.
+template <int N, typename T, typename Q, typename Z>
+__global__ void apply_kernel(const T* x, const Q* lq, const Z* logit, const float* alpha, T* out, std::int64_t n,
                              std::int64_t L, std::int64_t D, std::int64_t G) {
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x * N;
   for (std::int64_t i = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * N; i < n; i += stride) {
     const std::int64_t tok = i / D;
     const float a = alpha[tok / L];
     const Pack<T, N> xs = *reinterpret_cast<const Pack<T, N>*>(x + i);
-    const Pack<T, N> qs = *reinterpret_cast<const Pack<T, N>*>(lq + i);
+    const Pack<Q, N> qs = *reinterpret_cast<const Pack<Q, N>*>(lq + i);
     Pack<T, N> os;
     if (G == 1) {
       const float gate = sigmoid(ld(logit + tok) - a);
@@ -147,8 +148,8 @@ bool aligned(const T* p) {
   return reinterpret_cast<std::uintptr_t>(p) % (sizeof(T) * N) == 0;
 }
 
-template <typename T, typename Z>
-int apply_launch(const T* x, const T* lq, const Z* logit, const float* alpha, T* out, SigmaGateSizes s,
+template <typename T, typename Q, typename Z>
+int apply_launch(const T* x, const Q* lq, const Z* logit, const float* alpha, T* out, SigmaGateSizes s,
                  void* stream) {
   const std::int64_t n = s.B * s.L * s.D;
   if (n == 0) return cudaSuccess;
@@ -182,6 +183,16 @@ int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const float* logit, con
 int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
                           bf16* out, SigmaGateSizes s, void* stream) {
   return apply_launch(dev(x), dev(lq), dev(logit), alpha_sigma, dev(out), s, stream);
+}
+
+int sigma_gate_apply_cuda(const float* x, const bf16* lq, const float* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s, void* stream) {
+  return apply_launch(x, dev(lq), logit, alpha_sigma, out, s, stream);
+}
+
+int sigma_gate_apply_cuda(const float* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
+                          float* out, SigmaGateSizes s, void* stream) {
+  return apply_launch(x, dev(lq), dev(logit), alpha_sigma, out, s, stream);
 }
 
 int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, const float* w_x,

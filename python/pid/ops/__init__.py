@@ -81,9 +81,10 @@ def sigma_gate(
     stream, bfloat16 weights and latent features). Math in float32; the result has x's dtype.
 
     G = 1 runs the fused kernel ``pid::sigma_gate`` (one pass: dot product and gated residual). G = D is a
-    [B·L, D] × [D, D] GEMM: it runs as ``logit = addmm(lq_logit, x, w_x.T)`` in float32 on BLAS / cuBLAS,
-    then the fused epilogue ``pid::sigma_gate_apply``; with a float32 x and bfloat16 weights it runs the
-    reference instead, whose GEMM autocast (when on) keeps in bfloat16 as the official path does.
+    [B·L, D] × [D, D] GEMM: it runs as ``logit = addmm(lq_logit, x, w_x.T)`` on BLAS / cuBLAS, then the fused
+    epilogue ``pid::sigma_gate_apply``. The GEMM is float32, except with a float32 x and bfloat16 weights under
+    bfloat16 autocast (the fast path's v1 gates): there it is bfloat16 with a bfloat16 logit, as the official
+    path's ``content_proj`` Linear (whose one rounding of the whole logit it keeps).
     """
     mixed = x.dtype == torch.float32 and lq.dtype == torch.bfloat16
     if (
@@ -94,8 +95,6 @@ def sigma_gate(
         and _use_kernel(x, lq, lq_logit, w_x, alpha_sigma)
     ):
         if x.dim() == 3 and x.shape[-1] > 1 and lq_logit.shape == x.shape and w_x.shape == (x.shape[-1], x.shape[-1]):
-            if mixed:
-                return reference.sigma_gate(x, lq, lq_logit, w_x, alpha_sigma)
             return _sigma_gate_per_dim(x, lq, lq_logit, w_x, alpha_sigma)
         # G = 1, and inputs of the wrong shape: the op's checks say what is wrong.
         return torch.ops.pid.sigma_gate(
@@ -106,9 +105,19 @@ def sigma_gate(
 
 def _sigma_gate_per_dim(x, lq, lq_logit, w_x, alpha_sigma):
     B, L, D = x.shape
-    # float32 GEMM whatever autocast says: the gate's contract is float32 math (bf16 values are exact in it).
-    with torch.autocast(x.device.type, enabled=False):
-        logit = torch.addmm(lq_logit.reshape(B * L, D).float(), x.reshape(B * L, D).float(), w_x.float().T)
+    dev = x.device.type
+    if (
+        x.dtype == torch.float32
+        and lq.dtype == torch.bfloat16
+        and torch.is_autocast_enabled(dev)
+        and torch.get_autocast_dtype(dev) == torch.bfloat16
+    ):
+        # The official path's Linear: bfloat16 operands (x rounded, as autocast rounds it), bfloat16 logit.
+        logit = torch.addmm(lq_logit.reshape(B * L, D), x.reshape(B * L, D), w_x.T)
+    else:
+        # float32 GEMM whatever autocast says: the gate's contract is float32 math (bf16 values are exact in it).
+        with torch.autocast(dev, enabled=False):
+            logit = torch.addmm(lq_logit.reshape(B * L, D).float(), x.reshape(B * L, D).float(), w_x.float().T)
     return torch.ops.pid.sigma_gate_apply(
         x.contiguous(), lq.contiguous(), logit.view(B, L, D), alpha_sigma.contiguous()
     )
@@ -117,13 +126,14 @@ def _sigma_gate_per_dim(x, lq, lq_logit, w_x, alpha_sigma):
 def sigma_gate_apply(x: torch.Tensor, lq: torch.Tensor, logit: torch.Tensor, alpha_sigma: torch.Tensor) -> torch.Tensor:
     """The gate's epilogue for a precomputed logit: ``x + sigmoid(logit - alpha_sigma[b]) * lq``.
 
-    x, lq: [B, L, D] (float32 or bfloat16 for the compiled kernels); logit: [B, L, G], G = 1 or D, float32 or
-    x's dtype; alpha_sigma: [B] float32. Math in float32; the result has x's dtype.
+    x, lq: [B, L, D] (for the compiled kernels float32 or bfloat16, or a float32 x with a bfloat16 lq); logit:
+    [B, L, G], G = 1 or D, float32 or lq's dtype; alpha_sigma: [B] float32. Math in float32; the result has x's
+    dtype.
     """
     if (
         x.dtype in _KERNEL_DTYPES
-        and lq.dtype == x.dtype
-        and logit.dtype in (torch.float32, x.dtype)
+        and (lq.dtype == x.dtype or (x.dtype == torch.float32 and lq.dtype == torch.bfloat16))
+        and logit.dtype in (torch.float32, lq.dtype)
         and alpha_sigma.dtype == torch.float32
         and _use_kernel(x, lq, logit, alpha_sigma)
     ):
