@@ -161,6 +161,17 @@ def test_face_mixed_per_dim_under_autocast():
 
 
 @needs_ext
+def test_face_mixed_per_dim_compiles_under_autocast():
+    def gate(*args):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return pid.ops.sigma_gate(*args)
+
+    args = make_inputs(2, 7, 16, True, MIXED)
+    compiled = torch.compile(gate, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(*args), gate(*args), rtol=0, atol=0)
+
+
+@needs_ext
 def test_face_uses_reference_for_autograd_and_other_dtypes():
     args = make_inputs(1, 4, 8, False, torch.float32)
     x = args[0].clone().requires_grad_()
