@@ -10,7 +10,8 @@
 //
 // One block of 4 warps (2 × 2) per tile of 64 tokens × 64 channels, 32 × 32 per warp (2 m-tiles × 4 n-tiles).
 // k-tiles of 32 in shared memory, two stages: W's tile (and a bfloat16 x's) arrive by cp.async while the other
-// stage is used; a float32 x is loaded, split and stored by the threads. Rows of 40 elements (80 bytes), so
+// stage is used; a float32 x is loaded into registers before the other stage's products and split and stored
+// after them. Rows of 40 elements (80 bytes), so
 // that the ldmatrix row addresses of a matrix fall in distinct banks.
 //
 // Written against the primitives of warp_mma.cuh, so that csrc/tests/test_sigma_gate_mma_emulated.cpp runs this
@@ -69,10 +70,10 @@ struct alignas(8) Bf16x4 {
   std::uint16_t v[4];
 };
 
-// Four float32 values [col, col + 4) of row `row` of x, each split into hi + mid + lo, into the three term tiles.
-__device__ __forceinline__ void split_chunk(std::uint16_t* const (&dst)[3], const float* x, std::int64_t rows,
-                                            std::int64_t D, std::int64_t row, std::int64_t col, bool vec) {
-  float v[4] = {0.f, 0.f, 0.f, 0.f};
+// Four float32 values [col, col + 4) of row `row` of x into registers, zeros outside x.
+__device__ __forceinline__ void fetch_quad(float (&v)[4], const float* x, std::int64_t rows, std::int64_t D,
+                                           std::int64_t row, std::int64_t col, bool vec) {
+  v[0] = v[1] = v[2] = v[3] = 0.f;
   if (row < rows && col < D) {
     if (vec) {  // D % 4 == 0: the chunk is whole
       const float4 f = *reinterpret_cast<const float4*>(x + row * D + col);
@@ -81,6 +82,10 @@ __device__ __forceinline__ void split_chunk(std::uint16_t* const (&dst)[3], cons
       for (int i = 0; i < 4; ++i) v[i] = col + i < D ? x[row * D + col + i] : 0.f;
     }
   }
+}
+
+// Four float32 values, each split into hi + mid + lo, into the three term tiles.
+__device__ __forceinline__ void store_split(std::uint16_t* const (&dst)[3], const float (&v)[4]) {
   Bf16x4 hi, mid, lo;
   for (int i = 0; i < 4; ++i) {
     hi.v[i] = float_to_bf16_bits(v[i]);
@@ -110,7 +115,31 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int wm = warp / 2, wn = warp % 2;  // the warp's 32 x 32 quarter of the tile
 
-  auto load = [&](std::int64_t kt, int stage) {  // one cp.async group per thread
+  // A float32 x goes through registers (to be split): the next k-tile's values are loaded before this one's
+  // products and stored after them, so that their latency is hidden behind the mma.
+  constexpr int kQuads = kTileK / 4;                           // 16-byte chunks of a float32 row
+  constexpr int kQuadsPerThread = kTileM * kQuads / kThreads;  // 4
+  static_assert(kTileM * kQuads % kThreads == 0, "whole chunks per thread");
+  float xr[T == 3 ? kQuadsPerThread : 1][4];
+  auto fetch_x = [&](std::int64_t kt) {
+    if constexpr (T == 3) {
+#pragma unroll
+      for (int i = 0; i < kQuadsPerThread; ++i) {
+        const int c = threadIdx.x + i * kThreads, r = c / kQuads, col = (c % kQuads) * 4;
+        fetch_quad(xr[i], x, M, D, m0 + r, kt * kTileK + col, vec.x);
+      }
+    }
+  };
+  auto put_x = [&](int stage) {
+#pragma unroll
+    for (int i = 0; i < kQuadsPerThread; ++i) {
+      const int c = threadIdx.x + i * kThreads, r = c / kQuads, col = (c % kQuads) * 4;
+      std::uint16_t* const dst[3] = {xs[stage][0] + r * kStride + col, xs[stage][1] + r * kStride + col,
+                                     xs[stage][T - 1] + r * kStride + col};
+      store_split(dst, xr[i]);
+    }
+  };
+  auto load = [&](std::int64_t kt, int stage) {  // one cp.async group per thread: W's tile, and a bfloat16 x's
     const std::int64_t k0 = kt * kTileK;
     constexpr int kChunks = kTileK / 8;  // 16-byte chunks of a bfloat16 row
     for (int c = threadIdx.x; c < kTileN * kChunks; c += kThreads) {
@@ -122,14 +151,6 @@ __global__ void __launch_bounds__(kThreads)
         const int r = c / kChunks, col = (c % kChunks) * 8;
         copy_chunk(xs[stage][0] + r * kStride + col, x, M, D, m0 + r, k0 + col, vec.x);
       }
-    } else {
-      constexpr int kQuads = kTileK / 4;  // 16-byte chunks of a float32 row
-      for (int c = threadIdx.x; c < kTileM * kQuads; c += kThreads) {
-        const int r = c / kQuads, col = (c % kQuads) * 4;
-        std::uint16_t* const dst[3] = {xs[stage][0] + r * kStride + col, xs[stage][1] + r * kStride + col,
-                                       xs[stage][2] + r * kStride + col};
-        split_chunk(dst, x, M, D, m0 + r, k0 + col, vec.x);
-      }
     }
     cp_async_commit();
   };
@@ -139,11 +160,17 @@ __global__ void __launch_bounds__(kThreads)
   float acc[2][4][4] = {};  // [m-tile][n-tile][fragment element]
   const std::int64_t n_k = (D + kTileK - 1) / kTileK;
   load(0, 0);
+  if constexpr (T == 3) {
+    fetch_x(0);
+    put_x(0);
+  }
   for (std::int64_t kt = 0; kt < n_k; ++kt) {
     const int stage = int(kt & 1);
+    const bool next = kt + 1 < n_k;
     sync_block();  // every warp is done with the other stage
-    if (kt + 1 < n_k) {
+    if (next) {
       load(kt + 1, stage ^ 1);
+      if constexpr (T == 3) fetch_x(kt + 1);
       cp_async_wait<1>();  // this stage's copies have landed, the next one's may be in flight
     } else {
       cp_async_wait<0>();
@@ -168,6 +195,8 @@ __global__ void __launch_bounds__(kThreads)
           for (int ni = 0; ni < 4; ++ni) mma_bf16_m16n8k16(acc[mi][ni], a, b[ni][0], b[ni][1]);
         }
     }
+    if constexpr (T == 3)
+      if (next) put_x(stage ^ 1);  // nobody reads that stage before the next iteration's barriers
   }
 
   // Epilogue: fragment element i of (mi, ni) is token row g + 8 (i >> 1), channel 2t + (i & 1) of its tile.
