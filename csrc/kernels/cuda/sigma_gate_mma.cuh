@@ -11,8 +11,8 @@
 // One block of 4 warps (2 × 2) per tile of 64 tokens × 64 channels, 32 × 32 per warp (2 m-tiles × 4 n-tiles).
 // k-tiles of 32 in shared memory, two stages: W's tile (and a bfloat16 x's) arrive by cp.async while the other
 // stage is used; a float32 x is loaded into registers before the other stage's products and split and stored
-// after them. Rows of 40 elements (80 bytes), so
-// that the ldmatrix row addresses of a matrix fall in distinct banks.
+// after them. Rows of 40 elements (80 bytes), so that the ldmatrix row addresses of a matrix fall in distinct
+// banks.
 //
 // Written against the primitives of warp_mma.cuh, so that csrc/tests/test_sigma_gate_mma_emulated.cpp runs this
 // very code on the CPU through csrc/tests/cuda_emulator.h.
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
   const int wm = warp / 2, wn = warp % 2;  // the warp's 32 x 32 quarter of the tile
 
   // A float32 x goes through registers (to be split): the next k-tile's values are loaded before this one's
-  // products and stored after them, so that their latency is hidden behind the mma.
+  // products and stored after them, so that their latency is hidden behind the mma. No-ops for a bfloat16 x.
   constexpr int kQuads = kTileK / 4;                           // 16-byte chunks of a float32 row
   constexpr int kQuadsPerThread = kTileM * kQuads / kThreads;  // 4
   static_assert(kTileM * kQuads % kThreads == 0, "whole chunks per thread");
@@ -131,12 +131,14 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
   auto put_x = [&](int stage) {
+    if constexpr (T == 3) {
 #pragma unroll
-    for (int i = 0; i < kQuadsPerThread; ++i) {
-      const int c = threadIdx.x + i * kThreads, r = c / kQuads, col = (c % kQuads) * 4;
-      std::uint16_t* const dst[3] = {xs[stage][0] + r * kStride + col, xs[stage][1] + r * kStride + col,
-                                     xs[stage][T - 1] + r * kStride + col};
-      store_split(dst, xr[i]);
+      for (int i = 0; i < kQuadsPerThread; ++i) {
+        const int c = threadIdx.x + i * kThreads, r = c / kQuads, col = (c % kQuads) * 4;
+        std::uint16_t* const dst[3] = {xs[stage][0] + r * kStride + col, xs[stage][1] + r * kStride + col,
+                                       xs[stage][2] + r * kStride + col};
+        store_split(dst, xr[i]);
+      }
     }
   };
   auto load = [&](std::int64_t kt, int stage) {  // one cp.async group per thread: W's tile, and a bfloat16 x's
@@ -160,17 +162,15 @@ __global__ void __launch_bounds__(kThreads)
   float acc[2][4][4] = {};  // [m-tile][n-tile][fragment element]
   const std::int64_t n_k = (D + kTileK - 1) / kTileK;
   load(0, 0);
-  if constexpr (T == 3) {
-    fetch_x(0);
-    put_x(0);
-  }
+  fetch_x(0);
+  put_x(0);
   for (std::int64_t kt = 0; kt < n_k; ++kt) {
     const int stage = int(kt & 1);
     const bool next = kt + 1 < n_k;
     sync_block();  // every warp is done with the other stage
     if (next) {
       load(kt + 1, stage ^ 1);
-      if constexpr (T == 3) fetch_x(kt + 1);
+      fetch_x(kt + 1);
       cp_async_wait<1>();  // this stage's copies have landed, the next one's may be in flight
     } else {
       cp_async_wait<0>();
@@ -195,8 +195,7 @@ __global__ void __launch_bounds__(kThreads)
           for (int ni = 0; ni < 4; ++ni) mma_bf16_m16n8k16(acc[mi][ni], a, b[ni][0], b[ni][1]);
         }
     }
-    if constexpr (T == 3)
-      if (next) put_x(stage ^ 1);  // nobody reads that stage before the next iteration's barriers
+    if (next) put_x(stage ^ 1);  // nobody reads that stage before the next iteration's barriers
   }
 
   // Epilogue: fragment element i of (mi, ni) is token row g + 8 (i >> 1), channel 2t + (i & 1) of its tile.
