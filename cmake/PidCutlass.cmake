@@ -1,7 +1,7 @@
 # Locates the CUTLASS / CuTe headers (header-only: nothing is linked). Sets CUTLASS_INCLUDE_DIRS,
 # or `_why` (the reason, for the caller's message) when they are not found. Sources, in order:
 #  1. CUTLASS_INCLUDE_DIR (CMake or environment variable), or $CUTLASS_PATH/include (a checkout)
-#  2. the nvidia-cutlass wheel installed for the build Python (pip install --no-deps nvidia-cutlass==4.2.0.0):
+#  2. the nvidia-cutlass wheel installed for the build Python (with the extension) (pip install --no-deps nvidia-cutlass==4.2.0.0):
 #     <site-packages>/cutlass_library/source/include, found with find_spec, so cutlass_library is not
 #     imported and its runtime dependencies need not be installed
 #  3. a wheel file, CUTLASS_WHEEL (CMake or environment variable): headers extracted into the build
@@ -16,7 +16,7 @@ endif()
 if(NOT CUTLASS_INCLUDE_DIR AND DEFINED ENV{CUTLASS_PATH})
   set(CUTLASS_INCLUDE_DIR "$ENV{CUTLASS_PATH}/include")
 endif()
-if(NOT CUTLASS_INCLUDE_DIR)
+if(NOT CUTLASS_INCLUDE_DIR AND Python_EXECUTABLE)  # no Python in a torch-free build
   execute_process(
     COMMAND "${Python_EXECUTABLE}" -c "import importlib.util as u, os
 s = u.find_spec('cutlass_library')

@@ -1,0 +1,54 @@
+// Torch-free test of the CUDA attention API (pid/attention.h) on a GPU, with the double-precision attention and
+// bound of attention_expect.h: bfloat16 (tensor cores; the bound allows its bfloat16 softmax weights) and
+// float32, head_dim 64 and 72, global and windowed with text, image queries only, padded strides. Exits 77
+// (skipped) without a GPU.
+#include "attention_expect.h"
+#include "cuda_device.h"
+
+namespace {
+
+using namespace pid_test;
+
+// Elements spanned by a [B, H, S, D] view with these strides.
+std::size_t extent(const pid::AttentionParams& p, const pid::AttentionStrides& s, long S) {
+  return std::size_t((p.B - 1) * s.b + (p.H - 1) * s.h + (S - 1) * s.s + p.D);
+}
+
+template <typename T>
+void run_cuda(const T* q, const T* k, const T* v, T* o, const pid::AttentionParams& p) {
+  DeviceArray<T> dq(q, extent(p, p.q, p.Sq)), dk(k, extent(p, p.k, p.Sk)), dv(v, extent(p, p.v, p.Sk));
+  DeviceArray<T> dout(nullptr, extent(p, p.o, p.Sq));
+  check_cuda(pid::attention_cuda(dq.get(), dk.get(), dv.get(), dout.get(), p, nullptr), "attention_cuda");
+  check_cuda(cudaDeviceSynchronize(), "attention_cuda (run)");
+  dout.copy_to(o);
+}
+
+}  // namespace
+
+int main() {
+  if (!cuda_device_present()) {
+    std::printf("attention_cuda: no CUDA device, skipped\n");
+    return kSkipped;
+  }
+  struct Padded {
+    Case c;
+    long pad;
+  };
+  const Padded cases[] = {
+      {{1, 1, 1, 1, 64, 0, 0, 0, 0}, 0},      {{1, 2, 5, 7, 72, 0, 0, 0, 0}, 0},
+      {{2, 1, 70, 130, 64, 0, 0, 0, 0}, 0},   {{1, 1, 129, 65, 72, 0, 0, 0, 0}, 8},
+      {{1, 1, 66, 70, 72, 0, 0, 0, 0}, 3},    {{1, 2, 21, 21, 72, 3, 3, 7, 0}, 0},
+      {{1, 1, 87, 87, 64, 4, 7, 9, 24}, 0},   {{1, 1, 63, 133, 72, 5, 7, 9, 70}, 1},
+      {{1, 1, 300, 300, 64, 6, 17, 16, 28}, 0}, {{1, 3, 1324, 1324, 64, 0, 0, 0, 300}, 0},
+      {{1, 2, 1024, 1024, 72, 9, 32, 32, 0}, 0},
+  };
+  int failed = 0, n = 0;
+  unsigned seed = 1;
+  for (const Padded& pc : cases) {
+    failed += check_attention<pid::bf16>(pc.c, seed++, run_cuda<pid::bf16>, /*bf16_weights=*/true, pc.pad) != 0;
+    failed += check_attention<float>(pc.c, seed++, run_cuda<float>, /*bf16_weights=*/false, pc.pad) != 0;
+    n += 2;
+  }
+  std::printf("attention_cuda: %d of %d cases passed\n", n - failed, n);
+  return failed == 0 ? 0 : 1;
+}
