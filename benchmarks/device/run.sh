@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (no network; python3 with a CUDA torch, cmake, ninja, pytest, hypothesis):
-# rebuild pid/_C there with CUDA kernels, run the C++ tests (with the torch-free CUDA API's: sigma_gate_cuda,
-# attention_cuda), the CUDA tests (kernels and whole decodes),
+# rebuild pid/_C there with CUDA kernels, run the C++ tests (with the torch-free CUDA API tests *_cuda:
+# gate, attention, sampler steps), the CUDA tests (kernels and whole decodes),
 # compute-sanitizer memcheck over every CUDA kernel,
 # every kernel against its reference (bench_kernels.py), and the end-to-end decode of the released
 # architecture, reference eager path vs fast path, at 1024², 2048², 4096² with peak memory and the
