@@ -41,6 +41,23 @@ struct Case {
   long B, H, Sq, Sk, D, window, gh, gw, n_text;
 };
 
+// A case whose q, k, v rows are `pad` elements longer than D.
+struct PaddedCase {
+  Case c;
+  long pad;
+};
+
+// Fixed cases at the CUDA kernels' head dims (64, 72): single keys, odd and unequal lengths, padded strides,
+// windows with and without text, image queries only (Sq < Sk), a window of 1.
+inline constexpr PaddedCase kCudaHeadDimCases[] = {
+    {{1, 1, 1, 1, 64, 0, 0, 0, 0}, 0},      {{1, 2, 5, 7, 72, 0, 0, 0, 0}, 0},
+    {{2, 1, 70, 130, 64, 0, 0, 0, 0}, 0},   {{1, 1, 129, 65, 72, 0, 0, 0, 0}, 8},
+    {{1, 1, 66, 70, 72, 0, 0, 0, 0}, 3},    {{1, 2, 21, 21, 72, 3, 3, 7, 0}, 0},
+    {{1, 1, 87, 87, 64, 4, 7, 9, 24}, 0},   {{1, 1, 63, 133, 72, 5, 7, 9, 70}, 1},
+    {{1, 1, 35, 35, 72, 9, 5, 7, 0}, 0},    {{1, 1, 300, 300, 64, 6, 17, 16, 28}, 0},
+    {{1, 1, 100, 100, 64, 1, 10, 10, 0}, 0},
+};
+
 // Runs `run(q, k, v, o, params)` on random inputs of case c and counts the outputs outside the bound.
 // q, k, v rows are `pad` elements longer than D (strides that are not multiples of a vector width).
 template <typename T, typename Run>

@@ -30,21 +30,13 @@ int main() {
     std::printf("attention_cuda: no CUDA device, skipped\n");
     return kSkipped;
   }
-  struct Padded {
-    Case c;
-    long pad;
-  };
-  const Padded cases[] = {
-      {{1, 1, 1, 1, 64, 0, 0, 0, 0}, 0},      {{1, 2, 5, 7, 72, 0, 0, 0, 0}, 0},
-      {{2, 1, 70, 130, 64, 0, 0, 0, 0}, 0},   {{1, 1, 129, 65, 72, 0, 0, 0, 0}, 8},
-      {{1, 1, 66, 70, 72, 0, 0, 0, 0}, 3},    {{1, 2, 21, 21, 72, 3, 3, 7, 0}, 0},
-      {{1, 1, 87, 87, 64, 4, 7, 9, 24}, 0},   {{1, 1, 63, 133, 72, 5, 7, 9, 70}, 1},
-      {{1, 1, 300, 300, 64, 6, 17, 16, 28}, 0}, {{1, 3, 1324, 1324, 64, 0, 0, 0, 300}, 0},
-      {{1, 2, 1024, 1024, 72, 9, 32, 32, 0}, 0},
-  };
+  // The emulated test's cases, then two of the network's sizes: joint text + 1024 image tokens, and windowed.
+  std::vector<PaddedCase> cases(std::begin(kCudaHeadDimCases), std::end(kCudaHeadDimCases));
+  cases.push_back({{1, 3, 1324, 1324, 64, 0, 0, 0, 300}, 0});
+  cases.push_back({{1, 2, 1024, 1024, 72, 9, 32, 32, 0}, 0});
   int failed = 0, n = 0;
   unsigned seed = 1;
-  for (const Padded& pc : cases) {
+  for (const PaddedCase& pc : cases) {
     failed += check_attention<pid::bf16>(pc.c, seed++, run_cuda<pid::bf16>, /*bf16_weights=*/true, pc.pad) != 0;
     failed += check_attention<float>(pc.c, seed++, run_cuda<float>, /*bf16_weights=*/false, pc.pad) != 0;
     n += 2;

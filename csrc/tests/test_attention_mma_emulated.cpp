@@ -28,21 +28,9 @@ void run_mma(const pid::bf16* q, const pid::bf16* k, const pid::bf16* v, pid::bf
 }  // namespace
 
 int main() {
-  struct Padded {
-    Case c;
-    long pad;
-  };
-  const Padded cases[] = {
-      {{1, 1, 1, 1, 64, 0, 0, 0, 0}, 0},      {{1, 2, 5, 7, 72, 0, 0, 0, 0}, 0},
-      {{2, 1, 70, 130, 64, 0, 0, 0, 0}, 0},   {{1, 1, 129, 65, 72, 0, 0, 0, 0}, 8},
-      {{1, 1, 66, 70, 72, 0, 0, 0, 0}, 3},    {{1, 2, 21, 21, 72, 3, 3, 7, 0}, 0},
-      {{1, 1, 87, 87, 64, 4, 7, 9, 24}, 0},   {{1, 1, 63, 133, 72, 5, 7, 9, 70}, 1},
-      {{1, 1, 35, 35, 72, 9, 5, 7, 0}, 0},    {{1, 1, 300, 300, 64, 6, 17, 16, 28}, 0},
-      {{1, 1, 100, 100, 64, 1, 10, 10, 0}, 0},
-  };
   int failed = 0, n = 0;
   unsigned seed = 1;
-  for (const Padded& pc : cases) {
+  for (const PaddedCase& pc : kCudaHeadDimCases) {
     failed += check_attention<pid::bf16>(pc.c, seed++, run_mma, /*bf16_weights=*/true, pc.pad) != 0;
     ++n;
   }
