@@ -6,6 +6,7 @@
 // contract a·b + c into an FMA, which rounds once instead of twice and breaks bit-equality with
 // PyTorch's eager kernels. Division is IEEE (__fdiv_rn), as PyTorch's true division by a tensor.
 #include "pid/sampler_step.h"
+#include "load_store.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -166,8 +167,6 @@ int dpm_launch(const float* x, const V* v_c, const V* v_u, const float* d_prev, 
     dpm_kernel<1><<<blocks_for(n), kThreads, 0, st>>>(x, v_c, v_u, d_prev, k, x_next, d, n);
   return cudaGetLastError();
 }
-
-const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
 
 }  // namespace
 

@@ -165,9 +165,6 @@ int apply_launch(const T* x, const Q* lq, const Z* logit, const float* alpha, T*
   return cudaGetLastError();
 }
 
-const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
-__nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
-
 }  // namespace
 
 int sigma_gate_apply_cuda(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
