@@ -13,6 +13,7 @@ from conftest import SHARED
 
 GOLDEN = golden.find_golden_dir(SHARED / "golden")
 needs_golden = pytest.mark.skipif(GOLDEN is None, reason="no golden folder")
+NET_REL_L2 = 1e-5  # the network goldens' bound (tests/test_golden_net.py), float32
 
 
 @pytest.fixture(autouse=True)
@@ -117,8 +118,12 @@ def test_teacher_dpm_golden_with_cfg():
     out = sample_dpmpp_2m(guided, io["noise"], steps=meta["num_steps"], shift=meta["flow_shift"],
                           callback=lambda k, n, x: states.append(x))
     assert torch.equal(flow_timesteps(meta["num_steps"], meta["flow_shift"]), io["timesteps"])
-    torch.testing.assert_close(first["u"], io["v_uncond_0"], rtol=0, atol=1e-5 * meta["max_abs"]["v_uncond_0"])
-    torch.testing.assert_close(first["c"], io["v_cond_0"], rtol=0, atol=1e-5 * meta["max_abs"]["v_cond_0"])
+    # The first two velocities are network forwards, unconditional first: held to the network goldens' bound.
+    # (Not max|diff| <= 1e-5·max|v|: the reference's own float32 v_uncond_0 is 1.0e-5·max|v| from the same
+    # network in float64, so that bound only held on CPUs whose BLAS happened to round like the reference run's.)
+    for name, v in (("v_uncond_0", first["u"]), ("v_cond_0", first["c"])):
+        e = golden.errors(v, io[name], meta["max_abs"][name])
+        assert e["rel_l2"] <= NET_REL_L2 and e["max_abs_rel"] <= meta["tolerance"]["float32"]["max_abs_rel"], (name, e)
     _assert_steps(states, io, meta)
     assert torch.equal(out, states[-1])
 
