@@ -23,7 +23,7 @@ import pid.ops
 from pid import _extension
 from pid.nn.rope import rope_2d
 from pid.ops import reference
-from timing import timed_pair
+from pid.timing import summary, time_calls
 
 
 def _grid(L):
@@ -79,7 +79,7 @@ def make_case(kind, H, d, n_text, L, window, dtype, device, g):
     if kind == "global":
         return kernel_global, lambda: F.scaled_dot_product_attention(q, k, v), "torch SDPA"
     windowed = lambda: torch.ops.pid.attention(q, k, v, window, grid[0], grid[1], n_text)  # noqa: E731
-    if pid.ops.global_attention_backend(device) == "sdpa":
+    if pid.ops.default_attention_backend(device) == "sdpa":
         return windowed, lambda: F.scaled_dot_product_attention(q, k, v), "global SDPA"
     return windowed, kernel_global, "global kernel"
 
@@ -92,8 +92,8 @@ def main():
     p.add_argument("--only", default="", help="run only the cases whose name contains this")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args()
-    if not _extension.available() or (a.device == "cuda" and not _extension.has_cuda_kernels()):
-        raise SystemExit(f"pid: no compiled {a.device} kernels: {_extension.LOAD_ERROR}")
+    if why := _extension.missing_kernels(a.device):
+        raise SystemExit(f"pid: {why}")
     dev, dtype = a.device, getattr(torch, a.dtype)
     reps = a.reps or (10 if dev == "cpu" else 20)
     name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -108,10 +108,10 @@ def main():
             fn, base, base_name = make_case(kind, H, d, n_text, L, window, dtype, dev, g)
             big = kind != "norm_rope" and dev == "cpu" and L >= 4096
             n = max(3, reps // 2) if big else reps
-            path, ref = timed_pair(fn, base, dev, warmup=1 if big else 2, reps=n)
-            ratio = ref["median_ms"] / path["median_ms"]
-            print(f"{case:<22} {path['median_ms']:>10.2f} {path['iqr_ms']:>8.2f}   {base_name:<14} "
-                  f"{ref['median_ms']:>10.2f} {ref['iqr_ms']:>8.2f} {ratio:>6.2f}x", flush=True)
+            path, ref = (summary(t) for t in time_calls([fn, base], dev, n, warmup=1 if big else 2))
+            ratio = ref["median_s"] / path["median_s"]
+            print(f"{case:<22} {path['median_s'] * 1e3:>10.2f} {path['iqr_s'] * 1e3:>8.2f}   {base_name:<14} "
+                  f"{ref['median_s'] * 1e3:>10.2f} {ref['iqr_s'] * 1e3:>8.2f} {ratio:>6.2f}x", flush=True)
             rows.append({"case": case, "kind": kind, "heads": H, "head_dim": d, "n_text": n_text, "L": L,
                          "window": window, "reps": n, "path": path, "baseline": base_name, "baseline_times": ref,
                          "ratio": ratio})

@@ -2,7 +2,7 @@
 
 reference: float32 weights + bf16 autocast, the full network forward at every step (the latent CNN and
            every timestep-only product recomputed), PyTorch ops only (SDPA, eager norms and sampler
-           arithmetic: pid.ops.kernels_enabled(False)), the 4-step student loop — what the official code runs.
+           arithmetic: an ExecutionPlan with kernels=False), the 4-step student loop — what the official code runs.
 fast:      pid.PidDecoder(precision="fast").decode: bf16 weights, hoisted latent/caption/timestep work,
            fused kernels, bounded-memory pixel blocks.
 graph:     the fast path with cuda_graph=True (CUDA only): the decode captured once, then replayed; its peak
@@ -23,22 +23,26 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+import pid
+from pid import _extension, sampling
+from pid.archs import ARCHS, random_net
+from pid.bench import measure
+from pid.cost import decode_flops, estimate_memory
+from pid.decoder import PidDecoder
+from pid.memory import parameter_bytes
+from pid.nn import PidNet
+from pid.plan import ExecutionPlan
 
-import pid  # noqa: E402
-from pid import sampling  # noqa: E402
-from pid.bench import ARCHS, measure, random_net  # noqa: E402
-from pid.cost import decode_flops, estimate_memory  # noqa: E402
-from pid.decoder import PidDecoder  # noqa: E402
-from pid.memory import parameter_bytes  # noqa: E402
-from pid.nn import PidNet  # noqa: E402
+# The official eager path: float32 weights under bf16 autocast, PyTorch ops only.
+OFFICIAL = ExecutionPlan(precision="reference", kernels=False)
 
 def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device):
-    """The official student loop: full forward per step under bf16 autocast, float32 weights."""
+    """The official student loop: full forward per step under bf16 autocast (entered once around the loop), float32
+    weights, PyTorch ops only."""
     def velocity(x, t):
-        return net(x, t * 1000, y, lq_latent=latent, degrade_sigma=sigma)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), pid.ops.kernels_enabled(False):
-        return sampling.sample_student(velocity, noise, step_noises=eps).clamp(-1, 1)
+        return net(x, t * 1000, y, lq_latent=latent, degrade_sigma=sigma, plan=OFFICIAL)
+    with torch.no_grad(), OFFICIAL.autocast(device.type):
+        return sampling.sample_student(velocity, noise, step_noises=eps, use_kernel=False).clamp(-1, 1)
 
 
 def print_row(r: dict, paths: list[str]) -> None:
@@ -72,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    if why := _extension.missing_kernels(device.type):
+        raise SystemExit(f"pid: {why}")
     paths = args.paths.split(",")
     if "graph" in paths and device.type != "cuda":
         ap.error("the graph path needs --device cuda")

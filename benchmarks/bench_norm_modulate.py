@@ -23,7 +23,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from timing import timed_pair
+from pid.timing import summary, time_calls
 
 EPS = 1e-6
 # (name, kind, size 1, size 2, size 3): mmdit (B, L, D) with L = (H/16)^2 tokens, D = 1536 as in the
@@ -80,8 +80,8 @@ def main():
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads; the kernels use OpenMP's)")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args()
-    if not _extension.available() or (a.device == "cuda" and not _extension.has_cuda_kernels()):
-        raise SystemExit(f"pid: no compiled {a.device} kernels: {_extension.LOAD_ERROR}")
+    if why := _extension.missing_kernels(a.device):
+        raise SystemExit(f"pid: {why}")
     if a.threads:
         torch.set_num_threads(a.threads)
     dev, mods_dtype = a.device, getattr(torch, a.mods_dtype)
@@ -93,9 +93,9 @@ def main():
     with torch.inference_mode():
         for case, kind, s1, s2, s3 in CASES[dev]:
             kernel, ref_fn, args = make_case(kind, s1, s2, s3, mods_dtype, dev, g)
-            k, ref = timed_pair(partial(kernel, *args), partial(ref_fn, *args), dev, reps=a.reps)
-            speedup, speedup_min = ref["median_ms"] / k["median_ms"], ref["min_ms"] / k["min_ms"]
-            print(f"{case:<20} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} {ref['iqr_ms']:>8.3f} "
+            k, ref = (summary(t) for t in time_calls([partial(kernel, *args), partial(ref_fn, *args)], dev, a.reps, 3))
+            speedup, speedup_min = ref["median_s"] / k["median_s"], ref["min_s"] / k["min_s"]
+            print(f"{case:<20} {k['median_s'] * 1e3:>10.3f} {k['iqr_s'] * 1e3:>8.3f} {ref['median_s'] * 1e3:>13.3f} {ref['iqr_s'] * 1e3:>8.3f} "
                   f"{speedup:>8.2f}x {speedup_min:>8.2f}x")
             rows.append({"case": case, "kind": kind, "sizes": [s1, s2, s3], "kernel": k, "reference": ref,
                          "speedup": speedup, "speedup_of_min": speedup_min})

@@ -18,7 +18,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from timing import timed
+from pid.timing import summary, time_calls
 
 # DPM scalars of a mid-schedule second-order step (any float32 values time the same).
 K = dict(t=0.9, t_ratio=0.95, alpha_phi=-0.04, half_alpha_phi=-0.02, inv_r=1.3)
@@ -52,8 +52,8 @@ def main():
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 10 on CPU, 50 on CUDA)")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args()
-    if not _extension.available() or (a.device == "cuda" and not _extension.has_cuda_kernels()):
-        raise SystemExit(f"pid: no compiled {a.device} kernels: {_extension.LOAD_ERROR}")
+    if why := _extension.missing_kernels(a.device):
+        raise SystemExit(f"pid: {why}")
     dev, v_dtype = a.device, getattr(torch, a.v_dtype)
     reps = a.reps or (50 if dev == "cuda" else 10)
     warmup = 5 if dev == "cuda" else 2
@@ -68,11 +68,10 @@ def main():
     rows = []
     with torch.inference_mode():
         for case, kernel, eager in cases(x, eps, d_prev, v_c, v_u):
-            k = timed(kernel, dev, warmup, reps)
-            ref = timed(eager, dev, warmup, reps)
-            speedup = ref["median_ms"] / k["median_ms"]
-            print(f"{case:<20} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>10.3f} "
-                  f"{ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
+            k, ref = (summary(t) for t in time_calls([kernel, eager], dev, reps, warmup))
+            speedup = ref["median_s"] / k["median_s"]
+            print(f"{case:<20} {k['median_s'] * 1e3:>10.3f} {k['iqr_s'] * 1e3:>8.3f} {ref['median_s'] * 1e3:>10.3f} "
+                  f"{ref['iqr_s'] * 1e3:>8.3f} {speedup:>8.2f}x")
             rows.append({"case": case, "kernel": k, "eager": ref, "speedup": speedup})
     if a.json:
         meta = {"op": "pid sampler steps", "device": name, "shape": list(shape), "v_dtype": a.v_dtype,

@@ -2,16 +2,15 @@
 
 The face runs the fused kernel pid::sigma_gate for one logit per token (G = 1), and for one logit per
 channel (G = D, a [B·L, D] x [D, D] GEMM) BLAS / cuBLAS addmm followed by the fused epilogue
-pid::sigma_gate_apply (with mixed dtypes under autocast a bfloat16 addmm, as the official Linear). Per channel,
-a second row times the op
-torch.ops.pid.sigma_gate called directly (on CUDA with bfloat16 weights: the tensor-core GEMM with the gate in
-its epilogue) against the same reference: what the face should call is decided from these rows.
+pid::sigma_gate_apply. Per channel, a second row times the op torch.ops.pid.sigma_gate called directly (on CUDA
+with bfloat16 weights: the tensor-core GEMM with the gate in its epilogue) against the same reference: what the
+face should call is decided from these rows.
 
     python benchmarks/bench_sigma_gate.py [--device cpu|cuda] [--dtype bfloat16|float32|mixed] [--json FILE]
 
---dtype mixed: x float32, lq / lq_logit / w_x bfloat16 (the fast path's gates). Its per-channel rows run under
-bfloat16 autocast, as the fast path calls them (the face's and the reference's GEMM in bfloat16; the op ignores
-autocast).
+--dtype mixed: x float32, lq / lq_logit / w_x bfloat16 (the fast path's gates). Its per-channel rows use
+logit_dtype=bfloat16, as the fast path calls them (the face's and the reference's GEMM in bfloat16, as the official
+Linear; the op itself is float32).
 
 Prints one row per case: median time and spread (interquartile range) of each path, calls of the two paths
 interleaved so that both see the same machine load, and the ratio.
@@ -29,7 +28,7 @@ import torch
 import pid.ops
 from pid import _extension
 from pid.ops import reference
-from timing import timed_pair
+from pid.timing import summary, time_calls
 
 # (name, B, L, D, per_dim). L = (H/16)^2 tokens for an H x H output; D = 1536 as in the released nets.
 CASES = {
@@ -43,11 +42,6 @@ CASES = {
 }
 
 
-def _under_bf16_autocast(fn, device):
-    with torch.autocast(device, dtype=torch.bfloat16):
-        return fn()
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
@@ -55,8 +49,8 @@ def main():
     p.add_argument("--reps", type=int, default=50, help="timed calls per path, interleaved (default 50)")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args()
-    if not _extension.available() or (a.device == "cuda" and not _extension.has_cuda_kernels()):
-        raise SystemExit(f"pid: no compiled {a.device} kernels: {_extension.LOAD_ERROR}")
+    if why := _extension.missing_kernels(a.device):
+        raise SystemExit(f"pid: {why}")
     dev = a.device
     x_dtype, dtype = (torch.float32, torch.bfloat16) if a.dtype == "mixed" else (getattr(torch, a.dtype),) * 2
     name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -70,18 +64,16 @@ def main():
             r = lambda *s: torch.randn(*s, generator=g, device=dev).to(dtype)  # noqa: E731
             x = torch.randn(B, L, D, generator=g, device=dev).to(x_dtype)
             args = (x, r(B, L, D), r(B, L, G), r(G, D) / D**0.5, torch.rand(B, generator=g, device=dev))
-            paths = [(case, partial(pid.ops.sigma_gate, *args))]
+            logit_dtype = torch.bfloat16 if a.dtype == "mixed" else torch.float32  # as the fast path calls them
+            paths = [(case, partial(pid.ops.sigma_gate, *args, logit_dtype=logit_dtype))]
             if per_dim:
                 paths.append((f"  op {case.split()[-1]}", partial(torch.ops.pid.sigma_gate, *args)))
-            ref_fn = partial(reference.sigma_gate, *args)
-            if per_dim and a.dtype == "mixed":  # as the fast path calls them
-                paths = [(label, partial(_under_bf16_autocast, fn, dev)) for label, fn in paths]
-                ref_fn = partial(_under_bf16_autocast, ref_fn, dev)
+            ref_fn = partial(reference.sigma_gate, *args, logit_dtype)
             for label, fn in paths:
-                k, ref = timed_pair(fn, ref_fn, dev, reps=a.reps)
-                speedup = ref["median_ms"] / k["median_ms"]
-                print(f"{label:<16} {k['median_ms']:>10.3f} {k['iqr_ms']:>8.3f} {ref['median_ms']:>13.3f} "
-                      f"{ref['iqr_ms']:>8.3f} {speedup:>8.2f}x")
+                k, ref = (summary(t) for t in time_calls([fn, ref_fn], dev, a.reps, 3))
+                speedup = ref["median_s"] / k["median_s"]
+                print(f"{label:<16} {k['median_s'] * 1e3:>10.3f} {k['iqr_s'] * 1e3:>8.3f} {ref['median_s'] * 1e3:>13.3f} "
+                      f"{ref['iqr_s'] * 1e3:>8.3f} {speedup:>8.2f}x")
                 rows.append({"case": label, "B": B, "L": L, "D": D, "G": G, "kernel": k, "reference": ref,
                              "speedup": speedup})
     if a.json:

@@ -84,7 +84,6 @@ def test_decode_command_attention_options(tmp_path, golden_files):
     # --window and --attention reach the network: the PNG equals the API decode with the same settings.
     from PIL import Image
     from safetensors.torch import load_file, save_file
-    import pid.ops
 
     io = load_file(str(golden_files / "v15_student.io.safetensors"))
     save_file({"latent": io["lq_latent"][:1]}, str(tmp_path / "lat.safetensors"))
@@ -94,16 +93,10 @@ def test_decode_command_attention_options(tmp_path, golden_files):
                   "--window", "2", "--attention", "sdpa", "--out", tmp_path / "w.png")
     assert out.returncode == 0, out.stderr
     decoder = pid.load(golden_files / "v15_net.weights.safetensors", config=json.loads(
-        (golden_files / "v15_net.json").read_text())["net_kwargs"])
-    before = pid.ops.global_attention_backend("cpu")
-    try:
-        pid.ops.set_global_attention_backend("cpu", "sdpa")
-        decoder.net.set_attention_window(2)
-        windowed = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], output="numpy", progress=False)
-        decoder.net.set_attention_window(None)
-        plain = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], output="numpy", progress=False)
-    finally:
-        pid.ops.set_global_attention_backend("cpu", before)
+        (golden_files / "v15_net.json").read_text())["net_kwargs"], attention="sdpa")
+    windowed = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], window=2, output="numpy",
+                              progress=False)
+    plain = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], output="numpy", progress=False)
     got = np.asarray(Image.open(tmp_path / "w.png"))
     assert np.array_equal(windowed[0], got) and not np.array_equal(plain[0], got)
 
@@ -133,7 +126,7 @@ def test_decode_errors_exit_2(tmp_path, golden_files):
 
 
 def test_bench_command(tmp_path):
-    from pid.bench import ARCHS
+    from pid.archs import ARCHS
     from pid.cost import decode_flops, estimate_memory
     from pid.nn import PidNet
 

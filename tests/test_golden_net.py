@@ -6,6 +6,7 @@ import torch
 import pid
 from pid import golden
 from pid.nn import PidNet
+from pid.plan import ExecutionPlan
 
 from conftest import SHARED
 
@@ -14,6 +15,10 @@ NET_CASES = [c.name for c in golden.list_cases(GOLDEN, "net_forward")] if GOLDEN
 needs_golden = pytest.mark.skipif(GOLDEN is None, reason=f"no golden folder (${golden.ENV_VAR} or {SHARED}/golden)")
 
 REL_L2 = 1e-5  # acceptance bound of the faithful-engine issue, float32
+# Each golden test runs the float32 network as the reference writes it, and with the fast regime's fused
+# norm / modulation / gated-residual kernels (pid.ops, tests/test_nn_fused_norm.py): the same bounds hold for both.
+PLANS = {"reference-norms": ExecutionPlan(), "fused-norms": ExecutionPlan(fused_norm=True)}
+with_plans = pytest.mark.parametrize("plan", list(PLANS.values()), ids=list(PLANS))
 
 
 def _case(name):
@@ -43,17 +48,19 @@ def test_golden_cases_present():
 
 
 @needs_golden
+@with_plans
 @pytest.mark.parametrize("name", NET_CASES)
-def test_net_matches_reference_weights(name):
+def test_net_matches_reference_weights(name, plan):
     case = _case(name)
     net = PidNet.from_reference_kwargs(case.meta["net_kwargs"]).eval()
     net.load_state_dict(case.weights())
-    _assert_close(golden.run_net_case(case, net), case.io["output"], case)
+    _assert_close(golden.run_net_case(case, net, plan), case.io["output"], case)
 
 
 @needs_golden
+@with_plans
 @pytest.mark.parametrize("name", NET_CASES)
-def test_net_intermediates_match(name):
+def test_net_intermediates_match(name, plan):
     """The debug taps of the reference run: time embedding, LQ outputs, stream entering/leaving blocks."""
     case = _case(name)
     io, meta = case.io, case.meta
@@ -71,8 +78,8 @@ def test_net_intermediates_match(name):
         lambda m, a, out: seen.__setitem__("dbg.patch_block_0.txt_in", a[1])))
     hooks.append(net.pixel_blocks[0].register_forward_hook(lambda m, a, out: seen.__setitem__("dbg.s_cond", a[1])))
     with torch.no_grad():
-        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], grid)
-        net.denoise(io["x"], io["t"], net.encode_text(io["y"]), cond)
+        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], grid, plan)
+        net.denoise(io["x"], io["t"], net.encode_text(io["y"], plan), cond, plan)
     for h in hooks:
         h.remove()
     feats = [g.lq for g in cond.gates] + ([cond.pit.lq] if cond.pit is not None else [])
@@ -87,19 +94,21 @@ def test_net_intermediates_match(name):
 
 
 @needs_golden
-def test_checkpoint_container_loads_and_matches():
+@with_plans
+def test_checkpoint_container_loads_and_matches(plan):
     """`.ckpt.pth` (bf16 values under `net.`) through pid.load, against the case's output_ckpt."""
     cases = [c for c in golden.list_cases(GOLDEN, "net_forward") if c.ckpt_path]
     assert cases, "no golden case ships a checkpoint container"
     for case in cases:
         decoder = pid.load(case.ckpt_path, config=case.meta["net_kwargs"])
         assert decoder.dtype == torch.float32 and decoder.variant is None
-        _assert_close(golden.run_net_case(case, decoder.net), case.io["output_ckpt"], case)
+        _assert_close(golden.run_net_case(case, decoder.net, plan), case.io["output_ckpt"], case)
 
 
 @needs_golden
+@with_plans
 @pytest.mark.parametrize("name", NET_CASES)
-def test_split_equals_forward(name):
+def test_split_equals_forward(name, plan):
     case = _case(name)
     io = case.io
     net = PidNet.from_reference_kwargs(case.meta["net_kwargs"]).eval()
@@ -107,26 +116,27 @@ def test_split_equals_forward(name):
     H, W = io["x"].shape[-2:]
     p = net.config.patch_size
     with torch.no_grad():
-        full = net(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"])
-        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], (H // p, W // p))
-        text = net.encode_text(io["y"])
-        split = net.denoise(io["x"], io["t"], text, cond)
-        again = net.denoise(io["x"], io["t"], text, cond)  # reuse across steps changes nothing
-        hoisted = net.denoise(io["x"], net.encode_time(io["t"]), text, cond)  # timestep work done up front
+        full = net(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"], plan=plan)
+        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], (H // p, W // p), plan)
+        text = net.encode_text(io["y"], plan)
+        split = net.denoise(io["x"], io["t"], text, cond, plan)
+        again = net.denoise(io["x"], io["t"], text, cond, plan)  # reuse across steps changes nothing
+        hoisted = net.denoise(io["x"], net.encode_time(io["t"], plan), text, cond, plan)  # timestep work up front
     assert torch.equal(full, split) and torch.equal(split, again) and torch.equal(split, hoisted)
 
 
 @needs_golden
-def test_batch_rows_are_independent():
+@with_plans
+def test_batch_rows_are_independent(plan):
     """Each sample of a batch is decoded as if alone (no cross-sample leakage), e.g. per-sample sigma."""
     case = _case("v15_net")
     io = case.io
     net = PidNet.from_reference_kwargs(case.meta["net_kwargs"]).eval()
     net.load_state_dict(case.weights())
     with torch.no_grad():
-        full = net(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"])
+        full = net(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"], plan=plan)
         one = net(io["x"][1:], io["t"][1:], io["y"][1:], lq_latent=io["lq_latent"][1:],
-                  degrade_sigma=io["degrade_sigma"][1:])
+                  degrade_sigma=io["degrade_sigma"][1:], plan=plan)
     torch.testing.assert_close(one, full[1:], rtol=1e-5, atol=1e-5 * case.meta["output_max_abs"])
 
 
@@ -143,5 +153,5 @@ def test_chunked_pixel_stage_equals_unchunked(chunk):
         cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], (H // 16, W // 16))
         text = net.encode_text(io["y"])
         full = net.denoise(io["x"], io["t"], text, cond)
-        chunked = net.denoise(io["x"], io["t"], text, cond, pixel_chunk=chunk)
+        chunked = net.denoise(io["x"], io["t"], text, cond, ExecutionPlan(pixel_chunk=chunk))
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5 * case.meta["output_max_abs"])

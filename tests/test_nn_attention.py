@@ -12,7 +12,10 @@ from pid.nn import PidNet
 from pid.nn.mmdit import JointAttention
 from pid.nn.pit import PatchAttention
 from pid.nn.rope import apply_rope, rope_1d, rope_2d
+from pid.plan import ExecutionPlan
 from conftest import needs_ext
+
+F32 = ExecutionPlan()  # float32, pid's kernels where they apply, global attention
 
 
 
@@ -21,7 +24,8 @@ def _heads(t, B, N, H):
 
 
 def joint_attention_as_written(m: JointAttention, x, y, img_rope, txt_rope, text_out=True):
-    """Spec §2.8 step 3 written out with torch ops: per-stream q/k norms, RoPE, SDPA over [text, image]."""
+    """The reference's joint attention written out with torch ops: per-stream q/k norms, RoPE, SDPA over
+    [text, image]."""
     B, L, D = x.shape
     n = y.shape[1]
     qx, kx, vx = _heads(m.qkv_x(x), B, L, m.heads)
@@ -61,7 +65,7 @@ def test_joint_attention_matches_spec_float32(text_out, text_rope):
     m, x, y, img_rope, txt_rope = _joint()
     txt_rope = txt_rope if text_rope else None
     with torch.no_grad():
-        got = m(x, y, img_rope, txt_rope, text_out, grid=(3, 5))
+        got = m(x, y, img_rope, txt_rope, F32, text_out, grid=(3, 5))
         want = joint_attention_as_written(m, x, y, img_rope, txt_rope, text_out)
     for a, b in zip(got, want):
         if b is None:
@@ -77,8 +81,9 @@ def test_joint_attention_matches_spec_bf16(weights):
     m = m.to(weights)
     img_rope, txt_rope = rope_2d(72, 3, 5), rope_1d(72, 7)
     x, y = x.to(weights), y.to(weights)
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):  # both regimes run under bf16 autocast
-        got = m(x, y, img_rope, txt_rope, grid=(3, 5))
+    plan = ExecutionPlan.for_precision("reference" if weights == torch.float32 else "fast")
+    with torch.no_grad(), plan.autocast("cpu"):  # both regimes run under bf16 autocast
+        got = m(x, y, img_rope, txt_rope, plan, grid=(3, 5))
         want = joint_attention_as_written(m, x, y, img_rope, txt_rope)
     for a, b in zip(got, want):
         assert a.dtype == b.dtype
@@ -93,7 +98,8 @@ def test_patch_attention_matches_spec():
     m = PatchAttention(144, 2).eval()
     x, rope = torch.randn(2, 12, 144), rope_2d(72, 3, 4)
     with torch.no_grad():
-        torch.testing.assert_close(m(x, rope, grid=(3, 4)), patch_attention_as_written(m, x, rope), rtol=2e-5, atol=2e-5)
+        torch.testing.assert_close(m(x, rope, F32, grid=(3, 4)), patch_attention_as_written(m, x, rope), rtol=2e-5,
+                                   atol=2e-5)
 
 
 def _small_net(seed=0):
@@ -113,33 +119,26 @@ def test_window_covering_grid_equals_global_network():
     net, args = _small_net()
     with torch.no_grad():
         glob = net(*args)
-        assert net.attention_window == (None, None)
         for w in (7, 9):
-            net.set_attention_window(w)
-            assert net.attention_window == (w, w)
-            assert torch.equal(net(*args), glob)
-        net.set_attention_window(None)
-        assert torch.equal(net(*args), glob)
+            assert torch.equal(net(*args, plan=ExecutionPlan(window=w, pixel_window=w)), glob)
+        assert torch.equal(net(*args, plan=ExecutionPlan(window=None)), glob)
 
 
 @needs_ext
-def test_windowed_network_kernel_matches_reference(monkeypatch):
+def test_windowed_network_kernel_matches_reference():
     net, args = _small_net(seed=3)
+    windowed = ExecutionPlan(window=3, pixel_window=2)
     with torch.no_grad():
         glob = net(*args)
-        net.set_attention_window(3, pixel_window=2)
-        assert net.attention_window == (3, 2)
-        win = net(*args)
+        win = net(*args, plan=windowed)
         assert not torch.allclose(win, glob, rtol=1e-3, atol=1e-3)  # the window changes the function
-        monkeypatch.setattr(pid.ops._attention, "_use_kernel", lambda *t: False)  # reference: explicit masks
-        ref = net(*args)
+        ref = net(*args, plan=windowed.replace(kernels=False))  # the PyTorch reference: explicit masks
     torch.testing.assert_close(win, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
 
 
-def test_set_attention_window_errors():
-    net, _ = _small_net()
+def test_plan_window_errors():
     for bad in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="positive int"):
-            net.set_attention_window(bad)
+        with pytest.raises(ValueError, match="window must be a positive int"):
+            ExecutionPlan(window=bad)
     with pytest.raises(ValueError, match="pixel_window"):
-        net.set_attention_window(4, pixel_window=0)
+        ExecutionPlan(window=4, pixel_window=0)

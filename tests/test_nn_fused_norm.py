@@ -1,4 +1,4 @@
-"""The network's opt-in fused norm/modulate/gated-residual path (pid.nn.layers.fused_norm, PID_FUSED_NORM=1).
+"""The network's fused norm/modulate/gated-residual path (ExecutionPlan.fused_norm; on in the fast regime).
 
 Stated tolerance of the fused path, float32 (the golden regime): the golden tests' own bounds, i.e.
 rel_l2 <= 1e-5 and the case's max_abs_rel / mean_abs_rel (for the synthetic net below: the tightest golden
@@ -10,7 +10,8 @@ occasionally flips one bfloat16 rounding, and the small random-weight test nets 
 bfloat16 change anywhere to ~1% of the output (the reference itself moves that much). There the guarantee is
 op-level (tests/test_ops_norm_modulate.py: bit-identical to the reference whenever the sum is exact,
 within the derived bound otherwise), plus the check below that writing bfloat16 for a Linear under
-autocast is what autocast itself would have done.
+autocast is what autocast itself would have done. The golden tests (tests/test_golden_net.py) run with the
+fused path too.
 """
 
 from __future__ import annotations
@@ -25,65 +26,28 @@ import torch
 
 import test_golden_net as tg
 from pid import _extension, golden
-from pid.config import PidConfig
-from pid.nn import PidNet, layers
+from pid.archs import TINY
+from pid.nn import PidNet
+from pid.plan import ExecutionPlan
 
 from conftest import needs_ext
 
 REL_L2 = tg.REL_L2
 SYNTHETIC_TOL = {"max_abs_rel": 6.32e-5, "mean_abs_rel": 3.11e-6}  # the tightest golden case's float32 bounds
-# A small net with the released pixel width (c = 16: the kernels' unrolled path) and odd-ish sizes.
-SYNTHETIC = dict(hidden_size=80, num_heads=4, pixel_hidden_size=16, pixel_attn_hidden_size=48, pixel_num_heads=4,
-                 patch_depth=4, txt_embed_dim=24, txt_max_length=12, lq_hidden_dim=32, lq_num_res_blocks=1,
-                 rope_ref_h=128, rope_ref_w=128)
+FUSED = ExecutionPlan(fused_norm=True)  # float32 with the fused norm kernels
 
 
 @pytest.fixture(autouse=True)
-def _single_thread_and_fused_off():
+def _single_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the golden tests: the reference run used one thread
-    old = layers.set_fused_norm(False)
     yield
-    layers.set_fused_norm(old)
     torch.set_num_threads(threads)
 
 
-def test_off_by_default():
-    if os.environ.get("PID_FUSED_NORM", "") not in ("", "0"):
-        pytest.skip("PID_FUSED_NORM is set")
-    code = "import pid.nn.layers as l; assert not l.fused_norm_enabled()"
-    subprocess.run([sys.executable, "-c", code], check=True, env={k: v for k, v in os.environ.items() if k != "PID_FUSED_NORM"})
-
-
-def test_switch():
-    assert not layers.fused_norm_enabled()
-    with layers.fused_norm():
-        assert layers.fused_norm_enabled()
-        with layers.fused_norm(False):
-            assert not layers.fused_norm_enabled()
-        assert layers.fused_norm_enabled()
-    assert not layers.fused_norm_enabled()
-
-
-# ---- the golden tests, with the kernels active, at the same tolerances ---------------------------------
-
-
-@tg.needs_golden
-@needs_ext
-@pytest.mark.parametrize("name", tg.NET_CASES)
-def test_golden_net_fused(name):
-    with layers.fused_norm():
-        tg.test_net_matches_reference_weights(name)
-        tg.test_net_intermediates_match(name)
-        tg.test_split_equals_forward(name)
-
-
-@tg.needs_golden
-@needs_ext
-def test_golden_checkpoint_and_batch_fused():
-    with layers.fused_norm():
-        tg.test_checkpoint_container_loads_and_matches()
-        tg.test_batch_rows_are_independent()
+def test_on_in_the_fast_regime_only():
+    assert ExecutionPlan().fused_norm is False
+    assert [ExecutionPlan.for_precision(p).fused_norm for p in ("float32", "reference", "fast")] == [False, False, True]
 
 
 # ---- with the kernels vs PID_DISABLE_EXTENSION=1, each in its own process ----------------------------
@@ -92,40 +56,41 @@ _RUN = r"""
 import json, sys, torch
 import pid._extension as ext
 from pid import golden
-from pid.config import PidConfig
-from pid.nn import PidNet, layers
-assert layers.fused_norm_enabled(), "PID_FUSED_NORM=1 was not honoured"
+from pid.archs import TINY
+from pid.nn import PidNet
+from pid.plan import ExecutionPlan
+fused = ExecutionPlan(fused_norm=True)
 torch.set_num_threads(1)
 out = {}
 torch.manual_seed(0)
-net = PidNet(PidConfig(**json.loads(sys.argv[2]))).eval()
+net = PidNet(TINY).eval()
 g = torch.Generator().manual_seed(1)
 B, H, W = 2, 64, 96
 x, t = torch.randn(B, 3, H, W, generator=g), torch.tensor([999.0, 634.0])
-y, lat = torch.randn(B, 10, 24, generator=g), torch.randn(B, 16, H // 32, W // 32, generator=g)
+y, lat = torch.randn(B, 10, TINY.txt_embed_dim, generator=g), torch.randn(B, 16, H // 32, W // 32, generator=g)
 with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-    out["synthetic"] = net(x, t, y, lq_latent=lat, degrade_sigma=torch.tensor([0.0, 0.4]))
+    out["synthetic"] = net(x, t, y, lq_latent=lat, degrade_sigma=torch.tensor([0.0, 0.4]), plan=fused)
 calls = sorted({e.name for e in prof.events() if e.name.startswith("pid::")})
-folder = __import__("pathlib").Path(sys.argv[3]) if sys.argv[3] else None
+folder = __import__("pathlib").Path(sys.argv[2]) if sys.argv[2] else None
 if folder:
     for c in golden.list_cases(folder, "net_forward"):
         case = golden.GoldenCase(c.name, folder)
         n = PidNet.from_reference_kwargs(case.meta["net_kwargs"]).eval()
         n.load_state_dict(case.weights())
-        out[c.name] = golden.run_net_case(case, n)
+        out[c.name] = golden.run_net_case(case, n, fused)
 torch.save(out, sys.argv[1])
 print(json.dumps({"extension": ext.available(), "pid_ops_called": calls}))
 """
 
 
 def _run(tmp_path, tag, disable):
-    env = dict(os.environ, PID_FUSED_NORM="1")
+    env = dict(os.environ)
     if disable:
         env["PID_DISABLE_EXTENSION"] = "1"
     else:
         env.pop("PID_DISABLE_EXTENSION", None)
     path = tmp_path / f"{tag}.pt"
-    res = subprocess.run([sys.executable, "-c", _RUN, str(path), json.dumps(SYNTHETIC), str(tg.GOLDEN or "")],
+    res = subprocess.run([sys.executable, "-c", _RUN, str(path), str(tg.GOLDEN or "")],
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, f"{tag} run failed:\n{res.stderr[-3000:]}"
     return torch.load(path), json.loads(res.stdout.strip().splitlines()[-1])
@@ -157,10 +122,11 @@ def test_net_with_kernels_equals_fallback(tmp_path):
 
 def _synthetic_net_and_inputs():
     torch.manual_seed(0)
-    net = PidNet(PidConfig(**SYNTHETIC)).eval()
+    net = PidNet(TINY).eval()
     g = torch.Generator().manual_seed(1)
     B, H, W = 2, 64, 96
-    args = (torch.randn(B, 3, H, W, generator=g), torch.tensor([999.0, 634.0]), torch.randn(B, 10, 24, generator=g))
+    args = (torch.randn(B, 3, H, W, generator=g), torch.tensor([999.0, 634.0]),
+            torch.randn(B, 10, TINY.txt_embed_dim, generator=g))
     kw = dict(lq_latent=torch.randn(B, 16, H // 32, W // 32, generator=g), degrade_sigma=torch.tensor([0.0, 0.4]))
     return net, args, kw
 
@@ -170,8 +136,7 @@ def test_fused_matches_default_in_process():
     net, args, kw = _synthetic_net_and_inputs()
     with torch.no_grad():
         ref = net(*args, **kw)
-        with layers.fused_norm():
-            fused = net(*args, **kw)
+        fused = net(*args, **kw, plan=FUSED)
     if not _extension.available():
         assert torch.equal(fused, ref)
     e = golden.errors(fused, ref, ref.abs().max().item())
@@ -179,16 +144,14 @@ def test_fused_matches_default_in_process():
 
 
 def test_autocast_bf16_output_is_what_autocast_feeds_the_linear():
-    # Under bf16 autocast the fused ops write bfloat16 for the Linear that follows; autocast would have
-    # rounded the float32 result the same way, so the Linear's output is bit-identical.
+    # Under bf16 autocast the fused ops write bfloat16 for the Linear that follows (the plan's autocast dtype);
+    # autocast would have rounded the float32 result the same way, so the Linear's output is bit-identical.
     lin = torch.nn.Linear(80, 48)
     x32 = torch.randn(2, 9, 80) * 3
-    with torch.autocast("cpu", torch.bfloat16):
-        assert layers._linear_input_dtype(x32) == torch.bfloat16
-        assert torch.equal(lin(x32), lin(x32.to(torch.bfloat16)))
-    assert layers._linear_input_dtype(x32) is None
-    with torch.autocast("cpu", torch.float16):
-        assert layers._linear_input_dtype(x32) is None
+    plan = ExecutionPlan.for_precision("fast")
+    assert plan.autocast_dtype == torch.bfloat16 and ExecutionPlan().autocast_dtype is None
+    with plan.autocast("cpu"):
+        assert torch.equal(lin(x32), lin(x32.to(plan.autocast_dtype)))
 
 
 @needs_ext
@@ -197,15 +160,42 @@ def test_autocast_fused_adds_no_more_than_autocast_noise():
     # (module docstring); it must stay within the deviation that autocast itself causes from float32.
     # (On this net it is bit-identical.)
     net, args, kw = _synthetic_net_and_inputs()
+    autocast = ExecutionPlan(precision="reference")  # float32 weights under bf16 autocast, reference norms
     with torch.no_grad():
         exact = net(*args, **kw)
-        with torch.autocast("cpu", torch.bfloat16):
-            ref = net(*args, **kw).float()
-            with layers.fused_norm():
-                fused = net(*args, **kw).float()
+        ref = net(*args, **kw, plan=autocast).float()
+        fused = net(*args, **kw, plan=autocast.replace(fused_norm=True)).float()
     scale = exact.abs().max().item()
     noise, e = golden.errors(ref, exact, scale), golden.errors(fused, ref, scale)
     assert all(e[k] <= noise[k] for k in e), (e, noise)
+
+
+def test_plans_run_side_by_side_in_threads():
+    """Nothing but the plan decides what a call runs: two threads calling the network with different plans at the
+    same time compute what each plan computes alone."""
+    import threading
+
+    net, args, kw = _synthetic_net_and_inputs()
+    plans = {"float32": ExecutionPlan(), "fused-no-kernels": FUSED.replace(kernels=False),
+             "reference": ExecutionPlan(precision="reference"), "fused": FUSED}
+    with torch.no_grad():
+        alone = {name: net(*args, **kw, plan=plan) for name, plan in plans.items()}
+    together, start = {}, threading.Barrier(len(plans))
+
+    def run(name):
+        start.wait(10)
+        with torch.no_grad():
+            for _ in range(3):
+                together.setdefault(name, []).append(net(*args, **kw, plan=plans[name]))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, outs in together.items():
+        assert all(torch.equal(o, alone[name]) for o in outs), name
+    assert not torch.equal(alone["float32"], alone["reference"])
 
 
 # ---- CUDA: skipped without a GPU (run on a lent GPU by benchmarks/device/run.sh) ------------------
@@ -218,14 +208,13 @@ def test_cuda_net_fused_matches_default():
     net = net.cuda()
     args = [a.cuda() for a in args]
     kw = {k: v.cuda() for k, v in kw.items()}
+    autocast = ExecutionPlan(precision="reference")
     with torch.no_grad():
         ref = net(*args, **kw)
-        with layers.fused_norm(), torch.profiler.profile() as prof:
-            fused = net(*args, **kw)
-        with torch.autocast("cuda", torch.bfloat16):
-            ref16 = net(*args, **kw).float()
-            with layers.fused_norm():
-                fused16 = net(*args, **kw).float()
+        with torch.profiler.profile() as prof:
+            fused = net(*args, **kw, plan=FUSED)
+        ref16 = net(*args, **kw, plan=autocast).float()
+        fused16 = net(*args, **kw, plan=autocast.replace(fused_norm=True)).float()
     assert {"pid::rms_norm_modulate", "pid::rms_norm_modulate_pixels", "pid::gated_residual"} <= {
         e.name for e in prof.events()}
     scale = ref.abs().max().item()
@@ -233,29 +222,3 @@ def test_cuda_net_fused_matches_default():
     assert e["rel_l2"] <= REL_L2 and e["max_abs_rel"] <= SYNTHETIC_TOL["max_abs_rel"], e
     noise, e16 = golden.errors(ref16, ref, scale), golden.errors(fused16, ref16, scale)
     assert all(e16[k] <= noise[k] for k in e16), (e16, noise)
-
-
-def test_switches_are_per_thread():
-    """Decoders of different precisions may run in different threads: each thread keeps its own switches."""
-    import threading
-
-    import pid.ops
-    from pid.nn.layers import fused_norm, fused_norm_enabled
-
-    inside, release, seen = threading.Event(), threading.Event(), {}
-    before = (fused_norm_enabled(), pid.ops._setting.kernels)
-
-    def worker():
-        with fused_norm(True), pid.ops.kernels_enabled(False):
-            inside.set()
-            release.wait(10)
-            seen["worker"] = (fused_norm_enabled(), pid.ops._setting.kernels)
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    inside.wait(10)
-    seen["main"] = (fused_norm_enabled(), pid.ops._setting.kernels)
-    release.set()
-    thread.join()
-    assert seen == {"worker": (True, False), "main": before}
-    assert before != (True, False)

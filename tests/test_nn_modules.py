@@ -14,6 +14,7 @@ from pid.nn.pidnet import patchify, unpatchify
 from pid.nn.pit import PiTBlock
 from pid.nn.mmdit import MMDiTBlock
 from pid.nn.rope import apply_rope, ntk_theta, rope_1d, rope_2d
+from pid.plan import ExecutionPlan
 
 # float32 tables vs float64 formulas: angles up to ~16 rad in float32 carry ~2e-6 absolute error.
 TABLE_TOL = 1e-5
@@ -156,7 +157,7 @@ def test_sigma_gate_formula(width):
         gate.log_alpha.fill_(0.7)
     x, lq = torch.randn(2, 5, 24, dtype=torch.float64), torch.randn(2, 5, 24, dtype=torch.float64)
     sigma = torch.tensor([0.0, 0.6])
-    out = gate(x, gate.prepare(lq, sigma))
+    out = gate(x, gate.prepare(lq, sigma), ExecutionPlan())
     logit = gate.content_proj(torch.cat([x, lq], dim=-1)) - math.exp(0.7) * sigma.double().view(2, 1, 1)
     ref = x + torch.sigmoid(logit) * lq  # [x ; lq] with x first
     assert torch.allclose(out, ref, atol=1e-6)
@@ -175,7 +176,7 @@ def test_mmdit_adaln_chunk_order():
         blk.adaLN_modulation_img[0].bias[5 * D:] = 0.5  # gate_mlp only
     x, y = torch.randn(1, 4, D, dtype=torch.float64), torch.randn(1, 3, D, dtype=torch.float64)
     rope = rope_2d(8, 2, 2)
-    out_x, out_y = blk(x, y, c, tuple(t.double() for t in rope), None)
+    out_x, out_y = blk(x, y, blk.modulation(c), tuple(t.double() for t in rope), None, ExecutionPlan())
     assert torch.allclose(out_x, x + 0.5 * blk.mlp_x(blk.norm_x2(x)))
     assert torch.allclose(out_y, y)  # all text gates are zero
 
@@ -190,7 +191,8 @@ def test_pit_per_pixel_modulation_layout():
         bias[:, 5] = torch.arange(p * p * c, dtype=torch.float64).view(p * p, c) / 10  # gate_mlp per pixel
         blk.adaLN_modulation[0].bias.copy_(bias.reshape(-1))
     x = torch.randn(3, p * p, c, dtype=torch.float64)
-    out = blk(x, torch.zeros(3, 8, dtype=torch.float64), 1, tuple(t.double() for t in rope_2d(4, 1, 3)))
+    out = blk(x, torch.zeros(3, 8, dtype=torch.float64), 1, tuple(t.double() for t in rope_2d(4, 1, 3)),
+              ExecutionPlan())
     assert torch.allclose(out, x + bias[:, 5][None] * blk.mlp(blk.norm2(x)))
 
 
@@ -199,8 +201,9 @@ def test_last_block_skips_dead_text_path():
     blk = MMDiTBlock(16, 2, 32)
     x, y, c = torch.randn(2, 6, 16), torch.randn(2, 3, 16), torch.randn(2, 1, 16)
     rope = rope_2d(8, 2, 3)
-    full_x, _ = blk(x, y, c, rope, rope_1d(8, 3))
-    skip_x, skip_y = blk(x, y, c, rope, rope_1d(8, 3), text_out=False)
+    mods, plan = blk.modulation(c), ExecutionPlan()
+    full_x, _ = blk(x, y, mods, rope, rope_1d(8, 3), plan)
+    skip_x, skip_y = blk(x, y, mods, rope, rope_1d(8, 3), plan, text_out=False)
     assert skip_y is None
     torch.testing.assert_close(skip_x, full_x, rtol=1e-6, atol=1e-6)
 

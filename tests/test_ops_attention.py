@@ -262,15 +262,21 @@ def test_output_layout_and_strided_inputs():
 
 
 @needs_ext
-def test_face_autocast_and_promotion():
+def test_face_promotes_and_ignores_autocast():
+    # The face computes in the promoted dtype of q, k, v; autocast has no say (the caller casts, as the network
+    # does from its plan), on the kernel path and on the SDPA path alike.
     q, k, v = make_qkv(1, 2, 9, 9, 64, torch.float32)
-    with torch.autocast("cpu", torch.bfloat16):
-        out = pid.ops.attention(q, k, v.bfloat16())
-        ref = F.scaled_dot_product_attention(q, k, v.bfloat16())  # autocast casts all to bfloat16
-    assert out.dtype == ref.dtype == torch.bfloat16
+    for backend in ("kernel", "sdpa"):
+        plain = pid.ops.attention(q, k, v.bfloat16(), backend=backend)
+        with torch.autocast("cpu", torch.bfloat16):
+            under_autocast = pid.ops.attention(q, k, v.bfloat16(), backend=backend)
+        assert plain.dtype == under_autocast.dtype == torch.float32
+        assert torch.equal(plain, under_autocast)
+        assert_attention_close(plain, q, k, v.bfloat16().float())
     qb, kb, vb = (t.bfloat16() for t in (q, k, v))
+    out = pid.ops.attention(qb, kb, vb)
+    assert out.dtype == torch.bfloat16
     assert_attention_close(out, qb, kb, vb)
-    assert pid.ops.attention(q, k, v.bfloat16()).dtype == torch.float32  # promotion without autocast
 
 
 @needs_ext
@@ -283,54 +289,57 @@ def test_face_uses_reference_for_autograd_and_other_dtypes():
     torch.testing.assert_close(pid.ops.attention(q64, k64, v64), reference.attention(q64, k64, v64))
 
 
-def test_global_backend_switch():
-    assert pid.ops.global_attention_backend("cuda") == "sdpa"  # until the CUDA kernel is measured on a GPU
-    before = pid.ops.global_attention_backend("cpu")
+def test_global_backend_argument():
+    assert pid.ops.default_attention_backend("cpu") == "kernel"  # measured faster on the CPU
+    assert pid.ops.default_attention_backend("cuda") == "sdpa"  # until pid's CUDA kernels are measured on a GPU
     q, k, v = make_qkv(1, 2, 6, 7, 8, torch.float32)
-    try:
-        pid.ops.set_global_attention_backend("cpu", "sdpa")
-        assert torch.equal(pid.ops.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
-    finally:
-        pid.ops.set_global_attention_backend("cpu", before)
+    assert torch.equal(pid.ops.attention(q, k, v, backend="sdpa"), F.scaled_dot_product_attention(q, k, v))
+    if _extension.available():
+        assert torch.equal(pid.ops.attention(q, k, v), kernel_attention(q, k, v))  # None: the device's default
+        assert torch.equal(pid.ops.attention(q, k, v, backend="kernel"), kernel_attention(q, k, v))
+    # use_kernel=False: never pid's kernel
+    assert torch.equal(pid.ops.attention(q, k, v, backend="kernel", use_kernel=False),
+                       F.scaled_dot_product_attention(q, k, v))
     with pytest.raises(ValueError, match="'kernel', 'sdpa' or 'auto'"):
-        pid.ops.set_global_attention_backend("cpu", "flash")
+        pid.ops.attention(q, k, v, backend="flash")
+    with pytest.raises(ValueError, match="autotune="):
+        pid.ops.attention(q, k, v, backend="auto")
 
 
 @needs_ext
-def test_global_backend_auto(monkeypatch, caplog):
-    from pid.ops import _attention
-
+def test_global_backend_auto(caplog):
     q, k, v = make_qkv(1, 2, 70, 90, 64, torch.float32)
     outs = {"kernel": kernel_attention(q, k, v), "sdpa": F.scaled_dot_product_attention(q, k, v)}
-    before = pid.ops.global_attention_backend("cpu")
-    try:
-        # Each backend made the slow one in turn (the kernel is timed first): auto takes the other, times
-        # once per shape, and says what it measured.
-        for times, want in (([9.0, 1.0], "sdpa"), ([1.0, 9.0], "kernel")):
-            pid.ops.set_global_attention_backend("cpu", "auto")  # forgets earlier choices
-            fake = iter(times)
-            monkeypatch.setattr(_attention, "_median_ms", lambda fn, device: next(fake))
-            with caplog.at_level("INFO", logger="pid.ops._attention"):
-                assert torch.equal(pid.ops.attention(q, k, v), outs[want])
-                assert torch.equal(pid.ops.attention(q, k, v), outs[want])  # remembered: no third timing
-            assert f"using {want}" in caplog.text
-            caplog.clear()
-        # Timed for real: one of the two, exactly.
-        monkeypatch.undo()
-        pid.ops.set_global_attention_backend("cpu", "auto")
-        got = pid.ops.attention(q, k, v)
-        assert any(torch.equal(got, o) for o in outs.values())
-        # torch.compile traces "auto" without a graph break and without timing: SDPA for an unmeasured shape.
-        monkeypatch.setattr(_attention, "_median_ms", lambda fn, device: pytest.fail("timed while tracing"))
-        q2, k2, v2 = make_qkv(1, 2, 33, 33, 64, torch.float32, seed=5)
-        compiled = torch.compile(pid.ops.attention, backend="aot_eager", fullgraph=True)
-        assert torch.equal(compiled(q2, k2, v2), F.scaled_dot_product_attention(q2, k2, v2))
-        # Inputs the kernel cannot take: SDPA without timing.
-        monkeypatch.setattr(_attention, "_median_ms", lambda fn, device: pytest.fail("timed"))
-        q16, k16, v16 = (t.half() for t in (q, k, v))
-        assert torch.equal(pid.ops.attention(q16, k16, v16), F.scaled_dot_product_attention(q16, k16, v16))
-    finally:
-        pid.ops.set_global_attention_backend("cpu", before)
+    # Each backend made the slow one in turn (the timer sees the kernel first): auto takes the other, times once per
+    # shape (two timings), and says what it measured.
+    for times, want in (([9.0, 1.0], "sdpa"), ([1.0, 9.0], "kernel")):
+        fake = iter(times)
+        autotune = pid.ops.AttentionAutotune(timer=lambda fn, device: next(fake))
+        with caplog.at_level("INFO", logger="pid.ops._attention"):
+            assert torch.equal(pid.ops.attention(q, k, v, backend="auto", autotune=autotune), outs[want])
+            assert torch.equal(pid.ops.attention(q, k, v, backend="auto", autotune=autotune), outs[want])  # no 3rd
+        assert len(autotune) == 1
+        assert f"using {want}" in caplog.text
+        caplog.clear()
+    # Timed for real: one of the two, exactly.
+    got = pid.ops.attention(q, k, v, backend="auto", autotune=pid.ops.AttentionAutotune())
+    assert any(torch.equal(got, o) for o in outs.values())
+    # Bounded: the least recently used shape is forgotten.
+    autotune = pid.ops.AttentionAutotune(max_shapes=2, timer=lambda fn, device: 1.0)
+    shapes = [make_qkv(1, 2, n, n, 64, torch.float32, seed=n) for n in (5, 6, 7)]
+    for qkv in shapes:
+        pid.ops.attention(*qkv, backend="auto", autotune=autotune)
+    assert len(autotune) == 2
+    # torch.compile traces "auto" without a graph break and without timing: SDPA for an unmeasured shape.
+    never = pid.ops.AttentionAutotune(timer=lambda fn, device: pytest.fail("timed while tracing"))
+    q2, k2, v2 = make_qkv(1, 2, 33, 33, 64, torch.float32, seed=5)
+    compiled = torch.compile(lambda *a: pid.ops.attention(*a, backend="auto", autotune=never), backend="aot_eager",
+                             fullgraph=True)
+    assert torch.equal(compiled(q2, k2, v2), F.scaled_dot_product_attention(q2, k2, v2))
+    # Inputs the kernel cannot take: SDPA without timing.
+    q16, k16, v16 = (t.half() for t in (q, k, v))
+    assert torch.equal(pid.ops.attention(q16, k16, v16, backend="auto", autotune=never),
+                       F.scaled_dot_product_attention(q16, k16, v16))
 
 
 def _bad_attention_inputs():

@@ -131,16 +131,14 @@ def test_face_mixed_dtypes():
     assert_close_to_exact(pid.ops.sigma_gate(*per_dim), per_dim)
 
 
-def mixed_per_dim_under_autocast(device):
-    """Per channel, float32 x with bfloat16 weights under bfloat16 autocast (the fast path's v1 gates): the logit
+def mixed_per_dim_bf16_logit(device):
+    """Per channel, float32 x with bfloat16 weights and logit_dtype=bfloat16 (the fast path's v1 gates): the logit
     is the official content_proj Linear's, x·W_xᵀ + lq_logit with x rounded to bfloat16, summed in float32 and
     rounded once to bfloat16. Checked against that logit in float64, allowing the float32 sum's error
-    gamma(D+2)·mag and one bfloat16 rounding of the logit, then the epilogue's bound."""
+    gamma(D+2)·mag and one bfloat16 rounding of the logit, then the epilogue's bound; the face and its reference
+    (use_kernel=False) both."""
     B, L, D = 2, 37, 136
     x, lq, lq_logit, w_x, a = make_inputs(B, L, D, True, MIXED, seed=5, device=device)
-    with torch.autocast(device, dtype=torch.bfloat16):
-        got = pid.ops.sigma_gate(x, lq, lq_logit, w_x, a)
-    assert got.dtype == torch.float32
     xb, w, ll = x.bfloat16().double(), w_x.double(), lq_logit.double()
     z = xb @ w.T + ll
     gamma = (D + 2) * U32 / (1 - (D + 2) * U32)
@@ -149,26 +147,40 @@ def mixed_per_dim_under_autocast(device):
     a64, x64, q64 = a.double().view(-1, 1, 1), x.double(), lq.double()
     exact = x64 + torch.sigmoid(z - a64) * q64
     tol = 0.25 * q64.abs() * (dz + 2 * U32 * (z.abs() + a64)) + 8 * U32 * (x64.abs() + q64.abs()) + U32 * exact.abs()
-    err = (got.double() - exact).abs()
-    assert (err <= tol).all(), f"max error / tolerance {(err / tol).max().item():.3g}"
+    for use_kernel in (True, False):
+        got = pid.ops.sigma_gate(x, lq, lq_logit, w_x, a, logit_dtype=torch.bfloat16, use_kernel=use_kernel)
+        assert got.dtype == torch.float32
+        err = (got.double() - exact).abs()
+        assert (err <= tol).all(), f"use_kernel={use_kernel}: max error / tolerance {(err / tol).max().item():.3g}"
     # ... which a float32 logit (the op, float32 math) misses: the bfloat16 rounding is not inside float32's bound.
     assert not torch.equal(got, torch.ops.pid.sigma_gate(x, lq, lq_logit, w_x, a))
 
 
 @needs_ext
-def test_face_mixed_per_dim_under_autocast():
-    mixed_per_dim_under_autocast("cpu")
+def test_face_mixed_per_dim_bf16_logit():
+    mixed_per_dim_bf16_logit("cpu")
 
 
 @needs_ext
-def test_face_mixed_per_dim_compiles_under_autocast():
+def test_face_bf16_logit_compiles():
     def gate(*args):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return pid.ops.sigma_gate(*args)
+        return pid.ops.sigma_gate(*args, logit_dtype=torch.bfloat16)
 
     args = make_inputs(2, 7, 16, True, MIXED)
     compiled = torch.compile(gate, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(*args), gate(*args), rtol=0, atol=0)
+
+
+@needs_ext
+@pytest.mark.parametrize("per_dim", [False, True])
+@pytest.mark.parametrize("dtype", [*DTYPES, MIXED])
+def test_face_without_kernel_is_the_reference(per_dim, dtype):
+    args = make_inputs(2, 9, 24, per_dim, dtype, seed=4)
+    for logit_dtype in (torch.float32, torch.bfloat16):
+        got = pid.ops.sigma_gate(*args, logit_dtype=logit_dtype, use_kernel=False)
+        assert torch.equal(got, reference.sigma_gate(*args, logit_dtype))
+    with pytest.raises(ValueError, match="logit_dtype"):
+        pid.ops.sigma_gate(*args, logit_dtype=torch.float16)
 
 
 @needs_ext
@@ -358,8 +370,9 @@ def test_face_matches_exact(case):
 @needs_ext
 @pytest.mark.parametrize("per_dim,expected", [(False, ["pid.sigma_gate.default"]),
                                               (True, ["aten.addmm.default", "pid.sigma_gate_apply.default"])])
-@pytest.mark.parametrize("dtype", [torch.float32, MIXED])
-def test_face_dispatch(per_dim, expected, dtype):
+@pytest.mark.parametrize("dtype,logit_dtype", [(torch.float32, torch.float32), (MIXED, torch.float32),
+                                               (MIXED, torch.bfloat16)])
+def test_face_dispatch(per_dim, expected, dtype, logit_dtype):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Record(TorchDispatchMode):
@@ -373,13 +386,12 @@ def test_face_dispatch(per_dim, expected, dtype):
             return out
 
     args = make_inputs(2, 9, 24, per_dim, dtype)
-    # Under bf16 autocast (the fast path) the per-channel GEMM of a float32 x with bf16 weights is bf16, as the
-    # official Linear's; everywhere else float32.
-    with Record() as rec, torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == MIXED):
-        pid.ops.sigma_gate(*args)
+    # The per-channel GEMM runs in logit_dtype (bfloat16: the fast path, as the official Linear); autocast has no say.
+    with Record() as rec, torch.autocast("cpu", dtype=torch.bfloat16):
+        pid.ops.sigma_gate(*args, logit_dtype=logit_dtype)
     assert [op for op, _ in rec.ops if op.startswith("pid.") or "mm" in op] == expected
     gemm_dtypes = [t for op, t in rec.ops if "mm" in op]
-    assert gemm_dtypes == ([torch.bfloat16 if dtype == MIXED else torch.float32] if per_dim else [])
+    assert gemm_dtypes == ([logit_dtype] if per_dim else [])
 
 
 @needs_ext
@@ -479,10 +491,10 @@ def test_cuda_face_matches_exact(case):
 
 
 @needs_cuda
-def test_cuda_face_mixed_per_dim_under_autocast(monkeypatch):
+def test_cuda_face_mixed_per_dim_bf16_logit(monkeypatch):
     # cuBLAS may otherwise reduce split-K partial sums in bfloat16, outside the float32 sum's bound.
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_bf16_reduced_precision_reduction", False)
-    mixed_per_dim_under_autocast("cuda")
+    mixed_per_dim_bf16_logit("cuda")
 
 
 @needs_cuda

@@ -7,18 +7,14 @@ torch.profiler table (top kernels) of one fast decode of the released architectu
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
-
-from pid.bench import ARCHS, random_net  # noqa: E402
-from pid.decoder import PidDecoder  # noqa: E402
-from timing import timed  # noqa: E402
+from pid.archs import ARCHS, random_net
+from pid.decoder import PidDecoder
+from pid.timing import summary, time_calls
 
 
 def sdpa_backends(size: int) -> None:
@@ -33,7 +29,8 @@ def sdpa_backends(size: int) -> None:
         for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
             try:
                 with sdpa_kernel([backend]):
-                    ms = timed(lambda: F.scaled_dot_product_attention(q, k, v), "cuda", warmup=1, reps=10)["median_ms"]
+                    times = time_calls([lambda: F.scaled_dot_product_attention(q, k, v)], "cuda", 10, 1)[0]
+                    ms = summary(times)["median_s"] * 1e3
                 row.append(f"{backend.name.lower()} {ms:.2f} ms ({flop / ms / 1e9:.0f} TFLOP/s)")
             except RuntimeError as e:
                 row.append(f"{backend.name.lower()} n/a ({str(e).splitlines()[0][:60]})")

@@ -10,27 +10,22 @@ non-finite; the sanitizer reports bad accesses.
 """
 
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
-
-import pid.ops as ops  # noqa: E402
-from pid.bench import ARCHS, random_net  # noqa: E402
-from pid.decoder import PidDecoder  # noqa: E402
+import pid.ops as ops
+from pid.archs import ARCHS, random_net
+from pid.decoder import PidDecoder
 
 
 def main() -> int:
     dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cuda")
-    ops.set_global_attention_backend("cuda", "kernel")
-    dec = PidDecoder(random_net(ARCHS["tiny"], dev).bfloat16(), precision="fast")
+    dec = PidDecoder(random_net(ARCHS["tiny"], dev).bfloat16(), precision="fast", attention="kernel")
     cfg = dec.config
     latent = torch.randn(2, cfg.lq_latent_channels, 5, 7, device=dev)  # odd grid
     y = torch.randn(2, 300, cfg.txt_embed_dim, device=dev)
     outs = [dec.decode(latent, sigma=[0.0, 0.3], caption_embeds=y, progress=False)]
-    dec.net.set_attention_window(3)
-    outs.append(dec.decode(latent, sigma=0.1, caption_embeds=y, progress=False))
+    outs.append(dec.decode(latent, sigma=0.1, caption_embeds=y, window=3, progress=False))
     x, vc, vu, d = (torch.randn(3, 3, 17, 19, device=dev) for _ in range(4))
     outs += ops.dpm_step(x, vc.bfloat16(), vu.bfloat16(), d, guidance=5.0, t=0.7, t_ratio=0.9, alpha_phi=0.1,
                          half_alpha_phi=0.05, inv_r=1.3)

@@ -1,13 +1,16 @@
 """pid: a fast, faithful inference engine for PiD, NVIDIA's pixel diffusion decoder."""
 
+from . import decode
+from ._version import __version__
 from .checkpoint import CheckpointError
 from .config import ConfigError, PidConfig
 from .cost import decode_flops, estimate_memory, forward_flops
-from .decoder import PidDecoder, decode, load
+from .decode import load
+from .decoder import PidDecoder
 from .nn import PidNet
+from .plan import ExecutionPlan
 from .variants import VARIANTS, Variant, get_variant
 
-__version__ = "0.1.0"
-
-__all__ = ["CheckpointError", "ConfigError", "PidConfig", "PidDecoder", "PidNet", "VARIANTS", "Variant",
-           "__version__", "decode", "decode_flops", "estimate_memory", "forward_flops", "get_variant", "load"]
+__all__ = ["CheckpointError", "ConfigError", "ExecutionPlan", "PidConfig", "PidDecoder", "PidNet", "VARIANTS",
+           "Variant", "__version__", "decode", "decode_flops", "estimate_memory", "forward_flops", "get_variant",
+           "load"]

@@ -60,3 +60,15 @@ def available() -> bool:
 def has_cuda_kernels() -> bool:
     """True when the compiled library registered CUDA kernels (built against a CUDA torch)."""
     return _cuda
+
+
+def missing_kernels(device_type: str) -> "str | None":
+    """Why pid's compiled kernels cannot run on `device_type` in this process, or None when they can. Benchmarks
+    check it first: without the kernels they would time the PyTorch reference against itself."""
+    if not _loaded:
+        return f"the compiled kernels are not loaded: {LOAD_ERROR}"
+    if device_type == "cuda" and not _cuda:
+        return "pid/_C was built without CUDA kernels (a CPU torch, or no nvcc): rebuild with scripts/setup.sh"
+    if device_type not in ("cpu", "cuda"):
+        return f"pid has no kernels for device type {device_type!r}"
+    return None

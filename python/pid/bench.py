@@ -1,55 +1,18 @@
 """Timing and peak memory of whole decodes (`pid bench`, benchmarks/bench_decode.py): a checkpoint, or a named
-architecture with random weights (timing does not need trained weights)."""
+architecture with random weights (pid.archs: timing does not need trained weights)."""
 
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from typing import Callable, Optional
 
 import torch
 
-from .config import PidConfig
 from .cost import decode_flops, estimate_memory
 from .memory import TensorMemoryTracker, parameter_bytes
-from .nn import PidNet
+from .timing import summary, time_calls
 
 log = logging.getLogger(__name__)
-
-ARCHS = {
-    "full": PidConfig(),  # the released v1.5 network
-    # the golden parity networks' size (shared/golden/v15_net.json), with the released text width
-    "tiny": PidConfig(hidden_size=64, num_heads=4, pixel_hidden_size=8, pixel_attn_hidden_size=48, pixel_num_heads=4,
-                      patch_depth=4, txt_embed_dim=2304, lq_hidden_dim=32),
-    "small": PidConfig(hidden_size=512, num_heads=8, pixel_attn_hidden_size=384, pixel_num_heads=8, patch_depth=6,
-                       txt_embed_dim=2304, lq_hidden_dim=128, lq_num_res_blocks=2),
-}
-
-
-def random_net(cfg: PidConfig, device="cpu", seed: int = 0) -> PidNet:
-    """A PidNet with random weights holding bf16 values, as released checkpoints do."""
-    torch.manual_seed(seed)
-    with torch.device(device):
-        net = PidNet(cfg).eval().requires_grad_(False)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(p.bfloat16().float())
-    return net
-
-
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> list[float]:
-    """Wall-clock seconds of each of `repeats` calls, the device synchronised around each."""
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def peak_bytes(fn: Callable[[], object], device: torch.device, weights: int) -> int:
@@ -71,10 +34,7 @@ def measure(run: Callable[[], object], device: torch.device, flop: float, repeat
             weights: Optional[int] = None, before_memory_run: Optional[Callable[[], object]] = None) -> dict:
     """`run` timed after `warmup` untimed calls: median / min / max seconds and TFLOP/s for `flop`. With `weights`
     (bytes), also `peak_gib` of one more call (`before_memory_run` first, e.g. to drop a captured graph)."""
-    for _ in range(warmup):
-        run()
-    times = timed(run, repeats, device)
-    out = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+    out = summary(time_calls([run], device, repeats, warmup)[0])
     out["tflops_per_s"] = flop / out["median_s"] / 1e12
     if weights is not None:
         if before_memory_run is not None:
@@ -84,7 +44,7 @@ def measure(run: Callable[[], object], device: torch.device, flop: float, repeat
 
 
 def bench_sizes(decoder, sizes: list[int], batch: int = 1, steps: int = 4, repeats: int = 3, warmup: int = 1,
-                cuda_graph: bool = False, memory: bool = True, seed: int = 0) -> list[dict]:
+                cuda_graph: bool = False, memory: bool = True, seed: int = 0, window: Optional[int] = None) -> list[dict]:
     """Times `decoder.decode` of random latents at each square output size; one dict per size: median / min / max
     seconds, TFLOP (pid.decode_flops) and TFLOP/s, measured and estimated peak GiB."""
     cfg, device = decoder.config, decoder.device
@@ -99,7 +59,7 @@ def bench_sizes(decoder, sizes: list[int], batch: int = 1, steps: int = 4, repea
 
         def run():
             return decoder.decode(latent, sigma=0.2, caption_embeds=y, steps=steps, seed=seed, progress=False,
-                                  cuda_graph=cuda_graph)
+                                  cuda_graph=cuda_graph, window=window)
         flop = decode_flops(cfg, size, size, steps) * batch
         row = {"size": size, "batch": batch, "tflop": flop / 1e12}
         row.update(measure(run, device, flop, repeats, warmup, parameter_bytes(decoder.net) if memory else None,

@@ -256,7 +256,7 @@ def save_safetensors(decoder, path: "str | os.PathLike") -> None:
     (or, for a custom network, its reference kwargs) and the pid version in the metadata."""
     from safetensors.torch import save_file
 
-    from . import __version__
+    from ._version import __version__
 
     tensors = {k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in decoder.net.state_dict().items()}
     metadata = {"pid.version": __version__, CONFIG_METADATA_KEY: json.dumps(decoder.config.to_reference_kwargs())}

@@ -76,18 +76,6 @@ def _parse_size(value: Optional[str]):
         raise SystemExit(f"pid: --size {value!r}: expected N or WxH, e.g. 2048 or 2688x1536") from None
 
 
-def _attention_options(decoder, args) -> str:
-    """--attention (global attention backend for the decoder's device type) and --window; returns the backend."""
-    import pid.ops
-
-    device_type = decoder.device.type
-    if args.attention:
-        pid.ops.set_global_attention_backend(device_type, args.attention)
-    if args.window is not None:
-        decoder.net.set_attention_window(args.window)
-    return pid.ops.global_attention_backend(device_type)
-
-
 def _add_attention_args(p) -> None:
     p.add_argument("--window", type=int, help="windowed attention over w x w patch neighbourhoods, for very large "
                    "outputs: changes the output (docs/attention.md); default global")
@@ -100,14 +88,13 @@ def cmd_decode(args) -> int:
     import pid
 
     decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
-                       device=args.device, precision=args.precision)
-    _attention_options(decoder, args)
+                       device=args.device, precision=args.precision, attention=args.attention)
     latent = _read_latent(args.latent)
     sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
     images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=args.caption_embeds,
                             steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, shift=args.shift,
                             seed=args.seed, output_size=_parse_size(args.size), latent_format=args.latent_format,
-                            output="pil")
+                            window=args.window, output="pil")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
@@ -153,20 +140,21 @@ def cmd_bench(args) -> int:
 
     import pid
     from pid import bench
+    from pid.archs import ARCHS, random_net
 
     if args.checkpoint:
         decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
-                           device=args.device, precision=args.precision)
+                           device=args.device, precision=args.precision, attention=args.attention)
         what = decoder.variant.name if decoder.variant else args.checkpoint
     else:
-        net = bench.random_net(bench.ARCHS[args.arch], args.device)
+        net = random_net(ARCHS[args.arch], args.device)
         if args.precision == "fast":
             net = net.bfloat16()
-        decoder = pid.PidDecoder(net, precision=args.precision)
+        decoder = pid.PidDecoder(net, precision=args.precision, attention=args.attention)
         what = f"{args.arch} architecture, random weights"
     if args.cuda_graph and decoder.device.type != "cuda":
         raise ValueError("--cuda-graph needs --device cuda")
-    attention = _attention_options(decoder, args)
+    attention = decoder.plan.attention_backend(decoder.device.type)
     window = "" if args.window is None else f", window {args.window}"
     if not args.verbose:
         logging.getLogger("pid.decoder").setLevel(logging.WARNING)  # one line per decode would bury the table
@@ -177,7 +165,7 @@ def cmd_bench(args) -> int:
           flush=True)
     rows = bench.bench_sizes(decoder, [int(s) for s in args.sizes.split(",")], batch=args.batch, steps=args.steps,
                              repeats=args.repeats, warmup=args.warmup, cuda_graph=args.cuda_graph,
-                             memory=not args.no_memory)
+                             memory=not args.no_memory, window=args.window)
     print(bench.format_rows(rows, args.peak_tflops))
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "what": what,

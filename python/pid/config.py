@@ -125,10 +125,6 @@ class PidConfig:
         return (self.patch_depth + self.lq_interval - 1) // self.lq_interval
 
     @property
-    def effective_latent_channels(self) -> int:
-        return self.lq_latent_channels // self.lq_latent_unpatchify_factor**2
-
-    @property
     def effective_latent_down_factor(self) -> int:
         return self.latent_spatial_down_factor // self.lq_latent_unpatchify_factor
 
@@ -145,12 +141,18 @@ class PidConfig:
 
     @property
     def latent_conv_in_channels(self) -> int:
-        return self.effective_latent_channels * self.latent_fold_factor**2
+        """Input channels of the latent CNN: the latent's channels after unpatchify, times the fold's."""
+        return self.lq_latent_channels // self.lq_latent_unpatchify_factor**2 * self.latent_fold_factor**2
 
     @property
     def pixels_per_latent(self) -> int:
         """Output pixels per cell of the latent as handed in (before unpatchify), per axis."""
         return self.sr_scale * self.latent_spatial_down_factor
+
+    def output_size(self, latent_h: int, latent_w: int) -> tuple[int, int]:
+        """(H, W) of the image decoded from a latent of latent_h × latent_w cells (as handed in): the reference's
+        rule, latent cells × VAE factor × super-resolution factor. The one output-size rule of the package."""
+        return int(latent_h) * self.pixels_per_latent, int(latent_w) * self.pixels_per_latent
 
     @property
     def gate_width(self) -> int:

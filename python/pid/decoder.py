@@ -1,44 +1,83 @@
-"""`PidDecoder`: a loaded PiD network with its configuration and variant; `pid.load` builds one."""
+"""`PidDecoder`: a loaded PiD network with its configuration, variant and execution plan, and its `decode`."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
-from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from . import checkpoint, sampling
+from . import sampling
+from . import text as captions
 from .config import PidConfig
 from .nn import PidNet
+from .ops import AttentionAutotune
+from .ops._attention import check_backend
+from .plan import ExecutionPlan, resolve_precision
 from .variants import Variant
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
-# float32:   float32 weights and math (golden parity; the CPU default).
-# reference: the official regime: float32 weights holding the bf16 values, bf16 autocast (the CUDA default).
-# fast:      bf16 weights (no float32 copy), bf16 autocast, float32 residual streams, pid's fused kernels.
-PRECISIONS = ("float32", "reference", "fast")
 MAX_GRAPHS = 4  # captured decodes (cuda_graph=True) a decoder keeps
 
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The sampler of one decode: the 4-step student, or DPM-Solver++(2M) with guidance and shift."""
+
+    name: str  # "student" or "dpm++2m"
+    steps: int
+    cfg_scale: float = 1.0  # dpm++2m only
+    shift: float = 0.0  # dpm++2m only
+
+    @property
+    def guided(self) -> bool:
+        return self.name != "student" and self.cfg_scale != 1.0
+
+    def velocity_times(self) -> list[float]:
+        """The flow times at which the sampler evaluates the network, in call order (each guidance pass)."""
+        if self.name == "student":
+            return sampling.student_velocity_times(self.steps)
+        return sampling.dpm_velocity_times(self.steps, self.shift)
+
+
+@dataclass
+class DecodeInputs:
+    """The tensors of one decode, validated and on the decoder's device (what a captured CUDA graph copies in)."""
+
+    latent: torch.Tensor  # [B, C, h, w] normalised latent, rounded to bfloat16 values
+    sigma: torch.Tensor  # [B] float32 noise level of the latent
+    y: torch.Tensor  # [B, Ltxt, D] caption embeddings, float32
+    null_y: Optional[torch.Tensor]  # [B, Ltxt, D] negative caption embeddings (guided teacher only)
+    noise: torch.Tensor  # [B, 3, H, W] float32 initial state
+    step_noises: Optional[list[torch.Tensor]]  # the student's re-noising draws, or None: drawn from the generator
+
+
 class PidDecoder:
-    """A PiD network ready for inference: `net` (a PidNet in eval mode), `config`, and `variant` (the registry
-    entry, or None for a network given only by its config)."""
+    """A PiD network ready for inference: `net` (a PidNet in eval mode), `config`, `variant` (the registry entry,
+    or None for a network given only by its config), and how its network calls run:
+
+    precision   "float32", "reference" or "fast" (see `pid.load`);
+    attention   the global-attention back end ("kernel", "sdpa", "auto"; None: the device's default);
+    autotune    what attention="auto" measured, kept for this decoder's lifetime;
+    caption_cache  caption embeddings encoded for this decoder's decodes (by text model and caption).
+
+    `plan` combines them into the ExecutionPlan of a network call; `decode` adds its window and pixel chunks."""
 
     def __init__(self, net: PidNet, variant: Optional[Variant] = None, source: Optional[str] = None,
-                 precision: Optional[str] = None):
+                 precision: Optional[str] = None, attention: Optional[str] = None):
         self.net = net
         self.config: PidConfig = net.config
         self.variant = variant
         self.source = source
-        self.precision = _check_precision(precision, self.device, self.dtype)
+        self.precision = resolve_precision(precision, device=self.device, weights_dtype=self.dtype)
+        self.attention = check_backend(attention)
+        self.autotune = AttentionAutotune()
+        self.caption_cache = captions.CaptionCache()
         self._times: dict = {}  # timestep conditions by network time, reused across steps and decodes
-        self._graphs: dict = {}  # captured decodes (cuda_graph=True) by shapes and sampler settings
+        self._graphs: dict = {}  # captured decodes (cuda_graph=True) by shapes and settings
 
     @property
     def device(self) -> torch.device:
@@ -47,6 +86,12 @@ class PidDecoder:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
+
+    @property
+    def plan(self) -> ExecutionPlan:
+        """The plan of this decoder's network calls: its precision regime (with the fused norm kernels in the fast
+        regime), its attention back end and autotune memory; global attention, no pixel chunks."""
+        return ExecutionPlan.for_precision(self.precision, attention=self.attention, autotune=self.autotune)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
@@ -79,97 +124,52 @@ class PidDecoder:
                step_noises: Optional[Sequence[torch.Tensor]] = None,
                output_size: "int | tuple[int, int] | None" = None, latent_format: str = "normalized",
                latent_space=None, output: str = "tensor", progress: bool = True, text_encoder=None,
+               window: Optional[int] = None, pixel_window: "int | str | None" = "same",
                pixel_chunk: "int | str | None" = "auto", cuda_graph: bool = False):
         """Decode a latent [B, C, h, w] (or [C, h, w]) into images.
 
         sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
         frame (flow; VP for SDXL). Captions: `caption_embeds` ([300, 2304] or [B, 300, 2304], or a file) or
-        `caption` text (needs the optional Gemma encoder). Sampler defaults come from the variant: 4-step
-        student, or for the teachers DPM-Solver++ with CFG 5 and the dynamic shift. Randomness: `noise` (the
-        initial [B, 3, H, W] state) and `step_noises`, else `generator`, else a generator on the decoder's
-        device seeded with `seed` — the reference's draw order (initial noise, then one draw per re-noise).
+        `caption` text (needs the optional Gemma encoder; encodings are kept in `caption_cache`). Sampler defaults
+        come from the variant: 4-step student, or for the teachers DPM-Solver++ with CFG 5 and the dynamic shift.
+        Randomness: `noise` (the initial [B, 3, H, W] state) and `step_noises`, else `generator`, else a generator
+        on the decoder's device seeded with `seed` — the reference's draw order (initial noise, then one draw per
+        re-noise).
+
+        `window` (patches): opt-in windowed attention over w × w patch neighbourhoods for very large outputs; it
+        changes the model's function (docs/attention.md). `pixel_window` sets the pixel blocks' ("same": `window`).
         `pixel_chunk` bounds the memory of the pixel blocks (patches per chunk; "auto" chooses from the free GPU
         memory, None never chunks). `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
-        on the first call for a given shape and sampler setting and replays it afterwards, which removes the
-        per-kernel launch cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4
-        are kept; `release_graphs()` frees them). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8
-        [B, H, W, 3] (`"numpy"`) or PIL images."""
-        from . import text as captions
-
-        cfg, device = self.config, self.device
+        on the first call for a given shape and setting and replays it afterwards, which removes the per-kernel
+        launch cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4 are kept;
+        `release_graphs()` frees them). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
+        (`"numpy"`) or PIL images."""
+        if output not in ("tensor", "numpy", "pil"):
+            raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {self.device}")
         latent = self._prepare_latent(latent, latent_format, latent_space)
         B, _, h, w = latent.shape
         H, W = self._output_size(h, w, output_size)
-        sigma_t = _sigma_tensor(sigma, B, device)
-        sampler_name, steps = self._sampler_choice(sampler, steps)
-        if sampler_name == "student":
-            if cfg_scale is not None or shift is not None:
-                log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
-            times = sampling.student_velocity_times(steps)
-        else:
-            cfg_scale, shift = self._teacher_settings(cfg_scale, shift, H, W)
-            times = sampling.dpm_velocity_times(steps, shift)
-        if cuda_graph and device.type != "cuda":
-            raise ValueError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {device}")
-
-        def embeds(caption, caption_embeds, what):
-            return self._to_device(captions.resolve_caption_embeds(
-                B, caption=caption, caption_embeds=caption_embeds, encoder=text_encoder, dim=cfg.txt_embed_dim,
-                txt_len=None), what).float()
-        y = embeds(caption, caption_embeds, "caption_embeds")
-        null_y = None
-        if sampler_name != "student" and cfg_scale != 1.0:
-            default = captions.DEFAULT_NEGATIVE_PROMPT if negative_caption_embeds is None else None
-            null_y = embeds(default, negative_caption_embeds, "negative_caption_embeds")
+        settings = self._sampler_settings(sampler, steps, cfg_scale, shift, H, W)
+        plan = self._call_plan(window, pixel_window, pixel_chunk, B * (H // self.config.patch_size)
+                               * (W // self.config.patch_size), cuda_graph)
         if generator is None:
-            generator = torch.Generator(device).manual_seed(int(seed))
-        if noise is None:
-            noise = torch.randn((B, 3, H, W), generator=generator, device=device, dtype=torch.float32)
-        elif tuple(noise.shape) != (B, 3, H, W):
-            raise ValueError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
-        noise = self._to_device(noise, "noise").float()
-        if cuda_graph and sampler_name == "student" and step_noises is None:
-            # A graph replays fixed buffers: draw the re-noising noises now, in the order the loop would.
-            draws = sum(1 for t in sampling.student_schedule(steps).tolist()[1:] if t > 0)
-            step_noises = [torch.randn_like(noise, generator=generator) for _ in range(draws)]
-        if step_noises is not None:
-            step_noises = [self._to_device(e, "step_noises").float() for e in step_noises]
-
-        net = self.net
-        grid = (H // cfg.patch_size, W // cfg.patch_size)
-        chunk = self._pixel_chunk(pixel_chunk, B * grid[0] * grid[1])
-        with torch.no_grad(), self._autocast():
-            time_conds = self._time_conditions(times, B)
-
-        def sample(latent, sigma, y, null_y, noise, step_noises, callback=None):
-            with torch.no_grad(), self._autocast(cache=not cuda_graph):
-                cond = net.encode_condition(latent, sigma, grid)
-                velocity = _velocity_fn(net, net.encode_text(y), cond, time_conds, chunk)
-                if sampler_name == "student":
-                    return sampling.sample_student(velocity, noise, steps=steps, generator=generator,
-                                                   step_noises=step_noises, callback=callback)
-                unconditional = None if null_y is None else \
-                    _velocity_fn(net, net.encode_text(null_y), cond, time_conds, chunk)
-                # Guidance v_u + s·(v_c − v_u) is formed inside the fused sampler step (unconditional pass first).
-                return sampling.sample_dpmpp_2m(velocity, noise, steps=steps, shift=shift, callback=callback,
-                                                uncond_velocity_fn=unconditional, cfg_scale=cfg_scale)
-
-        inputs = dict(latent=latent, sigma=sigma_t, y=y, null_y=null_y, noise=noise, step_noises=step_noises)
-        if sampler_name != "student":
-            log.info("DPM-Solver++(2M): %d steps, CFG %.2f, shift %.3f", steps, cfg_scale, shift)
+            generator = torch.Generator(self.device).manual_seed(int(seed))
+        inputs = self._prepare_inputs(latent, sigma, caption, caption_embeds, negative_caption_embeds, text_encoder,
+                                      settings, generator, noise, step_noises, (H, W), cuda_graph)
+        if settings.name != "student":
+            log.info("DPM-Solver++(2M): %d steps, CFG %.2f, shift %.3f", settings.steps, settings.cfg_scale,
+                     settings.shift)
+        with torch.no_grad(), plan.autocast(self.device.type):
+            time_conds = self._time_conditions(settings.velocity_times(), B, plan)
         if cuda_graph:
-            key = (sampler_name, steps, cfg_scale, shift, chunk, self.net.attention_window,
-                   *[_shape(v) for v in inputs.values()])
-            if key not in self._graphs:
-                if len(self._graphs) >= MAX_GRAPHS:  # each holds its working memory: drop the oldest
-                    del self._graphs[next(iter(self._graphs))]
-                self._graphs[key] = _CapturedDecode(sample, inputs, time_conds)
-            x = self._graphs[key].replay(inputs)
+            images = self._replay(inputs, settings, plan, time_conds, generator)
         else:
-            callback = _Progress(sampler_name, steps, B, H, W, enabled=progress)
-            x = sample(**inputs, callback=callback)
+            callback = _Progress(settings.name, settings.steps, B, H, W, enabled=progress)
+            images = self._sample(inputs, settings, plan, time_conds, generator, callback)
             callback.close()
-        return _format_output(x.clamp(-1, 1), output)
+        return _format_output(images.clamp(-1, 1), output)
 
     def release_graphs(self) -> None:
         """Drops the captured decodes of `cuda_graph=True` and their working memory."""
@@ -177,19 +177,79 @@ class PidDecoder:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _time_conditions(self, times: Sequence[float], batch: int) -> list:
+    # ---- running a decode
+    def _sample(self, inputs: DecodeInputs, settings: SamplerSettings, plan: ExecutionPlan, time_conds: list,
+                generator: torch.Generator, callback=None) -> torch.Tensor:
+        """Conditioning and the whole sampling loop (what `cuda_graph=True` captures)."""
+        net = self.net
+        H, W = inputs.noise.shape[-2:]
+        grid = (H // self.config.patch_size, W // self.config.patch_size)
+        with torch.no_grad(), plan.autocast(self.device.type):
+            cond = net.encode_condition(inputs.latent, inputs.sigma, grid, plan)
+            velocity = _velocity_fn(net, net.encode_text(inputs.y, plan), cond, time_conds, plan)
+            if settings.name == "student":
+                return sampling.sample_student(velocity, inputs.noise, steps=settings.steps, generator=generator,
+                                               step_noises=inputs.step_noises, callback=callback,
+                                               use_kernel=plan.kernels)
+            unconditional = None if inputs.null_y is None else \
+                _velocity_fn(net, net.encode_text(inputs.null_y, plan), cond, time_conds, plan)
+            # Guidance v_u + s·(v_c − v_u) is formed inside the fused sampler step (unconditional pass first).
+            return sampling.sample_dpmpp_2m(velocity, inputs.noise, steps=settings.steps, shift=settings.shift,
+                                            callback=callback, uncond_velocity_fn=unconditional,
+                                            cfg_scale=settings.cfg_scale, use_kernel=plan.kernels)
+
+    def _replay(self, inputs: DecodeInputs, settings: SamplerSettings, plan: ExecutionPlan, time_conds: list,
+                generator: torch.Generator) -> torch.Tensor:
+        key = (settings, plan, *[_shape(v) for v in vars(inputs).values()])
+        if key not in self._graphs:
+            if len(self._graphs) >= MAX_GRAPHS:  # each holds its working memory: drop the oldest
+                del self._graphs[next(iter(self._graphs))]
+            self._graphs[key] = _CapturedDecode(
+                lambda static: self._sample(static, settings, plan, time_conds, generator), inputs, time_conds)
+        return self._graphs[key].replay(inputs)
+
+    def _time_conditions(self, times: Sequence[float], batch: int, plan: ExecutionPlan) -> list:
         """The timestep-only work (embedding, every block's modulation) at each sampler time, computed once per
         schedule and reused across guidance passes and decodes. The network takes t × 1000 in float32."""
         out = []
         for t in times:
-            key = (t, batch, self.device)
+            key = (t, batch, self.device, plan.precision)
             if key not in self._times:
                 if len(self._times) >= 64:
                     self._times.clear()
                 t_net = torch.full((batch,), t, dtype=torch.float32, device=self.device) * 1000
-                self._times[key] = self.net.encode_time(t_net)
+                self._times[key] = self.net.encode_time(t_net, plan)
             out.append(self._times[key])
         return out
+
+    # ---- preparing a decode
+    def _prepare_inputs(self, latent, sigma, caption, caption_embeds, negative_caption_embeds, text_encoder,
+                        settings: SamplerSettings, generator, noise, step_noises, size, cuda_graph) -> DecodeInputs:
+        B = latent.shape[0]
+        H, W = size
+        y = self._caption_embeds(B, caption, caption_embeds, text_encoder, "caption_embeds")
+        null_y = None
+        if settings.guided:
+            default = captions.DEFAULT_NEGATIVE_PROMPT if negative_caption_embeds is None else None
+            null_y = self._caption_embeds(B, default, negative_caption_embeds, text_encoder, "negative_caption_embeds")
+        if noise is None:
+            noise = torch.randn((B, 3, H, W), generator=generator, device=self.device, dtype=torch.float32)
+        elif tuple(noise.shape) != (B, 3, H, W):
+            raise ValueError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
+        noise = self._to_device(noise, "noise").float()
+        if cuda_graph and settings.name == "student" and step_noises is None:
+            # A graph replays fixed buffers: draw the re-noising noises now, in the order the loop would.
+            draws = sum(1 for t in sampling.student_schedule(settings.steps).tolist()[1:] if t > 0)
+            step_noises = [torch.randn_like(noise, generator=generator) for _ in range(draws)]
+        if step_noises is not None:
+            step_noises = [self._to_device(e, "step_noises").float() for e in step_noises]
+        return DecodeInputs(latent, _sigma_tensor(sigma, B, self.device), y, null_y, noise, step_noises)
+
+    def _caption_embeds(self, batch: int, caption, caption_embeds, text_encoder, what: str) -> torch.Tensor:
+        embeds = captions.resolve_caption_embeds(batch, caption=caption, caption_embeds=caption_embeds,
+                                                 encoder=text_encoder, cache=self.caption_cache,
+                                                 dim=self.config.txt_embed_dim, txt_len=None)
+        return self._to_device(embeds, what).float()
 
     def _prepare_latent(self, latent, latent_format, latent_space) -> torch.Tensor:
         from . import latents as latent_spaces
@@ -233,7 +293,7 @@ class PidDecoder:
 
     def _output_size(self, h: int, w: int, output_size) -> tuple[int, int]:
         cfg = self.config
-        natural = (h * cfg.pixels_per_latent, w * cfg.pixels_per_latent)
+        natural = cfg.output_size(h, w)
         if output_size is None:
             H, W = natural
         else:
@@ -251,22 +311,33 @@ class PidDecoder:
                         else f"sides {self.variant.trained_side_range}")
         return H, W
 
-    def _pixel_chunk(self, pixel_chunk, patches: int) -> Optional[int]:
-        if pixel_chunk is None:
-            return None
+    def _call_plan(self, window, pixel_window, pixel_chunk, patches: int, cuda_graph: bool) -> ExecutionPlan:
+        """The decoder's plan with this decode's windows and pixel chunks."""
+        if pixel_window == "same":
+            pixel_window = window
         if pixel_chunk == "auto":
-            if self.device.type != "cuda":
-                return None
-            from .cost import pixel_chunk_for_budget
-
-            free, _ = torch.cuda.mem_get_info(self.device)
-            chunk = pixel_chunk_for_budget(self.config, free // 4, self.precision)
-            return None if chunk >= patches else chunk
-        if not isinstance(pixel_chunk, int) or pixel_chunk < 1:
+            pixel_chunk = self._auto_pixel_chunk(patches)
+        elif pixel_chunk is not None and (not isinstance(pixel_chunk, int) or pixel_chunk < 1):
             raise ValueError(f"pixel_chunk must be a positive number of patches, 'auto' or None, got {pixel_chunk!r}")
-        return pixel_chunk
+        plan = self.plan.replace(window=window, pixel_window=pixel_window, pixel_chunk=pixel_chunk,
+                                 autocast_cache=not cuda_graph)
+        if (plan.window or plan.pixel_window) and self.device.type == "cuda":
+            log.info("windowed attention (%s, %s): pid's kernels (bfloat16: tensor cores; float32: CUDA cores); it "
+                     "changes the network's output, see docs/attention.md", plan.window, plan.pixel_window)
+        return plan
 
-    def _sampler_choice(self, sampler: Optional[str], steps: Optional[int]) -> tuple[str, int]:
+    def _auto_pixel_chunk(self, patches: int) -> Optional[int]:
+        """On CUDA, chunks whose pixel-stage work fits a quarter of the free memory; elsewhere none."""
+        if self.device.type != "cuda":
+            return None
+        from .cost import pixel_chunk_for_budget
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        chunk = pixel_chunk_for_budget(self.config, free // 4, self.precision)
+        return None if chunk >= patches else chunk
+
+    def _sampler_settings(self, sampler: Optional[str], steps: Optional[int], cfg_scale, shift, H: int,
+                          W: int) -> SamplerSettings:
         defaults = self.variant.sampler if self.variant is not None else None
         name = sampler or (defaults.sampler if defaults else "student")
         if name not in ("student", "dpm++2m"):
@@ -275,79 +346,24 @@ class PidDecoder:
             steps = defaults.steps if defaults and defaults.sampler == name else (4 if name == "student" else 25)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        return name, int(steps)
-
-    def _teacher_settings(self, cfg_scale, shift, H, W) -> tuple[float, float]:
-        defaults = self.variant.sampler if self.variant is not None and self.variant.kind == "teacher" else None
+        if name == "student":
+            if cfg_scale is not None or shift is not None:
+                log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
+            return SamplerSettings(name, int(steps))
+        teacher = self.variant.sampler if self.variant is not None and self.variant.kind == "teacher" else None
         if cfg_scale is None:
-            cfg_scale = defaults.cfg_scale if defaults else 1.0
+            cfg_scale = teacher.cfg_scale if teacher else 1.0
         if shift is None:
-            if defaults and defaults.dynamic_shift:
-                shift = sampling.dynamic_shift(H, W, *defaults.dynamic_shift)
+            if teacher and teacher.dynamic_shift:
+                shift = sampling.dynamic_shift(H, W, *teacher.dynamic_shift)
             else:
-                shift = defaults.shift if defaults else 6.0
-        return float(cfg_scale), float(shift)
-
-    @contextlib.contextmanager
-    def _autocast(self, cache: bool = True):
-        """The precision regime: bf16 autocast for reference and fast (none for float32); the fused
-        norm/modulate kernels for fast. `cache=False` while capturing a CUDA graph (autocast's cast cache
-        must not outlive the capture)."""
-        from .nn.layers import fused_norm
-
-        autocast = contextlib.nullcontext() if self.precision == "float32" else \
-            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
-        with autocast, fused_norm(self.precision == "fast"):
-            yield
+                shift = teacher.shift if teacher else 6.0
+        return SamplerSettings(name, int(steps), float(cfg_scale), float(shift))
 
     def __repr__(self) -> str:
         name = self.variant.name if self.variant else "custom"
         return (f"PidDecoder({name}, {self.num_parameters() / 1e6:.1f}M params, device={self.device}, "
                 f"precision={self.precision})")
-
-
-def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tensor]", variant: Optional[str] = None,
-         config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
-         dtype: Optional[torch.dtype] = None, precision: Optional[str] = None) -> PidDecoder:
-    """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict).
-
-    The network is chosen by `config` (a PidConfig or the reference PidNet kwargs), else `variant` (a registry
-    name such as "flux-v1.5", an experiment name, or an official registry key), else the file's metadata or
-    official folder name, else the weights' fingerprint when it is unambiguous.
-
-    precision: "float32" (float32 math; default on CPU), "reference" (the official float32-weights + bf16
-    autocast regime; default on GPU) or "fast" (bf16 weights, bf16 autocast, fused kernels). `dtype` is the
-    older spelling: float32 → the device default, bfloat16 → "fast"."""
-    device = _check_device(device)
-    precision = _precision_from(dtype, precision, device)
-    dtype = torch.bfloat16 if precision == "fast" else torch.float32
-    path: Optional[Path] = None
-    metadata: dict[str, str] = {}
-    if isinstance(checkpoint_or_state_dict, Mapping):
-        raw = checkpoint_or_state_dict
-        source = "<state dict>"
-    else:
-        path = Path(checkpoint_or_state_dict)
-        log.info("reading %s", path)
-        raw, metadata = checkpoint.read_checkpoint(path)
-        source = str(path)
-    state_dict = checkpoint.filter_reference_keys(raw)
-    cfg, chosen = checkpoint.resolve(state_dict, variant=variant, config=config, path=path, metadata=metadata)
-    with torch.device("meta"):
-        net = PidNet(cfg)
-    net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
-    net.eval().requires_grad_(False)
-    decoder = PidDecoder(net, chosen, source, precision)
-    log.info("loaded %r", decoder)
-    return decoder
-
-
-def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[str] = None,
-           config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
-           precision: Optional[str] = None, **decode_kwargs):
-    """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
-    return load(checkpoint_or_state_dict, variant=variant, config=config, device=device,
-                precision=precision).decode(latent, **decode_kwargs)
 
 
 def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
@@ -358,7 +374,7 @@ def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
     return sigma
 
 
-def _velocity_fn(net: PidNet, text, cond, time_conds: Sequence, pixel_chunk: Optional[int] = None):
+def _velocity_fn(net: PidNet, text, cond, time_conds: Sequence, plan: ExecutionPlan):
     """v(x, t) for a sampler that calls it once per step in schedule order (pid.sampling's guarantee):
     `time_conds[k]` is step k's precomputed timestep work, so nothing here reads t back from the device."""
     steps = iter(time_conds)
@@ -367,7 +383,7 @@ def _velocity_fn(net: PidNet, text, cond, time_conds: Sequence, pixel_chunk: Opt
         time_cond = next(steps, None)
         if time_cond is None:
             raise RuntimeError("the sampler asked for more velocities than its schedule has steps")
-        return net.denoise(x, time_cond, text, cond, pixel_chunk=pixel_chunk)
+        return net.denoise(x, time_cond, text, cond, plan)
     return velocity
 
 
@@ -383,22 +399,22 @@ class _CapturedDecode:
     """One decode (conditioning and the whole sampling loop) captured in a CUDA graph for fixed shapes; a replay
     copies the new inputs into the graph's static buffers. Holds the time conditions it reads."""
 
-    def __init__(self, sample, inputs: dict, time_conds: list):
-        self.inputs = {k: _static_copy(v) for k, v in inputs.items()}
+    def __init__(self, sample: Callable[[DecodeInputs], torch.Tensor], inputs: DecodeInputs, time_conds: list):
+        self.inputs = DecodeInputs(**{k: _static_copy(v) for k, v in vars(inputs).items()})
         self.time_conds = time_conds  # the graph reads their memory: keep them alive
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the graph: libraries' workspaces, kernel loading
-            sample(**self.inputs)
+            sample(self.inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.output = sample(**self.inputs)
-        log.info("captured a CUDA graph of the decode for %s", tuple(inputs["noise"].shape))
+            self.output = sample(self.inputs)
+        log.info("captured a CUDA graph of the decode for %s", tuple(inputs.noise.shape))
 
-    def replay(self, inputs: dict) -> torch.Tensor:
-        for name, value in inputs.items():
-            _copy_into(self.inputs[name], value)
+    def replay(self, inputs: DecodeInputs) -> torch.Tensor:
+        for name, value in vars(inputs).items():
+            _copy_into(getattr(self.inputs, name), value)
         self.graph.replay()
         return self.output.clone()
 
@@ -448,48 +464,8 @@ def _format_output(images: torch.Tensor, output: str):
     pixels = ((images.float() + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).cpu()
     if output == "numpy":
         return pixels.numpy()
-    if output == "pil":
-        try:
-            from PIL import Image
-        except ImportError as e:
-            raise ImportError("output='pil' needs Pillow: pip install 'pid[images]'") from e
-        return [Image.fromarray(p.numpy()) for p in pixels]
-    raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
-
-
-def _precision_from(dtype, precision: Optional[str], device: torch.device) -> str:
-    if dtype is not None:
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
-        if dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16, or choose "
-                             f"precision= one of {PRECISIONS}")
-        implied = "fast" if dtype == torch.bfloat16 else None
-        if precision is not None and implied is not None and precision != implied:
-            raise ValueError(f"dtype={dtype} and precision={precision!r} contradict each other: bf16 weights are "
-                             "the 'fast' regime; pass only precision=")
-        if precision is None:
-            precision = implied
-    if precision is None:
-        precision = "reference" if device.type == "cuda" else "float32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision
-
-
-def _check_precision(precision: Optional[str], device: torch.device, dtype: torch.dtype) -> str:
-    if precision is None and dtype == torch.bfloat16:
-        precision = "fast"
-    precision = _precision_from(None, precision, device)  # the device default, validated
-    if precision == "fast" and dtype != torch.bfloat16 or precision != "fast" and dtype != torch.float32:
-        raise ValueError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
-                         f"the network holds {dtype}: convert it with net.to(...) or use pid.load(precision=...)")
-    return precision
-
-
-def _check_device(device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was requested but this torch ({torch.__version__}) sees no CUDA GPU; "
-                         "use device='cpu' or install a CUDA build of torch")
-    return device
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise ImportError("output='pil' needs Pillow: pip install 'pid[images]'") from e
+    return [Image.fromarray(p.numpy()) for p in pixels]

@@ -71,8 +71,9 @@ def errors(out: torch.Tensor, ref: torch.Tensor, scale: float) -> dict[str, floa
             "mean_abs_rel": diff.mean().item() / scale}
 
 
-def run_net_case(case: GoldenCase, net: torch.nn.Module) -> torch.Tensor:
-    """The case's reference call `net(x, t, y, lq_latent=..., degrade_sigma=...)`."""
+def run_net_case(case: GoldenCase, net: torch.nn.Module, plan=None) -> torch.Tensor:
+    """The case's reference call `net(x, t, y, lq_latent=..., degrade_sigma=...)`, under `plan` (an ExecutionPlan;
+    default float32 with pid's kernels)."""
     io = case.io
     with torch.no_grad():
-        return net(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"])
+        return net(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"], plan=plan)

@@ -127,12 +127,7 @@ class BackboneLatent:
     def _denormalize(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # --- geometry (spec §7)
-    def output_size(self, latent_h: int, latent_w: int, sr_scale: int = 4) -> tuple[int, int]:
-        """(H, W) of PiD's output for a latent grid: h·vae_factor·sr_scale, w·vae_factor·sr_scale."""
-        f = self.vae_factor * int(sr_scale)
-        return int(latent_h) * f, int(latent_w) * f
-
+    # --- geometry
     def latent_grid(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the latent the VAE produces for an image of height × width pixels.
 

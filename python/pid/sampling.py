@@ -56,13 +56,14 @@ def _fill(value: float, batch: int, device) -> torch.Tensor:
 def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int = STUDENT_STEPS,
                    t_list: Optional[Sequence[float]] = None, mode: str = "sde",
                    generator: Optional[torch.Generator] = None, step_noises: Optional[Sequence[torch.Tensor]] = None,
-                   callback: Optional[StepCallback] = None) -> torch.Tensor:
+                   callback: Optional[StepCallback] = None, use_kernel: bool = True) -> torch.Tensor:
     """The distilled few-step sampler. SDE mode (the release default) re-noises the x0 estimate to the next
     time with fresh noise: drawn from `generator` (continuing the stream the initial noise came from, as the
     reference does) or taken from `step_noises` (one [B, 3, H, W] tensor per intermediate step).
 
     Each SDE step and the final step are one fused pass, `pid.ops.student_step`: x0 = x − t·v in float64 cast
-    to float32, then x_next = (1 − t_next)·x0 + t_next·ε in float32 (or x_next = x0 at t_next = 0)."""
+    to float32, then x_next = (1 − t_next)·x0 + t_next·ε in float32 (or x_next = x0 at t_next = 0); its PyTorch
+    reference with `use_kernel=False`."""
     if mode not in ("sde", "ode"):
         raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
     host_grid = student_schedule(steps, t_list)  # float32 on the CPU: the step scalars come from here
@@ -78,7 +79,7 @@ def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int =
         t_cur, t_next = times[k], times[k + 1]
         v = velocity_fn(x, _fill(t_cur, B, x.device))
         if t_next <= 0:
-            x = ops.student_step(x, v, None, t_cur, t_next)
+            x = ops.student_step(x, v, None, t_cur, t_next, use_kernel=use_kernel)
         elif mode == "ode":
             x = x + (host_grid[k + 1] - host_grid[k]).item() * v  # the float32 difference, exactly
         else:
@@ -89,7 +90,7 @@ def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int =
             else:
                 eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
             draw += 1
-            x = ops.student_step(x, v, eps, t_cur, t_next)
+            x = ops.student_step(x, v, eps, t_cur, t_next, use_kernel=use_kernel)
         if callback is not None:
             callback(k, n, x)
     return x
@@ -121,7 +122,7 @@ def _lambda(t: torch.Tensor) -> torch.Tensor:
 
 def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int, shift: float,
                     callback: Optional[StepCallback] = None, uncond_velocity_fn: Optional[VelocityFn] = None,
-                    cfg_scale: float = 1.0) -> torch.Tensor:
+                    cfg_scale: float = 1.0, use_kernel: bool = True) -> torch.Tensor:
     """Multistep DPM-Solver++ of order 2 (order 1 for a single step) on the flow schedule, data prediction,
     first-order first and final steps (lower_order_final). The final step lands on t = 0, where the update is
     exactly the last x0 estimate; it is computed in closed form, so no NaN appears.
@@ -132,7 +133,7 @@ def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int,
 
     Each step is one fused pass, `pid.ops.dpm_step`: the data prediction D = (x − t·ε̂)/(1 − t) with
     ε̂ = (1 − t)·v + x at the current point, then the multistep update to the next time. The schedule scalars
-    (t_next/t, αφ, 1/r) are computed here in float32 on the host."""
+    (t_next/t, αφ, 1/r) are computed here in float32 on the host. `use_kernel=False`: its PyTorch reference."""
     host_grid = flow_timesteps(steps, shift)  # float32 on the CPU: the step scalars come from here
     B = noise.shape[0]
     guided = uncond_velocity_fn is not None and cfg_scale != 1.0
@@ -151,7 +152,7 @@ def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int,
         first_order = i == 1 or i == steps
         v_c, v_u = velocities(x, i - 1)
         if t.item() == 0:  # σ_t = 0, α_t = 1, expm1(−∞) = −1: x_t = x̂0 exactly
-            x = ops.dpm_data_prediction(x, v_c, v_u, guidance=cfg_scale, t=t_prev.item())
+            x = ops.dpm_data_prediction(x, v_c, v_u, guidance=cfg_scale, t=t_prev.item(), use_kernel=use_kernel)
         else:
             h = _lambda(t) - _lambda(t_prev)
             alpha_phi = torch.exp(torch.log(1 - t)) * torch.expm1(-h)
@@ -161,7 +162,7 @@ def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int,
                 second = dict(half_alpha_phi=(0.5 * alpha_phi).item(), inv_r=(1.0 / r).item())
             x, d_prev = ops.dpm_step(x, v_c, v_u, None if first_order else d_prev, guidance=cfg_scale,
                                      t=t_prev.item(), t_ratio=(t / t_prev).item(), alpha_phi=alpha_phi.item(),
-                                     **second)
+                                     use_kernel=use_kernel, **second)
         if callback is not None:
             callback(i - 1, steps, x)
     return x

@@ -10,30 +10,21 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# A tiny network of the released shape family (v1.5 Flux layout, scaled down).
-TINY = dict(hidden_size=64, num_heads=4, pixel_hidden_size=8, pixel_attn_hidden_size=48, pixel_num_heads=4,
-            patch_depth=4, txt_embed_dim=32, txt_max_length=12, lq_hidden_dim=32, lq_num_res_blocks=2,
-            rope_ref_h=128, rope_ref_w=128)
-
 
 def _check(ok: bool, what: str, detail: str = "") -> bool:
     (log.info if ok else log.error)("%s %s%s", "ok  " if ok else "FAIL", what, f" ({detail})" if detail else "")
     return ok
 
 
-def _time(fn, args, repeats: int = 20) -> float:
-    """Median seconds per call."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def _median_seconds(fn, args, repeats: int = 20) -> float:
+    from .timing import summary, time_calls
+
+    return summary(time_calls([lambda: fn(*args)], "cpu", repeats)[0])["median_s"]
 
 
 def run_selftest(golden_dir: Optional[str] = None) -> bool:
     from . import _extension, golden, ops
-    from .config import PidConfig
+    from .archs import TINY, random_net
     from .nn import PidNet
 
     results = []
@@ -48,12 +39,11 @@ def run_selftest(golden_dir: Optional[str] = None) -> bool:
         args = (x, lq, torch.randn(2, 37, width, generator=gen), torch.randn(width, 64, generator=gen) * 0.1,
                 torch.rand(2, generator=gen))
         err = (ops.sigma_gate(*args) - ops.reference.sigma_gate(*args)).abs().max().item()
-        fast, ref = _time(ops.sigma_gate, args), _time(ops.reference.sigma_gate, args)
+        fast, ref = _median_seconds(ops.sigma_gate, args), _median_seconds(ops.reference.sigma_gate, args)
         results.append(_check(err < 1e-5, f"sigma_gate (width {width}) matches its reference",
                               f"max |diff| {err:.2e}; {fast * 1e6:.0f} us vs reference {ref * 1e6:.0f} us"))
 
-    torch.manual_seed(0)
-    net = PidNet(PidConfig(**TINY)).eval()
+    net = random_net(TINY)
     B, H, W = 2, 64, 96
     x = torch.randn(B, 3, H, W, generator=gen)
     t = torch.tensor([999.0, 634.0])

@@ -8,23 +8,19 @@ from typing import Optional
 from .config import PidConfig
 from .latents import BackboneLatent, get_latent_space
 
-STUDENT_T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)
-
-
 @dataclass(frozen=True)
 class SamplerDefaults:
     """How a variant is sampled by default (spec §3.3)."""
 
-    sampler: str  # "student" (4-step distilled) or "dpm++2m" (undistilled teacher)
+    sampler: str  # "student" (4-step distilled, pid.sampling.STUDENT_T_LIST) or "dpm++2m" (undistilled teacher)
     steps: int
-    t_list: Optional[tuple[float, ...]] = None
     cfg_scale: Optional[float] = None
     shift: Optional[float] = None
     # (base_shift, base_image_size): shift = base · sqrt(sqrt(H·W) / base_image_size)
     dynamic_shift: Optional[tuple[float, int]] = None
 
 
-STUDENT = SamplerDefaults("student", 4, t_list=STUDENT_T_LIST)
+STUDENT = SamplerDefaults("student", 4)
 TEACHER = SamplerDefaults("dpm++2m", 25, cfg_scale=5.0, shift=6.0, dynamic_shift=(6.0, 2048))
 
 
@@ -74,9 +70,8 @@ class Variant:
         return self.config.lq_aux_rgb_head and self.kind == "teacher"
 
     def output_size(self, latent_h: int, latent_w: int) -> tuple[int, int]:
-        """(H, W) of the decoded image for a latent grid, by the reference rule (spec §7)."""
-        f = self.latent.vae_factor * self.config.sr_scale
-        return latent_h * f, latent_w * f
+        """(H, W) of the decoded image for a latent grid (PidConfig.output_size)."""
+        return self.config.output_size(latent_h, latent_w)
 
     def in_trained_envelope(self, height: int, width: int) -> bool:
         """Whether (height, width) is a training bucket, or within the side range where none are known."""

@@ -1,4 +1,4 @@
-"""The latent adapter (spec §2.9): a CNN that maps the LDM latent onto the patch grid, linear heads that
+"""The latent adapter: a CNN that maps the LDM latent onto the patch grid, linear heads that
 turn it into one feature per injection point, and the sigma-aware gates that add those features to the
 image stream. Everything except the x-dependent half of each gate depends only on the latent."""
 
@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import ops
 from ..config import PidConfig
+from ..plan import ExecutionPlan
 from .layers import GroupNorm
 
 
@@ -38,12 +39,13 @@ class SigmaGate(nn.Module):
         lq_logit = F.linear(lq, w_lq, self.content_proj.bias)
         return GateInput(lq, lq_logit, self.log_alpha.float().exp() * sigma.float())  # float32, as the reference
 
-    def forward(self, x: torch.Tensor, inp: GateInput) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inp: GateInput, plan: ExecutionPlan) -> torch.Tensor:
         """Returns at least float32: in the reference the float32 sigma term promotes the gate, so the image
-        stream becomes float32 here even under bf16 autocast (spec §10.2)."""
+        stream becomes float32 here even under bf16 autocast (docs/architecture.md, Precision)."""
         w_x = self.content_proj.weight[:, : self.dim]
         x = x.to(torch.promote_types(x.dtype, torch.float32))
-        return ops.sigma_gate(x, inp.lq, inp.lq_logit, w_x, inp.alpha_sigma)
+        return ops.sigma_gate(x, inp.lq, inp.lq_logit, w_x, inp.alpha_sigma, logit_dtype=plan.gate_logit_dtype,
+                              use_kernel=plan.kernels)
 
 
 class ResBlock(nn.Module):
@@ -53,8 +55,11 @@ class ResBlock(nn.Module):
             GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode),
             GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
+    def forward(self, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+        h = x
+        for layer in self.block:  # GroupNorm, SiLU, conv, GroupNorm, SiLU, conv (the reference's keys)
+            h = layer(h, plan) if isinstance(layer, GroupNorm) else layer(h)
+        return x + h
 
 
 def _conv3x3(c_in: int, c_out: int, padding_mode: str) -> nn.Conv2d:
@@ -97,7 +102,9 @@ class LatentProjection(nn.Module):
         self.gate_modules = nn.ModuleList(
             SigmaGate(config.hidden_size, config.gate_width) for _ in range(config.num_gates))
 
-    def trunk(self, latent: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+    def trunk(self, latent: torch.Tensor, grid_h: int, grid_w: int, plan: ExecutionPlan) -> torch.Tensor:
         """Latent [B, C, h, w] → patch-grid features [B, L, Hd] (row-major tokens)."""
-        feats = self.latent_proj(align_latent_to_grid(latent, grid_h, grid_w, self.config))
+        feats = align_latent_to_grid(latent, grid_h, grid_w, self.config)
+        for layer in self.latent_proj:  # conv, SiLU, conv, then the residual blocks
+            feats = layer(feats, plan) if isinstance(layer, ResBlock) else layer(feats)
         return feats.flatten(2).transpose(1, 2)

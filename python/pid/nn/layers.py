@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import threading
-from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +10,7 @@ from torch import nn
 
 from .. import ops
 from ..ops import reference
+from ..plan import ExecutionPlan
 
 
 class RMSNorm(nn.Module):
@@ -44,14 +41,14 @@ def group_norm_split(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: t
 
 
 class GroupNorm(nn.GroupNorm):
-    """nn.GroupNorm (same parameters and keys); on CUDA with the fused path on (the fast precision) it computes
+    """nn.GroupNorm (same parameters and keys); on CUDA with the plan's fused norms (the fast regime) it computes
     through `group_norm_split`, with F.group_norm's output dtype (float32 under autocast, else x's)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (x.is_cuda and fused_norm_enabled()):
+    def forward(self, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+        if not (x.is_cuda and plan.fused_norm):
             return super().forward(x)
         y = group_norm_split(x, self.num_groups, self.weight, self.bias, self.eps)
-        return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
+        return y if plan.autocast_dtype is not None else y.to(x.dtype)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -59,76 +56,40 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return reference.modulate(x, shift, scale)
 
 
-# ---- opt-in fused norm / modulation / gated residual (pid.ops.rms_norm_modulate & co.) ---------------
-# Off by default: the blocks then run the reference expressions above. On (PID_FUSED_NORM=1, or
-# set_fused_norm / fused_norm), they call the fused ops, which round every step as the reference does;
-# outputs differ from the reference only through the order of RMSNorm's float32 sum of squares (tested in
-# tests/test_nn_fused_norm.py). Forward hooks on the norm modules do not fire on the fused path.
-_FUSED_NORM_DEFAULT = os.environ.get("PID_FUSED_NORM", "") not in ("", "0")
+# ---- the blocks' norm / modulation / gated residual: fused pid.ops kernels or the reference expressions --------
+# With plan.fused_norm (the fast regime) the blocks call the fused ops, which round every step as the reference
+# does; outputs differ from the reference expressions only through the order of RMSNorm's float32 sum of squares
+# (tested in tests/test_nn_fused_norm.py). Forward hooks on the norm modules do not fire on the fused path.
+# Under autocast the fused ops write the dtype the next Linear computes in (bfloat16): the same values autocast
+# would have cast their float32 result to.
 
 
-class _Setting(threading.local):  # per thread: decoders of different precisions may run side by side
-    fused_norm = _FUSED_NORM_DEFAULT
-
-
-_setting = _Setting()
-
-
-def fused_norm_enabled() -> bool:
-    """True when the blocks use the fused norm/modulate/gated-residual ops (in this thread)."""
-    return _setting.fused_norm
-
-
-def set_fused_norm(enabled: bool) -> bool:
-    """Turns the fused norm/modulate/gated-residual path of the blocks on or off in this thread; returns the old
-    setting."""
-    old, _setting.fused_norm = _setting.fused_norm, bool(enabled)
-    return old
-
-
-@contextlib.contextmanager
-def fused_norm(enabled: bool = True) -> Iterator[None]:
-    """``with fused_norm():`` runs the blocks with the fused ops (or without, for ``enabled=False``)."""
-    old = set_fused_norm(enabled)
-    try:
-        yield
-    finally:
-        set_fused_norm(old)
-
-
-def _linear_input_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
-    """bfloat16 under bfloat16 autocast, else None. The modulated activations feed only Linears, which
-    autocast rounds to bfloat16 anyway, so the fused op can write bfloat16 directly (the same values)."""
-    dev = x.device.type
-    if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16:
-        return torch.bfloat16
-    return None
-
-
-def norm_modulate(norm: RMSNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def norm_modulate(norm: RMSNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                  plan: ExecutionPlan) -> torch.Tensor:
     """``modulate(norm(x), shift, scale)`` for x [B, L, D], shift/scale [B, 1, D] (MMDiT)."""
-    if _setting.fused_norm:
-        return ops.rms_norm_modulate(x, norm.weight.float(), shift, scale, norm.eps, _linear_input_dtype(x))
+    if plan.fused_norm:
+        return ops.rms_norm_modulate(x, norm.weight.float(), shift, scale, norm.eps, plan.autocast_dtype,
+                                     use_kernel=plan.kernels)
     return modulate(norm(x), shift, scale)
 
 
-def norm_modulate_pixels(norm: RMSNorm, x: torch.Tensor, mods: torch.Tensor, shift_chunk: int,
-                         scale_chunk: int) -> torch.Tensor:
+def norm_modulate_pixels(norm: RMSNorm, x: torch.Tensor, mods: torch.Tensor, shift_chunk: int, scale_chunk: int,
+                         plan: ExecutionPlan) -> torch.Tensor:
     """``modulate(norm(x), shift, scale).reshape(N, P·c)`` for pixel tokens x [N, P, c] with shift and scale
     chunks ``shift_chunk`` and ``scale_chunk`` of the per-pixel modulation mods [N, P, 6c] (PiT)."""
-    if _setting.fused_norm:
+    if plan.fused_norm:
         return ops.rms_norm_modulate_pixels(x, norm.weight.float(), mods, shift_chunk, scale_chunk, norm.eps,
-                                            _linear_input_dtype(x))
+                                            plan.autocast_dtype, use_kernel=plan.kernels)
     N, P, c = x.shape
     shift, scale = reference.pixel_chunk(mods, shift_chunk, c), reference.pixel_chunk(mods, scale_chunk, c)
     return modulate(norm(x), shift, scale).reshape(N, P * c)
 
 
-def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
     """``x + gate · y``: the residual update of the blocks (gate [B, 1, D] or a per-pixel chunk view)."""
     # The op returns x's dtype; use it only where the expression's promoted dtype is x's (always in PiD).
-    if _setting.fused_norm and torch.promote_types(x.dtype, torch.promote_types(gate.dtype, y.dtype)) == x.dtype:
-        return ops.gated_residual(x, gate, y)
+    if plan.fused_norm and torch.promote_types(x.dtype, torch.promote_types(gate.dtype, y.dtype)) == x.dtype:
+        return ops.gated_residual(x, gate, y, use_kernel=plan.kernels)
     return x + gate * y
 
 

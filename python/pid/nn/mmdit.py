@@ -1,4 +1,4 @@
-"""MMDiT joint text/image block: the 14 patch-level blocks of PiD (spec §2.8)."""
+"""MMDiT joint text/image block: the patch-level blocks of PiD (14 in the released networks)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from ..plan import ExecutionPlan
 from .layers import RMSNorm, SwiGLU, gated_residual, norm_modulate
 from .rope import RopeTable
 
@@ -21,14 +22,13 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 class JointAttention(nn.Module):
     """Attention over [text tokens, image tokens] with separate projections and q/k norms per stream.
 
-    ``window`` (None: global attention, the trained model) switches the image queries to windowed
+    The plan's ``window`` (None: global attention, the trained model) switches the image queries to windowed
     attention over the patch grid (``pid.ops.attention``): an opt-in speed/memory mode that changes the
     network's function; a window covering the grid is exactly global attention."""
 
-    def __init__(self, dim: int, heads: int, window: Optional[int] = None):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.window = window
         head_dim = dim // heads
         self.qkv_x = nn.Linear(dim, 3 * dim, bias=False)
         self.qkv_y = nn.Linear(dim, 3 * dim, bias=False)
@@ -40,24 +40,28 @@ class JointAttention(nn.Module):
         self.proj_y = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, img_rope: RopeTable, txt_rope: Optional[RopeTable],
-                text_out: bool = True, grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                plan: ExecutionPlan, text_out: bool = True,
+                grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """x [B, L, D] image tokens (row-major ``grid``, needed for windowed attention), y [B, Ltxt, D]."""
         B, L, D = x.shape
         n_txt, H = y.shape[1], self.heads
         d = D // H
         qkv_x = self.qkv_x(x).view(B, L, 3, H, d)
         qkv_y = self.qkv_y(y).view(B, n_txt, 3, H, d)
-        # q, k, v of the joint sequence [text, image], in the dtype SDPA would see (autocast's, or promoted).
-        dtype = ops.attention_dtype(qkv_x, qkv_y, self.q_norm_x.weight)
+        # q, k, v of the joint sequence [text, image] in the dtype attention computes in: the autocast dtype, else
+        # the reference's promoted one.
+        dtype = plan.autocast_dtype or torch.promote_types(torch.promote_types(qkv_x.dtype, qkv_y.dtype),
+                                                           self.q_norm_x.weight.dtype)
         k = x.new_empty(B, H, n_txt + L, d, dtype=dtype)
         # Without text output (the last block) only the image queries are needed.
         q = x.new_empty(B, H, n_txt + L if text_out else L, d, dtype=dtype)
         ops.qk_norm_rope(qkv_y, self.q_norm_y.weight, self.k_norm_y.weight, txt_rope, self.k_norm_y.eps,
-                         out=(q if text_out else None, k), offsets=(0, 0))
+                         out=(q if text_out else None, k), offsets=(0, 0), use_kernel=plan.kernels)
         ops.qk_norm_rope(qkv_x, self.q_norm_x.weight, self.k_norm_x.weight, img_rope, self.k_norm_x.eps,
-                         out=(q, k), offsets=(n_txt if text_out else 0, n_txt))
+                         out=(q, k), offsets=(n_txt if text_out else 0, n_txt), use_kernel=plan.kernels)
         v = torch.cat([qkv_y[:, :, 2], qkv_x[:, :, 2]], dim=1).to(dtype).transpose(1, 2)  # [B, H, S, d]
-        out = ops.attention(q, k, v, window=self.window, grid=grid, n_text=n_txt)
+        out = ops.attention(q, k, v, window=plan.window, grid=grid, n_text=n_txt, backend=plan.attention,
+                            autotune=plan.autotune, use_kernel=plan.kernels)
         if not text_out:
             return self.proj_x(_merge_heads(out)), None
         return self.proj_x(_merge_heads(out[:, :, n_txt:])), self.proj_y(_merge_heads(out[:, :, :n_txt]))
@@ -82,22 +86,22 @@ class MMDiTBlock(nn.Module):
         """The adaLN vectors [B, 1, 6D] of the image and text streams; they depend only on the timestep."""
         return self.adaLN_modulation_img(c), self.adaLN_modulation_txt(c)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, img_rope: RopeTable,
-                txt_rope: Optional[RopeTable], text_out: bool = True,
-                mods: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mods: tuple[torch.Tensor, torch.Tensor], img_rope: RopeTable,
+                txt_rope: Optional[RopeTable], plan: ExecutionPlan, text_out: bool = True,
                 grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """x [B, L, D] image tokens (a row-major ``grid``), y [B, Ltxt, D] text tokens, c [B, 1, D]; `mods` =
-        modulation(c) if precomputed. With text_out=False (the last block, whose text stream nothing reads) the
-        text stream's own update is skipped and None returned."""
-        mod_img, mod_txt = mods if mods is not None else self.modulation(c)
+        """x [B, L, D] image tokens (a row-major ``grid``), y [B, Ltxt, D] text tokens, `mods` = modulation(c) of
+        the timestep (computed once per timestep by PidNet.encode_time). With text_out=False (the last block, whose
+        text stream nothing reads) the text stream's own update is skipped and None returned."""
+        mod_img, mod_txt = mods
         shift_x, scale_x, gate_x, shift_x2, scale_x2, gate_x2 = mod_img.chunk(6, dim=-1)
         shift_y, scale_y, gate_y, shift_y2, scale_y2, gate_y2 = mod_txt.chunk(6, dim=-1)
-        attn_x, attn_y = self.attn(norm_modulate(self.norm_x1, x, shift_x, scale_x),
-                                   norm_modulate(self.norm_y1, y, shift_y, scale_y), img_rope, txt_rope, text_out, grid)
-        x = gated_residual(x, gate_x, attn_x)
-        x = gated_residual(x, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, x, shift_x2, scale_x2)))
+        attn_x, attn_y = self.attn(norm_modulate(self.norm_x1, x, shift_x, scale_x, plan),
+                                   norm_modulate(self.norm_y1, y, shift_y, scale_y, plan), img_rope, txt_rope, plan,
+                                   text_out, grid)
+        x = gated_residual(x, gate_x, attn_x, plan)
+        x = gated_residual(x, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, x, shift_x2, scale_x2, plan)), plan)
         if not text_out:
             return x, None
-        y = gated_residual(y, gate_y, attn_y)
-        y = gated_residual(y, gate_y2, self.mlp_y(norm_modulate(self.norm_y2, y, shift_y2, scale_y2)))
+        y = gated_residual(y, gate_y, attn_y, plan)
+        y = gated_residual(y, gate_y2, self.mlp_y(norm_modulate(self.norm_y2, y, shift_y2, scale_y2, plan)), plan)
         return x, y

@@ -1,8 +1,7 @@
-"""PidNet: the PiD pixel-diffusion network (spec §2), with the reference parameter names."""
+"""PidNet: the PiD pixel-diffusion network, with the reference parameter names."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -11,14 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import PidConfig
+from ..plan import ExecutionPlan
 from .latent_adapter import GateInput, LatentProjection, SigmaGate
 from .layers import FinalLayer, PixelEmbedder, TimestepEmbedder, TokenEmbedder, pixel_sincos_axes
 from .mmdit import MMDiTBlock
 from .pit import PiTBlock
 from .rope import RopeTable, rope_1d, rope_2d
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class LatentCondition:
@@ -86,37 +83,6 @@ class PidNet(nn.Module):
     def from_reference_kwargs(cls, kwargs: Mapping[str, Any]) -> "PidNet":
         return cls(PidConfig.from_reference_kwargs(kwargs))
 
-    # ------------------------------------------------------------------ attention mode
-    def set_attention_window(self, window: Optional[int] = None, pixel_window: Optional[int] | str = "same") -> None:
-        """Opt-in windowed attention (speed / memory for very large outputs); None: global, the default.
-
-        ``window`` applies to the MMDiT blocks' image queries (text tokens stay global: every image query
-        still sees all text keys and text queries see everything), ``pixel_window`` to the PiT patch
-        attention ("same": ``window``). Windows are w x w neighbourhoods on the patch grid, shifted at
-        the borders. This **changes the network's function**: the released checkpoints were trained with
-        global attention, so outputs differ; a window covering the grid is exactly global attention.
-        """
-        if pixel_window == "same":
-            pixel_window = window
-        for name, w in (("window", window), ("pixel_window", pixel_window)):
-            if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
-                raise ValueError(f"{name} must be a positive int (patches) or None for global attention, got {w!r}")
-        for block in self.patch_blocks:
-            block.attn.window = window
-        for block in self.pixel_blocks:
-            block.attn.window = pixel_window
-        if (window or pixel_window) and next(self.parameters()).is_cuda:
-            log.warning("windowed attention changes the network's output; on CUDA it runs pid's kernels (bfloat16: "
-                        "tensor cores, not yet timed on a GPU; float32: CUDA cores, slower on an H100 than global "
-                        "attention through torch SDPA even at w=16), see docs/attention.md")
-
-    @property
-    def attention_window(self) -> tuple[Optional[int], Optional[int]]:
-        """(MMDiT window, PiT window); None means global attention."""
-        mmdit = self.patch_blocks[0].attn.window if len(self.patch_blocks) else None
-        pit = self.pixel_blocks[0].attn.window if len(self.pixel_blocks) else None
-        return mmdit, pit
-
     # ------------------------------------------------------------------ cached position tables
     def _cached(self, key, make):
         if key not in self._tables:
@@ -145,33 +111,40 @@ class PidNet(nn.Module):
                             lambda: pixel_sincos_axes(height, width, self.config.pixel_hidden_size, device))
 
     # ------------------------------------------------------------------ once per decode
-    def encode_condition(self, lq_latent: torch.Tensor, degrade_sigma: torch.Tensor,
-                         grid: tuple[int, int]) -> LatentCondition:
+    # Every entry point runs under `plan` (default: ExecutionPlan(), float32 with pid's kernels), in its autocast.
+    def encode_condition(self, lq_latent: torch.Tensor, degrade_sigma: torch.Tensor, grid: tuple[int, int],
+                         plan: Optional[ExecutionPlan] = None) -> LatentCondition:
         """Latent [B, C, h, w] and σ [B] → the gate inputs for a patch grid (Hs, Ws)."""
+        plan = plan or ExecutionPlan()
         lq = self.lq_proj
-        tokens = lq.trunk(lq_latent, *grid)
-        gates = [gate.prepare(head(tokens), degrade_sigma) for head, gate in zip(lq.output_heads, lq.gate_modules)]
-        pit = self.pit_lq_gate.prepare(lq.pit_head(tokens), degrade_sigma) if self.pit_lq_gate is not None else None
+        with plan.autocast(lq_latent.device.type):
+            tokens = lq.trunk(lq_latent, *grid, plan)
+            gates = [gate.prepare(head(tokens), degrade_sigma) for head, gate in zip(lq.output_heads, lq.gate_modules)]
+            pit = self.pit_lq_gate.prepare(lq.pit_head(tokens), degrade_sigma) if self.pit_lq_gate is not None else None
         return LatentCondition(tuple(grid), gates, pit)
 
-    def encode_text(self, y: torch.Tensor) -> TextCondition:
+    def encode_text(self, y: torch.Tensor, plan: Optional[ExecutionPlan] = None) -> TextCondition:
         """Caption embeddings [B, Ltxt, txt_embed_dim] → text tokens; rows past txt_max_length are dropped."""
+        plan = plan or ExecutionPlan()
         n = min(y.shape[1], self.config.txt_max_length)
-        tokens = self.y_embedder(y[:, :n])
-        tokens = tokens + self.y_pos_embedding[:, :n].to(tokens.dtype)
+        with plan.autocast(y.device.type):
+            tokens = self.y_embedder(y[:, :n])
+            tokens = tokens + self.y_pos_embedding[:, :n].to(tokens.dtype)
         return TextCondition(tokens, self.text_rope(n, y.device))
 
-    def encode_time(self, t: torch.Tensor) -> TimeCondition:
+    def encode_time(self, t: torch.Tensor, plan: Optional[ExecutionPlan] = None) -> TimeCondition:
         """Network time t [B] (flow time × 1000) → the timestep embedding and all block modulations."""
-        t_emb = self.t_embedder(t).view(t.numel(), 1, self.config.hidden_size)
-        c = F.silu(t_emb)
-        return TimeCondition(t_emb, [block.modulation(c) for block in self.patch_blocks])
+        plan = plan or ExecutionPlan()
+        with plan.autocast(t.device.type):
+            t_emb = self.t_embedder(t).view(t.numel(), 1, self.config.hidden_size)
+            c = F.silu(t_emb)
+            return TimeCondition(t_emb, [block.modulation(c) for block in self.patch_blocks])
 
     # ------------------------------------------------------------------ once per step
     def denoise(self, x: torch.Tensor, t: "torch.Tensor | TimeCondition", text: TextCondition,
-                cond: Optional[LatentCondition] = None, pixel_chunk: Optional[int] = None) -> torch.Tensor:
-        """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000), or its `encode_time`.
-        `pixel_chunk` (patches per chunk) bounds the memory of the pixel blocks; see PiTBlock."""
+                cond: Optional[LatentCondition] = None, plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
+        """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000), or its `encode_time`."""
+        plan = plan or ExecutionPlan()
         cfg = self.config
         B, _, H, W = x.shape
         p = cfg.patch_size
@@ -179,45 +152,46 @@ class PidNet(nn.Module):
         if cond is not None and tuple(cond.grid) != (Hs, Ws):
             raise ValueError(f"the latent condition was computed for a {cond.grid} patch grid, but x "
                              f"{H}x{W} has a {(Hs, Ws)} grid; call encode_condition with grid={(Hs, Ws)}")
-        time = t if isinstance(t, TimeCondition) else self.encode_time(t)
-        t_emb = time.t_emb
+        time = t if isinstance(t, TimeCondition) else self.encode_time(t, plan)
         img_rope = self.image_rope(Hs, Ws, x.device)
+        with plan.autocast(x.device.type):
+            s = self.s_embedder(patchify(x, p))
+            y = text.tokens
+            last = cfg.patch_depth - 1
+            for i, block in enumerate(self.patch_blocks):
+                if cond is not None and i % cfg.lq_interval == 0:
+                    gate_idx = i // cfg.lq_interval
+                    s = self.lq_proj.gate_modules[gate_idx](s, cond.gates[gate_idx], plan)
+                s, y = block(s, y, time.block_mods[i], img_rope, text.rope, plan, text_out=i != last, grid=(Hs, Ws))
 
-        s = self.s_embedder(patchify(x, p))
-        y = text.tokens
-        last = cfg.patch_depth - 1
-        for i, block in enumerate(self.patch_blocks):
-            if cond is not None and i % cfg.lq_interval == 0:
-                gate_idx = i // cfg.lq_interval
-                s = self.lq_proj.gate_modules[gate_idx](s, cond.gates[gate_idx])
-            s, y = block(s, y, None, img_rope, text.rope, text_out=i != last, mods=time.block_mods[i], grid=(Hs, Ws))
+            s = F.silu(time.t_emb + s)
+            if cond is not None and cond.pit is not None:
+                s = self.pit_lq_gate(s, cond.pit, plan)
+            s_cond = s.reshape(B * Hs * Ws, cfg.hidden_size)
 
-        s = F.silu(t_emb + s)
-        if cond is not None and cond.pit is not None:
-            s = self.pit_lq_gate(s, cond.pit)
-        s_cond = s.reshape(B * Hs * Ws, cfg.hidden_size)
-
-        pixels = self.pixel_embedder(x, p, self.pixel_table(H, W, x.device))
-        pix_rope = self.pixel_rope(Hs, Ws, x.device)
-        for block in self.pixel_blocks:
-            pixels = block(pixels, s_cond, B, pix_rope, chunk=pixel_chunk, grid=(Hs, Ws))
-        if pixel_chunk is None:
-            out = self.final_layer(pixels)  # [B·L, p², 3]
-        else:
-            out = torch.cat([self.final_layer(pixels[i:i + pixel_chunk])
-                             for i in range(0, pixels.shape[0], pixel_chunk)])
+            pixels = self.pixel_embedder(x, p, self.pixel_table(H, W, x.device))
+            pix_rope = self.pixel_rope(Hs, Ws, x.device)
+            for block in self.pixel_blocks:
+                pixels = block(pixels, s_cond, B, pix_rope, plan, grid=(Hs, Ws))
+            chunk = plan.pixel_chunk
+            if chunk is None:
+                out = self.final_layer(pixels)  # [B·L, p², 3]
+            else:
+                out = torch.cat([self.final_layer(pixels[i:i + chunk]) for i in range(0, pixels.shape[0], chunk)])
         return unpatchify(out.view(B, Hs, Ws, p, p, cfg.in_channels))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, lq_latent: Optional[torch.Tensor] = None,
-                degrade_sigma: Optional[torch.Tensor | float] = None) -> torch.Tensor:
+                degrade_sigma: Optional[torch.Tensor | float] = None,
+                plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
         """The reference signature: x [B, 3, H, W], t [B] (flow time × 1000), y [B, Ltxt, txt_embed_dim],
         lq_latent [B, C, h, w] (normalised latent), degrade_sigma [B] (or a float) → velocity [B, 3, H, W]."""
         B, _, H, W = self._check_inputs(x, t, y, lq_latent)
         cond = None
         if lq_latent is not None:
             sigma = self.sigma_per_sample(degrade_sigma, B, x.device)
-            cond = self.encode_condition(lq_latent, sigma, (H // self.config.patch_size, W // self.config.patch_size))
-        return self.denoise(x, t.reshape(B), self.encode_text(y), cond)
+            grid = (H // self.config.patch_size, W // self.config.patch_size)
+            cond = self.encode_condition(lq_latent, sigma, grid, plan)
+        return self.denoise(x, t.reshape(B), self.encode_text(y, plan), cond, plan)
 
     # ------------------------------------------------------------------ input checks
     def _check_inputs(self, x, t, y, lq_latent):

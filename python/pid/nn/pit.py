@@ -1,4 +1,4 @@
-"""PiT pixel blocks (spec §2.11): per-pixel tokens modulated by their patch, attention across patches."""
+"""PiT pixel blocks: per-pixel tokens modulated by their patch, attention across patches."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from ..plan import ExecutionPlan
 from .layers import PixelMLP, RMSNorm, gated_residual, norm_modulate_pixels
 from .mmdit import _merge_heads
 from .rope import RopeTable
@@ -16,26 +17,29 @@ from .rope import RopeTable
 class PatchAttention(nn.Module):
     """Self-attention across the patch tokens of one image with q/k RMSNorm and 2-D RoPE.
 
-    ``window`` (None: global attention, the trained model): opt-in windowed attention over the patch
-    grid (``pid.ops.attention``), which changes the network's function; see JointAttention."""
+    The plan's ``pixel_window`` (None: global attention, the trained model): opt-in windowed attention over the
+    patch grid (``pid.ops.attention``), which changes the network's function; see JointAttention."""
 
-    def __init__(self, dim: int, heads: int, window: Optional[int] = None):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.window = window
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_norm = RMSNorm(dim // heads)
         self.k_norm = RMSNorm(dim // heads)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rope: RopeTable, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RopeTable, plan: ExecutionPlan,
+                grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
         B, L, D = x.shape
         H = self.heads
         qkv = self.qkv(x).view(B, L, 3, H, D // H)
-        dtype = ops.attention_dtype(qkv, self.q_norm.weight)
-        q, k = ops.qk_norm_rope(qkv, self.q_norm.weight, self.k_norm.weight, rope, self.k_norm.eps, out_dtype=dtype)
+        dtype = plan.autocast_dtype or torch.promote_types(qkv.dtype, self.q_norm.weight.dtype)
+        q, k = ops.qk_norm_rope(qkv, self.q_norm.weight, self.k_norm.weight, rope, self.k_norm.eps, out_dtype=dtype,
+                                use_kernel=plan.kernels)
         v = qkv[:, :, 2].transpose(1, 2).to(dtype)  # [B, H, L, d], a strided view when no cast is needed
-        return self.proj(_merge_heads(ops.attention(q, k, v, window=self.window, grid=grid)))
+        out = ops.attention(q, k, v, window=plan.pixel_window, grid=grid, backend=plan.attention,
+                            autotune=plan.autotune, use_kernel=plan.kernels)
+        return self.proj(_merge_heads(out))
 
 
 class PiTBlock(nn.Module):
@@ -54,39 +58,41 @@ class PiTBlock(nn.Module):
         self.mlp = PixelMLP(pixel_dim, 4 * pixel_dim)
         self.adaLN_modulation = nn.Sequential(nn.Linear(patch_dim, 6 * pixel_dim * p2))
 
-    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable,
-                chunk: Optional[int] = None, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
-        """`chunk` bounds memory: the per-pixel work (adaLN linear, modulation, compress; expand, gated
-        residual, MLP) runs on `chunk` patches at a time, recomputing the adaLN output in the second phase
-        instead of keeping it, and the block updates x in place. Only the attention sees all patches (a
+    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable, plan: ExecutionPlan,
+                grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """The plan's `pixel_chunk` bounds memory: the per-pixel work (adaLN linear, modulation, compress; expand,
+        gated residual, MLP) runs on `pixel_chunk` patches at a time, recomputing the adaLN output in the second
+        phase instead of keeping it, and the block updates x in place. Only the attention sees all patches (a
         row-major `grid` of them, needed by windowed attention)."""
-        BL = x.shape[0]
+        BL, chunk = x.shape[0], plan.pixel_chunk
         if chunk is None or chunk >= BL:
             mods = self._modulation(s_cond)
-            h = self._compress(x, mods)
-            return self._expand_mlp(x, mods, self._attend(h, batch, rope, grid))
-        h = torch.cat([self._compress(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]))
+            h = self._compress(x, mods, plan)
+            return self._expand_mlp(x, mods, self._attend(h, batch, rope, plan, grid), plan)
+        h = torch.cat([self._compress(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]), plan)
                        for i in range(0, BL, chunk)])
-        h = self._attend(h, batch, rope, grid)
+        h = self._attend(h, batch, rope, plan, grid)
         out = x if not torch.is_grad_enabled() else torch.empty_like(x)
         for i in range(0, BL, chunk):
-            out[i:i + chunk] = self._expand_mlp(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]), h[i:i + chunk])
+            out[i:i + chunk] = self._expand_mlp(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]), h[i:i + chunk],
+                                                plan)
         return out
 
-    def _modulation(self, s_cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _modulation(self, s_cond: torch.Tensor) -> torch.Tensor:
         # Output feature o of the adaLN linear → (pixel o // 6c, chunk (o % 6c) // c, channel o % c).
         # Chunks of mods: 0 shift1, 1 scale1, 2 gate1, 3 shift2, 4 scale2, 5 gate2 (read in place).
         n, c = s_cond.shape[0], self.pixel_dim
         return self.adaLN_modulation(s_cond).view(n, -1, 6 * c)
 
-    def _compress(self, x: torch.Tensor, mods: torch.Tensor) -> torch.Tensor:
-        return self.compress_to_attn(norm_modulate_pixels(self.norm1, x, mods, 0, 1))  # [n, P2·c] → [n, A]
+    def _compress(self, x: torch.Tensor, mods: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+        return self.compress_to_attn(norm_modulate_pixels(self.norm1, x, mods, 0, 1, plan))  # [n, P2·c] → [n, A]
 
-    def _attend(self, h: torch.Tensor, batch: int, rope: RopeTable, grid) -> torch.Tensor:
+    def _attend(self, h: torch.Tensor, batch: int, rope: RopeTable, plan: ExecutionPlan, grid) -> torch.Tensor:
         BL = h.shape[0]
-        return self.attn(h.view(batch, BL // batch, self.attn_dim), rope, grid).reshape(BL, self.attn_dim)
+        return self.attn(h.view(batch, BL // batch, self.attn_dim), rope, plan, grid).reshape(BL, self.attn_dim)
 
-    def _expand_mlp(self, x: torch.Tensor, mods: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def _expand_mlp(self, x: torch.Tensor, mods: torch.Tensor, h: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
         c = self.pixel_dim
-        x = gated_residual(x, mods[..., 2 * c:3 * c], self.expand_from_attn(h).view(x.shape))
-        return gated_residual(x, mods[..., 5 * c:6 * c], self.mlp(norm_modulate_pixels(self.norm2, x, mods, 3, 4).view(x.shape)))
+        x = gated_residual(x, mods[..., 2 * c:3 * c], self.expand_from_attn(h).view(x.shape), plan)
+        mlp_in = norm_modulate_pixels(self.norm2, x, mods, 3, 4, plan).view(x.shape)
+        return gated_residual(x, mods[..., 5 * c:6 * c], self.mlp(mlp_in), plan)

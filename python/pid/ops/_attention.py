@@ -1,59 +1,44 @@
-"""Python faces of the attention kernels (re-exported by ``pid.ops``): ``qk_norm_rope`` and ``attention``.
+"""Faces of the attention family: ``qk_norm_rope`` and ``attention`` (csrc/include/pid/attention.h), and the memory of
+the "auto" global-attention back end (``AttentionAutotune``).
 
-Each calls ``torch.ops.pid.*`` when the extension is loaded and the inputs suit the kernel, and
-``pid.ops.reference`` (torch SDPA) otherwise. Global attention uses the backend chosen per device type
-(``set_global_attention_backend``): on CPU the compiled kernel (measured faster than torch SDPA, see
-docs/attention.md), on CUDA torch SDPA (measured faster than pid's first CUDA kernel on an H100), or
-"auto": whichever of the two is faster on this machine, timed at the first call of each shape.
+Global attention has three back ends: pid's compiled kernel, torch SDPA, or "auto" (the faster of the two for each
+shape, timed once). By default each device type uses the one measured faster there (``default_attention_backend``;
+see docs/attention.md). Windowed attention always runs the kernel when it can (SDPA would need an explicit S × S mask).
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
+from collections import OrderedDict
 from typing import Callable, Optional
 
 import torch
 
-from pid.ops import _KERNEL_DTYPES, _use_kernel, reference  # defined before pid.ops imports this module
+from pid import _extension, timing
+from pid.ops import reference
+from pid.ops._dispatch import KERNEL_DTYPES, kernel_applies
 
 log = logging.getLogger(__name__)
 
 _CUDA_HEAD_DIMS = (64, 72)
-
-# Which implementation computes *global* attention, per device type: "kernel" (torch.ops.pid.attention),
-# "sdpa" (torch.nn.functional.scaled_dot_product_attention) or "auto" (the faster, timed per shape).
-# Windowed attention always uses the kernel when it can run (SDPA would need an explicit S x S mask).
-_GLOBAL_BACKEND = {"cpu": "kernel", "cuda": "sdpa"}
-_AUTO_CHOICE: dict[tuple, str] = {}  # "auto": (device, dtype, q shape, k shape) -> "kernel" or "sdpa"
-_AUTO_CALLS = 3  # timed calls per backend (after one untimed)
+BACKENDS = ("kernel", "sdpa", "auto")
+# Measured faster per device type: on the CPU pid's kernel; on CUDA torch SDPA (cuDNN / flash, against pid's
+# first CUDA kernel on an H100). docs/attention.md has the numbers.
+_DEFAULT_BACKEND = {"cpu": "kernel", "cuda": "sdpa"}
 
 
-def set_global_attention_backend(device_type: str, backend: str) -> None:
-    """Choose what computes global attention on ``device_type`` ("cpu", "cuda"): "kernel", "sdpa", or "auto":
-    for each (device, dtype, shape) the faster of the two, timed on the first call of that shape (one untimed
-    and three timed calls of each, on the caller's inputs) and remembered. Setting a backend forgets them."""
-    if backend not in ("kernel", "sdpa", "auto"):
-        raise ValueError(f"backend must be 'kernel', 'sdpa' or 'auto', got {backend!r}")
-    _GLOBAL_BACKEND[device_type] = backend
-    _AUTO_CHOICE.clear()
+def default_attention_backend(device_type: str) -> str:
+    """The global-attention back end used when none is given: "kernel" on the CPU, "sdpa" on CUDA and elsewhere."""
+    return _DEFAULT_BACKEND.get(device_type, "sdpa")
 
 
-def global_attention_backend(device_type: str) -> str:
-    """The backend of global attention on ``device_type`` ("sdpa" for device types without a kernel)."""
-    return _GLOBAL_BACKEND.get(device_type, "sdpa")
-
-
-def attention_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """The dtype attention computes in: autocast's when autocast is on for the device (as torch SDPA
-    under autocast), else the promoted dtype of the inputs."""
-    device_type = tensors[0].device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
+def check_backend(backend: Optional[str]) -> Optional[str]:
+    """`backend` itself when it names a global-attention back end (or is None, the device's default)."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"attention backend must be 'kernel', 'sdpa' or 'auto' (or None: the device's default), "
+                         f"got {backend!r}")
+    return backend
 
 
 def qk_norm_rope(
@@ -66,6 +51,7 @@ def qk_norm_rope(
     out_dtype: Optional[torch.dtype] = None,
     out: Optional[tuple[Optional[torch.Tensor], Optional[torch.Tensor]]] = None,
     offsets: tuple[int, int] = (0, 0),
+    use_kernel: bool = True,
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Per-head q/k RMSNorm followed by interleaved-pair RoPE, read straight from the qkv projection.
 
@@ -77,7 +63,7 @@ def qk_norm_rope(
     Returns (q, k), each [B, H, N, d] in ``out_dtype`` (default: promote(qkv, weight), the reference's).
     With ``out=(q_buf, k_buf)`` (dense [B, H, rows, d] buffers; either may be None to skip it) the
     results are written to rows ``offsets[i]`` .. ``offsets[i] + N`` of the buffers, which are returned:
-    two calls fill the two halves of one joint [text, image] buffer.
+    two calls fill the two halves of one joint [text, image] buffer. ``use_kernel=False`` runs the reference.
     """
     B, N, three, H, d = qkv.shape
     if three != 3:
@@ -91,13 +77,13 @@ def qk_norm_rope(
     tables = () if rope is None else tuple(rope)
     if (
         outs
-        and qkv.dtype in _KERNEL_DTYPES
+        and qkv.dtype in KERNEL_DTYPES
         and q_weight.dtype == k_weight.dtype
-        and q_weight.dtype in _KERNEL_DTYPES
+        and q_weight.dtype in KERNEL_DTYPES
         and all(t.dtype == torch.float32 for t in tables)
-        and all(t.dtype in _KERNEL_DTYPES and t.dtype == outs[0].dtype and t.is_contiguous() for t in outs)
+        and all(t.dtype in KERNEL_DTYPES and t.dtype == outs[0].dtype and t.is_contiguous() for t in outs)
         and d % 2 == 0
-        and _use_kernel(qkv, q_weight, k_weight, *tables, *outs)
+        and kernel_applies(use_kernel, qkv, q_weight, k_weight, *tables, *outs)
     ):
         cos, sin = (t.contiguous() for t in tables) if tables else (None, None)
         torch.ops.pid.qk_norm_rope(
@@ -137,6 +123,10 @@ def attention(
     window: Optional[int] = None,
     grid: Optional[tuple[int, int]] = None,
     n_text: int = 0,
+    *,
+    backend: Optional[str] = None,
+    autotune: Optional["AttentionAutotune"] = None,
+    use_kernel: bool = True,
 ) -> torch.Tensor:
     """Exact softmax(q k^T / sqrt(d)) v over q [B, H, Sq, d], k, v [B, H, Sk, d] → [B, H, Sq, d].
 
@@ -147,31 +137,44 @@ def attention(
     sees every key. This is an opt-in speed/memory mode that **changes the model's function** (the
     network was trained with global attention); w >= max(grid) is global attention and computed as such.
 
-    Computes in ``attention_dtype(q, k, v)`` (autocast's dtype when autocast is on). The compiled kernel
-    returns a tensor laid out as [B, Sq, H, d] (merging heads is then a free view).
+    Global attention runs ``backend``: "kernel" (pid's), "sdpa" (torch), "auto" (the faster for this shape, as
+    timed and remembered by ``autotune``), or None: ``default_attention_backend(q.device.type)``.
+    ``use_kernel=False`` never runs pid's kernel (the PyTorch reference, with explicit masks when windowed).
+
+    Computes in the promoted dtype of q, k and v, whatever autocast says. The compiled kernel returns a tensor laid
+    out as [B, Sq, H, d] (merging heads is then a free view).
     """
     _check_window(q, k, window, grid, n_text)
-    dtype = attention_dtype(q, k, v)
+    check_backend(backend)
+    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     q, k, v = (t.to(dtype) for t in (q, k, v))
     if window is not None and window >= max(grid):
         window = None  # the window covers the grid: global attention, and exactly the global result
     if window is None:
-        backend = global_attention_backend(q.device.type)
+        backend = backend or default_attention_backend(q.device.type)
         if backend == "auto":
-            backend = _auto_backend(q, k, v)
-        if backend != "kernel":
-            return reference.attention(q, k, v)
-    if _kernel_can_run(q, k, v):
+            if autotune is None:
+                raise ValueError("backend='auto' needs autotune=, a pid.ops.AttentionAutotune that remembers the "
+                                 "timed choice per shape")
+            backend = autotune.choose(q, k, v, use_kernel)
+        if backend == "sdpa":
+            return _sdpa(q, k, v)
+    if _kernel_can_run(q, k, v, use_kernel):
         return _kernel(q, k, v, window, grid, n_text)
-    return reference.attention(q, k, v, window, grid, n_text)
+    return _sdpa(q, k, v, window, grid, n_text)
 
 
-def _kernel_can_run(q, k, v) -> bool:
+def _sdpa(q, k, v, window=None, grid=None, n_text=0):
+    with torch.autocast(q.device.type, enabled=False):  # in the inputs' dtype, as the kernel
+        return reference.attention(q, k, v, window, grid, n_text)
+
+
+def _kernel_can_run(q, k, v, use_kernel: bool) -> bool:
     return (
-        q.dtype in _KERNEL_DTYPES
+        q.dtype in KERNEL_DTYPES
         and k.shape[-2] > 0
         and (q.device.type != "cuda" or q.shape[-1] in _CUDA_HEAD_DIMS)
-        and _use_kernel(q, k, v)
+        and kernel_applies(use_kernel, q, k, v)
     )
 
 
@@ -182,28 +185,66 @@ def _kernel(q, k, v, window, grid, n_text):
     return torch.ops.pid.attention(q, k, v, window, grid[0], grid[1], n_text)
 
 
-def _auto_backend(q, k, v) -> str:
-    """"auto": the remembered choice for these inputs' shape, else both backends timed now. While a CUDA graph is
-    being captured or torch.compile traces nothing can be timed: torch SDPA, not remembered."""
-    if not _kernel_can_run(q, k, v):
-        return "sdpa"
-    key = (q.device, q.dtype, tuple(q.shape), tuple(k.shape))
-    choice = _AUTO_CHOICE.get(key)
-    if choice is not None:
+class AttentionAutotune:
+    """The memory of the "auto" global-attention back end: for each (device, dtype, q shape, k shape), whichever
+    of pid's kernel and torch SDPA was faster, timed on the first call of that shape (one untimed and ``calls``
+    timed calls of each, interleaved, on the caller's inputs; the medians decide).
+
+    It keeps at most ``max_shapes`` shapes (the least recently used is forgotten). Its owner sets its scope: a
+    PidDecoder keeps one for its lifetime, in its ExecutionPlan. ``timer(fn, device) -> seconds`` replaces the
+    measurement (tests)."""
+
+    def __init__(self, calls: int = 3, max_shapes: int = 64,
+                 timer: Optional[Callable[[Callable[[], object], torch.device], float]] = None):
+        self.calls = calls
+        self.max_shapes = max_shapes
+        self._timer = timer
+        self._choices: OrderedDict[tuple, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._choices)
+
+    def __repr__(self) -> str:
+        return f"AttentionAutotune({len(self)} shapes)"
+
+    def choose(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_kernel: bool = True) -> str:
+        """"kernel" or "sdpa" for these inputs: remembered, else timed now. Inputs the kernel cannot take get
+        SDPA untimed; while a CUDA graph is captured or torch.compile traces, nothing can be timed: SDPA, not
+        remembered."""
+        if not _kernel_can_run(q, k, v, use_kernel):
+            return "sdpa"
+        key = (q.device, q.dtype, tuple(q.shape), tuple(k.shape))
+        choice = self._choices.get(key)
+        if choice is not None:
+            self._choices.move_to_end(key)
+            return choice
+        if torch.compiler.is_compiling() or (q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            return "sdpa"
+        kernel_s, sdpa_s = self._median_seconds([lambda: _kernel(q, k, v, None, None, 0), lambda: _sdpa(q, k, v)],
+                                                q.device)
+        choice = self._choices[key] = "kernel" if kernel_s < sdpa_s else "sdpa"
+        if len(self._choices) > self.max_shapes:
+            self._choices.popitem(last=False)
+        log.info("global attention %s %s q %s k %s: pid kernel %.3f ms, torch SDPA %.3f ms: using %s", q.device,
+                 str(q.dtype).removeprefix("torch."), list(q.shape), list(k.shape), kernel_s * 1e3, sdpa_s * 1e3,
+                 choice)
         return choice
-    if torch.compiler.is_compiling() or (q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
-        return "sdpa"
-    kernel_ms = _median_ms(lambda: _kernel(q, k, v, None, None, 0), q.device)
-    sdpa_ms = _median_ms(lambda: reference.attention(q, k, v), q.device)
-    choice = _AUTO_CHOICE[key] = "kernel" if kernel_ms < sdpa_ms else "sdpa"
-    log.info("global attention %s %s q %s k %s: pid kernel %.3f ms, torch SDPA %.3f ms: using %s", q.device,
-             str(q.dtype).removeprefix("torch."), list(q.shape), list(k.shape), kernel_ms, sdpa_ms, choice)
-    return choice
+
+    def _median_seconds(self, fns: list[Callable[[], object]], device: torch.device) -> list[float]:
+        if self._timer is not None:
+            return [self._timer(fn, device) for fn in fns]
+        return [statistics.median(times) for times in timing.time_calls(fns, device, self.calls, warmup=1)]
 
 
-def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
-    from pid.bench import timed  # here: pid.bench imports the network, which imports pid.ops
+if _extension.available():
 
-    fn()
-    return statistics.median(timed(fn, _AUTO_CALLS, device)) * 1e3
+    @torch.library.register_fake("pid::qk_norm_rope")
+    def _qk_norm_rope_fake(qkv, q_weight, k_weight, cos, sin, eps, q_out, q_offset, k_out, k_offset):
+        torch._check(qkv.dim() == 5, lambda: f"pid::qk_norm_rope: qkv must be [B, N, 3, H, d], got {list(qkv.shape)}")
+        return None
 
+    @torch.library.register_fake("pid::attention")
+    def _attention_fake(q, k, v, window, grid_h, grid_w, n_text):
+        torch._check(q.dim() == 4, lambda: f"pid::attention: q must be [B, H, Sq, d], got {list(q.shape)}")
+        B, H, Sq, d = q.shape
+        return q.new_empty((B, Sq, H, d)).permute(0, 2, 1, 3)  # the kernel's [B, Sq, H, d] layout

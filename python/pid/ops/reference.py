@@ -14,15 +14,33 @@ def sigma_gate(
     lq_logit: torch.Tensor,
     w_x: torch.Tensor,
     alpha_sigma: torch.Tensor,
+    logit_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """``x + sigmoid(x @ w_x.T + lq_logit - alpha_sigma[b]) * lq`` in float32, returned in x's dtype.
 
     x, lq: [B, L, D]; lq_logit: [B, L, G] (precomputed ``lq @ W_lq.T + bias``); w_x: [G, D];
     alpha_sigma: [B] (``exp(log_alpha) * sigma``). G = 1 gates per token, G = D per token and channel.
+    With ``logit_dtype=torch.bfloat16`` a per-channel gate's logit is ``per_channel_logit`` in bfloat16 (the
+    official ``content_proj`` Linear's rounding). The float32 expression is plain PyTorch: under bfloat16 autocast
+    its matrix product runs in bfloat16, as the reference network's does.
     """
     B = x.shape[0]
+    if logit_dtype == torch.bfloat16 and x.dim() == 3 and x.shape[-1] > 1 and lq_logit.shape == x.shape:
+        return sigma_gate_apply(x, lq, per_channel_logit(x, lq_logit, w_x, logit_dtype), alpha_sigma)
     logit = (x.float() @ w_x.float().T) + lq_logit.float() - alpha_sigma.float().view(B, 1, 1)
     return (x.float() + torch.sigmoid(logit) * lq.float()).to(x.dtype)
+
+
+def per_channel_logit(x: torch.Tensor, lq_logit: torch.Tensor, w_x: torch.Tensor,
+                      logit_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The per-channel gate's logit ``x·W_xᵀ + lq_logit`` as one ``addmm`` in ``logit_dtype``, whatever autocast
+    says: float32 (bfloat16 operands are exact in it), or bfloat16 (x and w_x rounded to bfloat16, the sum rounded
+    once). x, lq_logit: [B, L, D]; w_x: [D, D]. Returns [B, L, D] in logit_dtype."""
+    B, L, D = x.shape
+    with torch.autocast(x.device.type, enabled=False):
+        logit = torch.addmm(lq_logit.reshape(B * L, D).to(logit_dtype), x.reshape(B * L, D).to(logit_dtype),
+                            w_x.to(logit_dtype).T)
+    return logit.view(B, L, D)
 
 
 def sigma_gate_apply(

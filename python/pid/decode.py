@@ -1,0 +1,88 @@
+"""Decoding entry points: `load` a checkpoint into a PidDecoder, or `decode` a latent in one call.
+
+This module is also callable: ``pid.decode(checkpoint, latent, ...)`` is ``pid.decode.decode(checkpoint, latent,
+...)``, so both ``import pid.decode`` and the one-call spelling work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from . import checkpoint
+from .config import PidConfig
+from .decoder import PidDecoder
+from .nn import PidNet
+from .plan import resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tensor]", variant: Optional[str] = None,
+         config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
+         dtype: Optional[torch.dtype] = None, precision: Optional[str] = None,
+         attention: Optional[str] = None) -> PidDecoder:
+    """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict).
+
+    The network is chosen by `config` (a PidConfig or the reference PidNet kwargs), else `variant` (a registry
+    name such as "flux-v1.5", an experiment name, or an official registry key), else the file's metadata or
+    official folder name, else the weights' fingerprint when it is unambiguous.
+
+    precision: "float32" (float32 math; default on CPU), "reference" (the official float32-weights + bf16
+    autocast regime; default on GPU) or "fast" (bf16 weights, bf16 autocast, fused kernels). `dtype` is the
+    older spelling: float32 → the device default, bfloat16 → "fast". attention: the global-attention back end
+    ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md)."""
+    device = _check_device(device)
+    precision = resolve_precision(precision, dtype, device)
+    dtype = torch.bfloat16 if precision == "fast" else torch.float32
+    path: Optional[Path] = None
+    metadata: dict[str, str] = {}
+    if isinstance(checkpoint_or_state_dict, Mapping):
+        raw = checkpoint_or_state_dict
+        source = "<state dict>"
+    else:
+        path = Path(checkpoint_or_state_dict)
+        log.info("reading %s", path)
+        raw, metadata = checkpoint.read_checkpoint(path)
+        source = str(path)
+    state_dict = checkpoint.filter_reference_keys(raw)
+    cfg, chosen = checkpoint.resolve(state_dict, variant=variant, config=config, path=path, metadata=metadata)
+    with torch.device("meta"):
+        net = PidNet(cfg)
+    net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
+    net.eval().requires_grad_(False)
+    decoder = PidDecoder(net, chosen, source, precision, attention)
+    log.info("loaded %r", decoder)
+    return decoder
+
+
+def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[str] = None,
+           config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
+           precision: Optional[str] = None, attention: Optional[str] = None, **decode_kwargs):
+    """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
+    return load(checkpoint_or_state_dict, variant=variant, config=config, device=device, precision=precision,
+                attention=attention).decode(latent, **decode_kwargs)
+
+
+def _check_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was requested but this torch ({torch.__version__}) sees no CUDA GPU; "
+                         "use device='cpu' or install a CUDA build of torch")
+    return device
+
+
+class _CallableModule(types.ModuleType):
+    """`pid.decode` is this module; calling it calls `decode`."""
+
+    def __call__(self, *args, **kwargs):
+        return decode(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,121 @@
+"""`ExecutionPlan`: how a network call runs — precision regime, kernels, attention, windows, pixel chunks.
+
+One immutable value, owned by the decoder (`PidDecoder.plan`) and passed down as an argument to every module of the
+network, which reads what it needs from it; nothing else (no environment variable, thread-local or process-wide
+switch, no attribute set on a module) decides what a call runs. `resolve_precision` is the one place where a
+precision is chosen from the device and the `dtype=` spelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .ops import AttentionAutotune, default_attention_backend
+from .ops._attention import check_backend
+
+# float32:   float32 weights and math (golden parity; the CPU default).
+# reference: the official regime: float32 weights holding the bf16 values, bf16 autocast (the CUDA default).
+# fast:      bf16 weights (no float32 copy), bf16 autocast, float32 residual streams, the fused norm kernels.
+PRECISIONS = ("float32", "reference", "fast")
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """What a network call runs. Every field is explicit; `for_precision` builds the regimes' plans.
+
+    precision     "float32" (no autocast), "reference" or "fast" (bfloat16 autocast around the whole call).
+    kernels       pid's compiled ops (every `pid.ops` face: attention, q/k norm + RoPE, gates, norms, sampler
+                  steps) wherever they apply; False runs their PyTorch references.
+    fused_norm    the blocks call the fused RMSNorm + modulation and gated-residual ops (and, on CUDA, a split
+                  GroupNorm) instead of the reference's chains of elementwise ops. On in the fast regime.
+    attention     global attention: "kernel", "sdpa", "auto" (timed per shape, remembered in `autotune`), or None:
+                  each device's default (`pid.ops.default_attention_backend`).
+    window        windowed attention for the MMDiT image queries (w × w patch neighbourhoods), None: global, as
+                  trained. `pixel_window` for the PiT patch attention. A window changes the model's function.
+    pixel_chunk   patches per chunk of the pixel blocks (bounds their memory), None: all at once.
+    autocast_cache  False while a CUDA graph is captured: autocast's cached weight casts must not outlive it.
+    autotune      the memory of attention="auto" (shared by the plans `replace` derives from this one).
+    """
+
+    precision: str = "float32"
+    kernels: bool = True
+    fused_norm: bool = False
+    attention: Optional[str] = None
+    window: Optional[int] = None
+    pixel_window: Optional[int] = None
+    pixel_chunk: Optional[int] = None
+    autocast_cache: bool = True
+    autotune: AttentionAutotune = field(default_factory=AttentionAutotune, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_backend(self.attention)
+        for name in ("window", "pixel_window", "pixel_chunk"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int (patches) or None, got {value!r}")
+
+    @classmethod
+    def for_precision(cls, precision: str, **fields) -> "ExecutionPlan":
+        """The regime's plan: the fused norm kernels in the fast regime; `fields` set the rest."""
+        return cls(precision=precision, **{"fused_norm": precision == "fast", **fields})
+
+    def replace(self, **changes) -> "ExecutionPlan":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def autocast_dtype(self) -> Optional[torch.dtype]:
+        """The dtype matrix products run in under this plan's autocast (bfloat16), None without autocast."""
+        return None if self.precision == "float32" else torch.bfloat16
+
+    @property
+    def gate_logit_dtype(self) -> torch.dtype:
+        """The per-channel gates' logit GEMM (`pid.ops.sigma_gate`'s logit_dtype): bfloat16 in the fast regime,
+        rounded once as the official `content_proj` Linear does; float32 otherwise."""
+        return torch.bfloat16 if self.precision == "fast" else torch.float32
+
+    def attention_backend(self, device_type: str) -> str:
+        """The global-attention back end this plan runs on a device type."""
+        return self.attention or default_attention_backend(device_type)
+
+    def autocast(self, device_type: str):
+        """The one autocast context of a network call: bfloat16 autocast for "reference" and "fast", autocast off for
+        "float32" (whatever the caller had on)."""
+        if self.precision == "float32":
+            return torch.autocast(device_type, enabled=False)
+        return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=self.autocast_cache)
+
+
+def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch.device" = "cpu",
+                      weights_dtype: Optional[torch.dtype] = None) -> str:
+    """The precision regime for a decoder: `precision` if given, else the one `dtype` implies (torch.bfloat16 →
+    "fast"; float32 → the device's default), else the one the weights imply (bfloat16 → "fast"), else the device's
+    default ("reference" on CUDA, "float32" elsewhere). Validated, also against `weights_dtype` when given (the
+    fast regime holds bfloat16 weights, the others float32)."""
+    if dtype is not None:
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
+        if dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16, or choose "
+                             f"precision= one of {PRECISIONS}")
+        implied = "fast" if dtype == torch.bfloat16 else None
+        if precision is not None and implied is not None and precision != implied:
+            raise ValueError(f"dtype={dtype} and precision={precision!r} contradict each other: bf16 weights are "
+                             "the 'fast' regime; pass only precision=")
+        precision = precision or implied
+    if precision is None and weights_dtype == torch.bfloat16:
+        precision = "fast"
+    if precision is None:
+        precision = "reference" if torch.device(device).type == "cuda" else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if weights_dtype is not None and weights_dtype != (torch.bfloat16 if precision == "fast" else torch.float32):
+        raise ValueError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
+                         f"the network holds {weights_dtype}: convert it with net.to(...) or use pid.load(precision=...)")
+    return precision
