@@ -91,7 +91,7 @@ def test_truncated_safetensors(tmp_path):
 def test_foreign_files(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="neither a .safetensors file nor a torch.save archive"):
         read_checkpoint(text)
     code = tmp_path / "evil.pth"
     torch.save({"a": torch.zeros(1), "obj": _Custom()}, code)

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import pid.ops
 from pid.config import PidConfig
 from pid.nn import PidNet
 from pid.nn.mmdit import JointAttention

@@ -280,7 +280,7 @@ def test_foreign_single_tensor_files(tmp_path):
 
 
 def test_file_errors(tmp_path):
-    with pytest.raises(CaptionEmbedsError, match="do not exist"):
+    with pytest.raises(CaptionEmbedsError, match="does not exist"):
         load_caption_embeds(tmp_path / "missing.safetensors")
     save_file({"a": rand_embeds(TXT_LEN, TXT_DIM), "b": rand_embeds(TXT_LEN, TXT_DIM)},
               str(tmp_path / "two.safetensors"))

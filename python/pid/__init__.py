@@ -2,15 +2,15 @@
 
 from . import decode
 from ._version import __version__
-from .checkpoint import CheckpointError
-from .config import ConfigError, PidConfig
+from .config import PidConfig
 from .cost import decode_flops, estimate_memory, forward_flops
 from .decode import load
 from .decoder import PidDecoder
+from .errors import CaptionEmbedsError, CheckpointError, ConfigError, LatentError, PidError, TensorFileError
 from .nn import PidNet
 from .plan import ExecutionPlan
 from .variants import VARIANTS, Variant, get_variant
 
-__all__ = ["CheckpointError", "ConfigError", "ExecutionPlan", "PidConfig", "PidDecoder", "PidNet", "VARIANTS",
-           "Variant", "__version__", "decode", "decode_flops", "estimate_memory", "forward_flops", "get_variant",
-           "load"]
+__all__ = ["CaptionEmbedsError", "CheckpointError", "ConfigError", "ExecutionPlan", "LatentError", "PidConfig",
+           "PidDecoder", "PidError", "PidNet", "TensorFileError", "VARIANTS", "Variant", "__version__", "decode",
+           "decode_flops", "estimate_memory", "forward_flops", "get_variant", "load"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -15,6 +13,8 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .config import PidConfig, coerce_config
+from .errors import CheckpointError
+from .tensor_file import read_tensor_file
 from .variants import VARIANTS, Variant, get_variant, variant_from_path_parts
 
 log = logging.getLogger(__name__)
@@ -32,61 +32,12 @@ _GATE_KEY = "lq_proj.gate_modules.0.content_proj.weight"
 _RELEASED_SIZE_HINT = "the released model_ema_bf16.pth files are about 2.8 GB"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, is not a PiD checkpoint, or does not fit the chosen network."""
-
-
 # ------------------------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a flat {name: tensor} dict from `.safetensors` or a weights-only `torch.save` file.
     Returns (state dict, safetensors metadata or {})."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    size = path.stat().st_size
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path, size)
-    return _read_torch(path, size), {}
-
-
-def _read_safetensors(path: Path, size: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{str(path)!r} ({size:,} bytes) is not a readable safetensors file ({e}); "
-                              "it may be truncated: download it again") from e
-    return tensors, metadata
-
-
-def _read_torch(path: Path, size: int) -> dict[str, torch.Tensor]:
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            head = f.read(64)
-        if head.startswith(b"PK"):
-            raise CheckpointError(f"{str(path)!r} ({size:,} bytes) is a truncated or damaged checkpoint archive "
-                                  f"({_RELEASED_SIZE_HINT}): download it again")
-        raise CheckpointError(f"{str(path)!r} ({size:,} bytes) is not a PyTorch checkpoint (expected a torch.save "
-                              "zip archive such as model_ema_bf16.pth, or a .safetensors file)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{str(path)!r} holds objects other than tensors and cannot be loaded safely (weights_only=True "
-            f"refused it: {str(e).splitlines()[0]}). PiD checkpoints are flat name → tensor dicts; pid never "
-            "unpickles arbitrary code.") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{str(path)!r} ({size:,} bytes) could not be read ({str(e).splitlines()[0]}); "
-                              f"it is probably truncated ({_RELEASED_SIZE_HINT}): download it again") from e
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        kind = type(obj).__name__
-        keys = list(obj)[:8] if isinstance(obj, Mapping) else []
-        raise CheckpointError(f"{str(path)!r} holds a {kind}{f' with keys {keys}' if keys else ''}, not a flat "
-                              "dict of tensors as PiD checkpoints do")
-    return dict(obj)
+    f = read_tensor_file(path, "checkpoint", error=CheckpointError, hint=_RELEASED_SIZE_HINT)
+    return f.tensors, f.metadata
 
 
 def filter_reference_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

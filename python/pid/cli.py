@@ -43,24 +43,15 @@ def cmd_info(args) -> int:
 
 
 def _read_latent(path: str):
-    import torch
+    from pid.errors import LatentError
+    from pid.tensor_file import read_tensor_file
 
-    from pid.checkpoint import CheckpointError
-
-    p = Path(path)
-    if not p.is_file():
-        raise SystemExit(f"pid: latent file {path!r} does not exist")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(p))
-    else:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-        tensors = obj if isinstance(obj, dict) else {"latent": obj}
+    tensors = read_tensor_file(path, "latent file", error=LatentError).tensors
     if "latent" in tensors:
         return tensors["latent"]
     if len(tensors) != 1:
-        raise CheckpointError(f"{path}: expected one tensor (or one named 'latent'), found {sorted(tensors)}")
+        raise LatentError(f"latent file {path!r} holds {len(tensors)} tensors ({sorted(tensors)}); expected one "
+                          "(or one named 'latent')")
     return next(iter(tensors.values()))
 
 
@@ -269,12 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import pid
-    from pid.variants import UnknownVariantError
-
     try:
         return args.func(args)
-    except (pid.CheckpointError, pid.ConfigError, UnknownVariantError, ValueError) as e:
+    except ValueError as e:  # pid.errors.PidError, and the ValueErrors of argument checks
         log.error("%s", e)
         return 2
 

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .errors import ConfigError
+
 GATE_TYPES = ("sigma_aware_per_token", "sigma_aware_per_token_per_dim")
 ROPE_MODES = ("original", "ntk_aware")
 PADDING_MODES = ("zeros", "reflect", "replicate")
@@ -63,10 +65,6 @@ _TRAINING_ONLY = ("repa_encoder_index", "zero_init_lq", "train_lq_proj_only", "l
 # Encoder/decoder token compression of PixelDiT; only its disabled form is supported.
 _ED_ARGS = ("ed_compress_ratio", "ed_depth_per_stage", "ed_window_size", "ed_num_heads", "ed_hidden_size",
             "ed_use_token_shuffle")
-
-
-class ConfigError(ValueError):
-    """A network configuration that is invalid or describes something pid does not implement."""
 
 
 @dataclass(frozen=True)

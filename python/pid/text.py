@@ -20,6 +20,9 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from .errors import CaptionEmbedsError
+from .tensor_file import read_tensor_file
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "Efficient-Large-Model/gemma-2-2b-it"
@@ -52,10 +55,6 @@ MODEL_ID_METADATA_KEY = "pid.text_model_id"
 INSTALL_HINT = "pip install 'pid[text]'"
 
 PathLike = Union[str, os.PathLike]
-
-
-class CaptionEmbedsError(ValueError):
-    """Caption embeddings that cannot be read or do not have the shape/values PiD needs."""
 
 
 class TextEncoderUnavailable(RuntimeError):
@@ -268,24 +267,8 @@ def load_caption_embeds(path: PathLike, *, dim: Optional[int] = TXT_DIM, txt_len
     dim. `dim` / `txt_len` = None accept any width / length.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CaptionEmbedsError(f"caption embeddings {str(path)!r} do not exist or are not a file")
-    metadata: dict[str, str] = {}
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = dict(f.metadata() or {})
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CaptionEmbedsError(f"{str(path)!r} is not a readable safetensors file ({e})") from e
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle / zip errors, or objects weights_only refuses
-            raise CaptionEmbedsError(f"{str(path)!r} is not a readable weights-only torch file ({e})") from e
-        tensors = obj if isinstance(obj, dict) else {"<file>": obj}
+    f = read_tensor_file(path, "caption embeddings file", error=CaptionEmbedsError)
+    tensors, metadata = f.tensors, f.metadata
     embeds = _check_embeds(_pick_tensor(tensors, path), f"caption embeddings in {str(path)!r}",
                            dim=dim, txt_len=txt_len)
     model_id = metadata.get(MODEL_ID_METADATA_KEY)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .config import PidConfig
+from .errors import UnknownVariantError
 from .latents import BackboneLatent, get_latent_space
 
 @dataclass(frozen=True)
@@ -133,11 +134,6 @@ VARIANTS: dict[str, Variant] = {
              "teacher"),
     )
 }
-
-
-class UnknownVariantError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
 
 
 def get_variant(name: str) -> Variant:

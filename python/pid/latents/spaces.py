@@ -1,47 +1,23 @@
-"""Latent spaces PiD decodes (spec §4, §7): raw VAE moment <-> normalised latent, validation, and the
-noise frames of early-terminated (still noisy) latents.
-
-PiD always consumes the *normalised* latent, the tensor the LDM denoises (diffusers
-``output_type="latent"``), never the raw VAE mean. pid runs no VAE; this module only converts between
-the raw moment a user's VAE produces and the normalised latent, checks what is about to be handed to a
-decoder, and puts noisy latents into the frame the decoder was trained on.
-
-One object per backbone family, all with ``name``, ``channels`` (as handed to PiD), ``raw_channels``,
-``vae_factor`` (image pixels per latent cell), ``noise_frame`` ("flow" or "vp"), ``fixed_grid`` and
-``normalize(raw) -> z`` / ``denormalize(z) -> raw``:
-
-==============  =================================================  ==========================
-name            normalised latent                                  shape for a W×H image
-==============  =================================================  ==========================
-flux            ``0.3611·(μ − 0.1159)`` (FLUX.1, Z-Image)           [16, H/8, W/8]
-sd3             ``1.5305·(μ − 0.0609)``                             [16, H/8, W/8]
-sdxl            ``0.13025·μ``  (noisy latents in the VP frame)      [4, H/8, W/8]
-qwenimage       ``(μ_c − mean_c)·(1/std_c)``                         [16, H/8, W/8]
-flux2           2×2 pack of the 32-ch μ, then BN (eps 1e-4)         [128, H/16, W/16]
-dinov2          ``(z − mean)/sqrt(var + 1e-5)``, [768,32,32] stats  [768, 32, 32] always
-siglip          affine-free LayerNorm over 1152 (eps 1e-6)          [1152, 16, 16] always
-==============  =================================================  ==========================
-
-Arithmetic is float32 (float64 inputs stay float64); outputs keep the input's floating dtype.
-"""
+"""Latent spaces PiD decodes: one object per backbone family, converting between the raw VAE (or encoder) moment
+and the normalised latent PiD consumes, their registry (`get_latent_space`), and `check_latent`, which validates a
+latent before a decoder sees it with a message naming the likely cause."""
 
 from __future__ import annotations
 
 import difflib
-import logging
 import math
+import logging
 import os
-import pickle
-import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from ..errors import LatentError
+from ..tensor_file import read_tensor_file
 
-SigmaLike = Union[float, int, Sequence[float], torch.Tensor]
+log = logging.getLogger(__name__)
 
 FLOW = "flow"
 VP = "vp"
@@ -56,11 +32,6 @@ QWENIMAGE_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
 FLUX2_BN_EPS = 1e-4
 DINOV2_STATS_EPS = 1e-5
 SIGLIP_LN_EPS = 1e-6
-RAE_SHIFT_BASE = 4096  # RAE's dimension shift: s = sqrt(C·H·W / 4096)
-
-
-class LatentError(ValueError):
-    """A latent, statistics file or noise request that cannot be used as asked; the message says how to fix it."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -101,7 +72,7 @@ class BackboneLatent:
     title: str = ""  # human name used in messages
     channels: int = 0  # channels of the normalised latent handed to PiD
     raw_channels: int = 0  # channels of the raw VAE / encoder moment
-    vae_factor: int = 8  # image pixels per latent cell (spec §7)
+    vae_factor: int = 8  # image pixels per latent cell
     noise_frame: str = FLOW
     fixed_grid: Optional[tuple[int, int]] = None
 
@@ -278,23 +249,9 @@ class Flux2Latent(BackboneLatent):
                       eps: float = FLUX2_BN_EPS) -> "Flux2Latent":
         """Read `bn.running_mean` / `bn.running_var` (possibly under a prefix such as `vae.`) from a FLUX.2 VAE
         file: `.safetensors` or a weights-only `torch.save` file (`.pth`/`.pt`/`.bin`)."""
-        path = Path(path)
-        if not path.is_file():
-            raise LatentError(f"FLUX.2 VAE file {str(path)!r} does not exist or is not a file")
-        if path.suffix == ".safetensors":
-            from safetensors import SafetensorError, safe_open
-            try:
-                with safe_open(str(path), framework="pt", device="cpu") as f:
-                    keys = list(f.keys())
-                    mean_key, var_key = cls._find_bn_keys(keys, path, prefix)
-                    mean, var = f.get_tensor(mean_key), f.get_tensor(var_key)
-            except (SafetensorError, OSError) as e:
-                raise LatentError(f"{str(path)!r} is not a readable safetensors file ({e}); it may be truncated: "
-                                  "download it again") from e
-        else:
-            sd = _load_tensor_dict(path, "FLUX.2 VAE")
-            mean_key, var_key = cls._find_bn_keys(list(sd), path, prefix)
-            mean, var = sd[mean_key], sd[var_key]
+        sd = read_tensor_file(path, "FLUX.2 VAE file", error=LatentError, nested=True).tensors
+        mean_key, var_key = cls._find_bn_keys(list(sd), Path(path), prefix)
+        mean, var = sd[mean_key], sd[var_key]
         log.info("FLUX.2 batch-norm statistics read from %s (%s, %s)", path, mean_key, var_key)
         return cls(mean, var, eps=eps)
 
@@ -444,11 +401,7 @@ class DINOv2Latent(BackboneLatent):
     def from_stats_file(cls, path: Union[str, os.PathLike], eps: float = DINOV2_STATS_EPS) -> "DINOv2Latent":
         """Read the RAE statistics file (`checkpoints/rae/stats/dinov2/wReg_base/imagenet1k_512/stat.pt`: a dict
         with tensors 'mean' and 'var' of shape [768, 32, 32]); `.safetensors` with the same keys works too."""
-        path = Path(path)
-        if not path.is_file():
-            raise LatentError(f"DINOv2-RAE statistics file {str(path)!r} does not exist or is not a file (the "
-                              "official one is checkpoints/rae/stats/dinov2/wReg_base/imagenet1k_512/stat.pt)")
-        stats = _load_tensor_dict(path, "DINOv2-RAE statistics")
+        stats = read_tensor_file(path, "DINOv2-RAE statistics file", error=LatentError, nested=True).tensors
         missing = [k for k in ("mean", "var") if k not in stats]
         if missing:
             raise LatentError(f"{str(path)!r} has no {' or '.join(repr(k) for k in missing)} entry (keys: "
@@ -645,177 +598,6 @@ def check_latent(z: Any, space: Any, *, what: str = "latent") -> torch.Tensor:
     return z
 
 
-# --------------------------------------------------------------------------- early termination / noise
-def flow_sigma_after_step(sigmas: Union[Sequence[float], torch.Tensor], k: int) -> float:
-    """σ of a latent captured after `k` transformer evaluations of a diffusers flow-matching scheduler:
-    `sigmas[k]` (the already-shifted σ; in `callback_on_step_end` that is step_index = k − 1).
-    k = len(sigmas) − 1 is the final clean latent, σ = sigmas[-1] (0 for diffusers schedules)."""
-    seq = sigmas.detach().reshape(-1).tolist() if isinstance(sigmas, torch.Tensor) else [float(s) for s in sigmas]
-    if not seq:
-        raise LatentError("flow_sigma_after_step: the sigma schedule is empty; pass pipe.scheduler.sigmas after "
-                          "set_timesteps (length num_inference_steps + 1)")
-    k = int(k)
-    if not 0 <= k <= len(seq) - 1:
-        raise LatentError(f"flow_sigma_after_step: k = {k} transformer evaluations is outside 0..{len(seq) - 1} "
-                          f"for a schedule of {len(seq)} sigmas ({len(seq) - 1} steps)")
-    return float(seq[k])
-
-
-def _sigma_vector(sigma: SigmaLike, batch: int, what: str = "sigma") -> tuple[torch.Tensor, bool]:
-    """σ as a float64 CPU vector of length `batch` (a scalar broadcasts), and whether it was a scalar."""
-    if isinstance(sigma, torch.Tensor):
-        s = sigma.detach().to("cpu", torch.float64)
-    else:
-        try:
-            s = torch.as_tensor(sigma, dtype=torch.float64)
-        except (TypeError, ValueError) as e:
-            raise LatentError(f"{what} must be a float, a list of floats or a [B] tensor, got {sigma!r}") from e
-    scalar = s.ndim == 0
-    s = s.reshape(-1)
-    if s.numel() == 1:
-        s = s.expand(batch)
-    elif s.ndim != 1 or s.numel() != batch:
-        raise LatentError(f"{what} has {s.numel()} values for a batch of {batch}; give one per sample or one for all")
-    if not torch.isfinite(s).all():
-        raise LatentError(f"{what} contains NaN/Inf: {s.tolist()}")
-    return s.contiguous(), scalar
-
-
-def euler_to_vp(latent: torch.Tensor, sigma_euler: SigmaLike) -> tuple[torch.Tensor, Union[float, torch.Tensor]]:
-    """SDXL EulerDiscreteScheduler latent `x_eu = z + σ·ε` -> the VP frame the SDXL PiD decoder was trained on:
-    `x_vp = x_eu / sqrt(σ² + 1)`, `σ_vp = σ / sqrt(σ² + 1)` (identity at σ = 0).
-
-    `sigma_euler` per sample (float, list or [B] tensor). Returns σ_vp as a float for a scalar σ, else a float32
-    [B] tensor on the latent's device. The latent keeps its dtype."""
-    latent = _require_tensor(latent, "latent")
-    if latent.ndim < 1:
-        raise LatentError("euler_to_vp: latent must have a batch dimension [B, C, h, w]")
-    s, scalar = _sigma_vector(sigma_euler, latent.shape[0], "sigma_euler")
-    if (s < 0).any():
-        raise LatentError(f"euler_to_vp: Euler sigmas are ≥ 0, got {s.tolist()}")
-    denom = torch.sqrt(s * s + 1.0)
-    sigma_vp = s / denom
-    cd = _compute_dtype(latent)
-    d = denom.to(cd).to(latent.device).view(-1, *([1] * (latent.ndim - 1)))
-    out = (latent.to(cd) / d).to(_out_dtype(latent))
-    if scalar:
-        return out, float(sigma_vp[0])
-    return out, sigma_vp.to(device=latent.device, dtype=torch.float32)
-
-
-def rae_time_schedule(steps: int, shape: Sequence[int] = (768, 32, 32)) -> torch.Tensor:
-    """The RAE ODE time schedule, steps + 1 float32 values from ≈1 (noise) down to ≈0:
-    `t = s·u / (1 + (s − 1)·u)`, `u = 1 − linspace(0, 1 − 1/1000, steps + 1)`, `s = sqrt(C·H·W / 4096)`."""
-    steps = int(steps)
-    if steps < 1:
-        raise LatentError(f"rae_time_schedule: steps must be ≥ 1, got {steps}")
-    dims = tuple(int(d) for d in shape)
-    if len(dims) not in (3, 4) or min(dims) < 1:
-        raise LatentError(f"rae_time_schedule: shape must be the latent's (C, H, W) or (B, C, H, W), "
-                          f"got {tuple(shape)}")
-    c, h, w = dims[-3:]
-    s = math.sqrt(c * h * w / RAE_SHIFT_BASE)
-    u = 1.0 - torch.linspace(0.0, 1.0 - 1.0 / 1000, steps + 1)
-    return s * u / (1 + (s - 1) * u)
-
-
-def rae_sigma(step: int, steps: int, shape: Sequence[int] = (768, 32, 32)) -> float:
-    """σ label of a DINOv2-RAE latent captured at ODE step `step` of `steps` (0 = pure noise): the RAE ODE time
-    with RAE's dimension shift (spec §4.3). The last step (step = steps) is ≈0.0137 for [768, 32, 32], not 0."""
-    step = int(step)
-    if not 0 <= step <= int(steps):
-        raise LatentError(f"rae_sigma: step {step} is outside 0..{steps}")
-    return float(rae_time_schedule(steps, shape)[step])
-
-
-def add_noise(latent: torch.Tensor, sigma: SigmaLike, generator: Optional[torch.Generator] = None,
-              frame: str = FLOW, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Forward-noise a clean normalised latent to σ, as the reference `decoder.add_noise` does:
-    flow `(1 − σ)·z + σ·ε`, vp `sqrt(max(0, 1 − σ²))·z + σ·ε` (SDXL).
-
-    σ per sample (float, list or [B] tensor), each in [0, 1]. Samples with σ ≤ 0 are returned exactly; when every
-    σ ≤ 0 the latent itself is returned and no noise is drawn. ε ~ N(0, 1) is drawn in float32 with the shape
-    of the latent from `generator` (which must live on the latent's device), or injected with `noise=`. The
-    coefficients are rounded to float32 like the reference's Python scalars; the math is float32 and the
-    result has the latent's dtype. Note the reference draws per sample with a generator seeded `seed + idx`;
-    for bit parity with it inject that noise."""
-    latent = _require_tensor(latent, "latent")
-    if not latent.is_floating_point():
-        raise LatentError(f"add_noise: latent has dtype {latent.dtype}; expected a floating-point latent")
-    if frame not in NOISE_FRAMES:
-        raise LatentError(f"add_noise: frame must be 'flow' or 'vp' (SDXL), got {frame!r}; "
-                          "get_latent_space(name).noise_frame gives the right one")
-    if latent.ndim < 1 or latent.shape[0] == 0:
-        raise LatentError(f"add_noise: latent must be batched [B, C, h, w], got shape {tuple(latent.shape)}")
-    s, _ = _sigma_vector(sigma, latent.shape[0])
-    if (s > 1).any():
-        raise LatentError(f"add_noise: σ must lie in [0, 1], got {s.tolist()}; an SDXL Euler σ (up to ~15) must be "
-                          "converted with euler_to_vp first")
-    active = s > 0
-    if not bool(active.any()):
-        return latent
-    cd = _compute_dtype(latent)
-    if noise is None:
-        if generator is not None and generator.device.type != latent.device.type:
-            raise LatentError(f"add_noise: the generator is on {generator.device} but the latent on {latent.device}; "
-                              f"create it with torch.Generator(device={str(latent.device)!r})")
-        eps = torch.randn(latent.shape, generator=generator, device=latent.device, dtype=torch.float32).to(cd)
-    else:
-        noise = _require_tensor(noise, "noise")
-        if tuple(noise.shape) != tuple(latent.shape):
-            raise LatentError(f"add_noise: noise has shape {tuple(noise.shape)}, the latent {tuple(latent.shape)}; "
-                              "they must match")
-        eps = noise.to(device=latent.device, dtype=cd)
-    if frame == FLOW:
-        a = 1.0 - s
-    else:
-        a = torch.sqrt(torch.clamp(1.0 - s * s, min=0.0))
-    view = (-1,) + (1,) * (latent.ndim - 1)
-    a_t = a.to(cd).to(latent.device).view(view)  # float64 -> float32 rounds like a Python scalar operand
-    s_t = s.to(cd).to(latent.device).view(view)
-    z = latent.to(cd)
-    out = a_t * z + s_t * eps
-    if not bool(active.all()):
-        out = torch.where(active.to(latent.device).view(view), out, z)
-    return out.to(latent.dtype)
-
-
-# ----------------------------------------------------------------------------------------- file reading
-def _load_tensor_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A flat {name: tensor} dict from `.safetensors` or a weights-only torch.save file (nested dicts flattened
-    with dotted names)."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError) as e:
-            raise LatentError(f"{what} file {str(path)!r} is not a readable safetensors file ({e}); download it "
-                              "again") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        raise LatentError(f"{what} file {str(path)!r} holds objects other than tensors and cannot be loaded safely "
-                          f"(weights_only=True refused it: {str(e).splitlines()[0]}); save it as a dict of tensors "
-                          "or as .safetensors") from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise LatentError(f"{what} file {str(path)!r} could not be read ({str(e).splitlines()[0]}); it is probably "
-                          "truncated: download it again") from e
-    flat: dict[str, torch.Tensor] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            flat[prefix] = value
-        elif isinstance(value, Mapping):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-
-    if isinstance(obj, torch.Tensor) or not isinstance(obj, Mapping):
-        raise LatentError(f"{what} file {str(path)!r} holds a {type(obj).__name__}, not a dict of tensors")
-    walk("", obj)
-    return flat
-
-
 def _similar_keys(keys: list[str], target: str, limit: int = 8) -> str:
     pool = [k for k in keys if "running" in k or k.split(".")[-2:-1] == ["bn"] or "norm" in k.lower()]
     close = difflib.get_close_matches(target, pool or keys, n=limit, cutoff=0.3)
@@ -823,11 +605,3 @@ def _similar_keys(keys: list[str], target: str, limit: int = 8) -> str:
     if close:
         return f"; similar keys: {close}"
     return f"; the file has {len(keys)} keys, e.g. {keys[:5]}" if keys else "; the file has no tensors"
-
-
-__all__ = [
-    "ALIASES", "BackboneLatent", "DINOv2Latent", "FLOW", "Flux2Latent", "FluxLatent", "LATENT_CLASSES",
-    "LATENT_NAMES", "LatentError", "NOISE_FRAMES", "QWENIMAGE_MEAN", "QWENIMAGE_STD", "QwenImageLatent",
-    "SD3Latent", "SDXLLatent", "ScaledLatent", "SigLIPLatent", "VP", "add_noise", "check_latent", "euler_to_vp",
-    "flow_sigma_after_step", "get_latent_space", "rae_sigma", "rae_time_schedule", "tokens_to_grid",
-]
