@@ -1,6 +1,8 @@
+import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,35 @@ def run_without_extension(tmp_path: Path, inputs, body: str):
     env = dict(os.environ, PID_DISABLE_EXTENSION="1")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")], env=env, check=True)
     return torch.load(tmp_path / "out.pt")
+
+
+@dataclass(frozen=True)
+class TinyCheckpoint:
+    """The tiny test network (pid.archs.TINY, random weights holding bf16 values) in the released file layouts."""
+
+    weights: dict  # float32 state dict with reference names, including the training-only aux-head keys
+    kwargs: dict  # the reference PidNet constructor arguments
+    pth: Path  # `net.`-prefixed bf16 tensors in a torch.save file, as model_ema_bf16.pth
+    safetensors: Path  # the same, un-prefixed, as .safetensors
+    config_json: Path  # {"net_kwargs": kwargs}, as a golden case's JSON
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> TinyCheckpoint:
+    from safetensors.torch import save_file
+
+    from pid.archs import TINY, random_net
+
+    weights = dict(random_net(TINY).state_dict())
+    hd = TINY.lq_hidden_dim  # the aux RGB head that training exports keep and inference never reads
+    g = torch.Generator().manual_seed(1)
+    weights.update({"lq_proj.lq_aux_rgb_head.0.weight": torch.randn(hd, generator=g),
+                    "lq_proj.lq_aux_rgb_head.3.weight": torch.randn(TINY.aux_rgb_channels, hd, generator=g)})
+    weights = {k: v.bfloat16().float() for k, v in weights.items()}
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    torch.save({"net." + k: v.bfloat16() for k, v in weights.items()}, folder / "model_ema_bf16.pth")
+    save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, str(folder / "tiny.safetensors"))
+    kwargs = TINY.to_reference_kwargs()
+    (folder / "tiny.json").write_text(json.dumps({"net_kwargs": kwargs}))
+    return TinyCheckpoint(weights, kwargs, folder / "model_ema_bf16.pth", folder / "tiny.safetensors",
+                          folder / "tiny.json")

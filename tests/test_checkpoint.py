@@ -5,13 +5,11 @@ import torch
 from safetensors.torch import save_file
 
 import pid
-from pid import golden
 from pid.checkpoint import CheckpointError, filter_reference_keys, read_checkpoint, resolve
 from pid.config import PidConfig
 from pid.nn import PidNet
 from pid.variants import VARIANTS
 
-from conftest import SHARED
 
 def meta_state_dict(variant_name: str, aux: bool = False) -> dict:
     """The variant's full key set as meta tensors (no memory), optionally with the aux-head keys."""
@@ -31,14 +29,6 @@ def resolve_name(sd, **kw):
     return variant.name if variant else None
 
 
-@pytest.fixture
-def v15_case():
-    folder = golden.find_golden_dir(SHARED / "golden")
-    if folder is None:
-        pytest.skip("no golden folder")
-    return golden.GoldenCase("v15_net", folder)
-
-
 def test_prefix_filtering():
     t = torch.zeros(1)
     sd = {"net.a": t, "net_ema.a": t, "fake_score.b": t, "discriminator.c": t, "bare": t}
@@ -47,10 +37,10 @@ def test_prefix_filtering():
         filter_reference_keys({"net.a": t, "a": t})
 
 
-def test_pth_prefixed_and_bare_and_safetensors(tmp_path, v15_case):
-    cfg = v15_case.meta["net_kwargs"]
-    weights = v15_case.weights()
-    ref = pid.load(v15_case.ckpt_path, config=cfg)
+def test_pth_prefixed_and_bare_and_safetensors(tmp_path, tiny_checkpoint):
+    cfg = tiny_checkpoint.kwargs
+    weights = tiny_checkpoint.weights
+    ref = pid.load(tiny_checkpoint.pth, config=cfg)
     bare = tmp_path / "bare.pth"
     torch.save({k: v.bfloat16() for k, v in weights.items()}, bare)
     st = tmp_path / "w.safetensors"
@@ -58,22 +48,23 @@ def test_pth_prefixed_and_bare_and_safetensors(tmp_path, v15_case):
     full_export = tmp_path / "export.pth"
     torch.save({**{"net." + k: v.bfloat16() for k, v in weights.items()},
                 **{"net_ema." + k: torch.zeros_like(v) for k, v in weights.items()}}, full_export)
-    for path in (bare, st, full_export):
+    for path in (bare, st, full_export, tiny_checkpoint.safetensors):
         other = pid.load(path, config=cfg)
         for (k, a), (_, b) in zip(ref.net.state_dict().items(), other.net.state_dict().items()):
             assert torch.equal(a, b), (path.name, k)
+    assert torch.equal(ref.net.state_dict()["final_layer.linear.weight"], weights["final_layer.linear.weight"])
 
 
-def test_load_state_dict_in_memory_and_dtype(v15_case):
-    dec = pid.load(v15_case.weights(), config=PidConfig.from_reference_kwargs(v15_case.meta["net_kwargs"]),
+def test_load_state_dict_in_memory_and_dtype(tiny_checkpoint):
+    dec = pid.load(tiny_checkpoint.weights, config=PidConfig.from_reference_kwargs(tiny_checkpoint.kwargs),
                    dtype=torch.bfloat16)
     assert dec.dtype == torch.bfloat16 and dec.source == "<state dict>"
     with pytest.raises(ValueError, match="dtype"):
-        pid.load(v15_case.weights(), config=v15_case.meta["net_kwargs"], dtype=torch.float64)
+        pid.load(tiny_checkpoint.weights, config=tiny_checkpoint.kwargs, dtype=torch.float64)
 
 
-def test_truncated_pth(tmp_path, v15_case):
-    data = v15_case.ckpt_path.read_bytes()
+def test_truncated_pth(tmp_path, tiny_checkpoint):
+    data = tiny_checkpoint.pth.read_bytes()
     cut = tmp_path / "model_ema_bf16.pth"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
@@ -113,9 +104,9 @@ class _Custom:
     pass
 
 
-def test_missing_unexpected_and_shape_errors(v15_case):
-    cfg = v15_case.meta["net_kwargs"]
-    sd = v15_case.weights()
+def test_missing_unexpected_and_shape_errors(tiny_checkpoint):
+    cfg = tiny_checkpoint.kwargs
+    sd = tiny_checkpoint.weights
     missing = {k: v for k, v in sd.items() if k != "patch_blocks.1.attn.qkv_x.weight"}
     with pytest.raises(CheckpointError, match=r"1 missing key\(s\):\n  patch_blocks.1.attn.qkv_x.weight"):
         pid.load(missing, config=cfg)
@@ -123,7 +114,7 @@ def test_missing_unexpected_and_shape_errors(v15_case):
     with pytest.raises(CheckpointError, match=r"unexpected key\(s\):\n  patch_blocks.9.norm_x1.weight"):
         pid.load(extra, config=cfg)
     wrong = {**sd, "final_layer.linear.weight": torch.zeros(3, 9)}
-    with pytest.raises(CheckpointError, match=r"final_layer.linear.weight: checkpoint \[3, 9\] vs network \[3, 8\]"):
+    with pytest.raises(CheckpointError, match=r"final_layer.linear.weight: checkpoint \[3, 9\] vs network \[3, 16\]"):
         pid.load(wrong, config=cfg)
     # the training-only aux head is a documented unused key: accepted with or without it
     no_aux = {k: v for k, v in sd.items() if not k.startswith("lq_proj.lq_aux_rgb_head.")}
@@ -131,9 +122,9 @@ def test_missing_unexpected_and_shape_errors(v15_case):
     pid.load(no_aux, config=cfg)
 
 
-def test_generation_mismatch_is_explained(v15_case):
-    sd = v15_case.weights()  # a v1.5-style network (LQ width 32 here)
-    v1_like = PidConfig.from_reference_kwargs({**v15_case.meta["net_kwargs"], "lq_hidden_dim": 512})
+def test_generation_mismatch_is_explained(tiny_checkpoint):
+    sd = tiny_checkpoint.weights  # a v1.5-style network (LQ width 32 here)
+    v1_like = PidConfig.from_reference_kwargs({**tiny_checkpoint.kwargs, "lq_hidden_dim": 512})
     with pytest.raises(CheckpointError, match="does not fit the given config"):
         pid.load(sd, config=v1_like)
     with pytest.raises(CheckpointError, match="a v1 checkpoint loaded with a v1.5 config"):

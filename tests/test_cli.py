@@ -10,7 +10,6 @@ import pytest
 import pid
 from pid.cli import main
 
-from conftest import SHARED
 
 
 def run_pid(*args: str) -> subprocess.CompletedProcess:
@@ -29,18 +28,16 @@ def test_variants_json(capsys):
     assert data["siglip-2k"]["sr_scale"] == 8 and len(data) == 13
 
 
-def test_info_with_config_and_errors():
-    folder = SHARED / "golden"
-    if not (folder / "v15_net.ckpt.pth").is_file():
-        pytest.skip("no golden folder")
-    out = run_pid("info", folder / "v15_net.ckpt.pth", "--config", folder / "v15_net.json", "--json")
+def test_info_with_config_and_errors(tiny_checkpoint):
+    ckpt, config = tiny_checkpoint.pth, tiny_checkpoint.config_json
+    out = run_pid("info", ckpt, "--config", config, "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["variant"] is None and info["parameters"] > 0 and info["config"]["hidden_size"] == 64
-    # without a config the tiny golden network matches no released variant: a clear error, exit code 2
-    out = run_pid("info", folder / "v15_net.ckpt.pth")
+    # without a config the tiny network matches no released variant: a clear error, exit code 2
+    out = run_pid("info", ckpt)
     assert out.returncode == 2 and "no released PiD variant matches" in out.stderr
-    out = run_pid("info", folder / "v15_net.ckpt.pth", "--variant", "nope")
+    out = run_pid("info", ckpt, "--variant", "nope")
     assert out.returncode == 2 and "unknown PiD variant 'nope'" in out.stderr
 
 
@@ -51,77 +48,77 @@ def test_selftest():
 
 
 @pytest.fixture
-def golden_files():
-    folder = SHARED / "golden"
-    if not (folder / "v15_net.weights.safetensors").is_file():
-        pytest.skip("no golden folder")
-    return folder
+def tiny_files(tiny_checkpoint, tmp_path):
+    """The tiny network's checkpoint and config, a latent of 2 samples and caption embeddings, as files."""
+    from safetensors.torch import save_file
+    import torch
+
+    g = torch.Generator().manual_seed(5)
+    latent = torch.randn(2, 16, 2, 3, generator=g)
+    y = torch.randn(12, 32, generator=g)
+    save_file({"latent": latent}, str(tmp_path / "lat.safetensors"))
+    save_file({"anything": y}, str(tmp_path / "y.safetensors"))
+    return dict(latent=latent, y=y, ckpt=tiny_checkpoint.safetensors, config=tiny_checkpoint.config_json,
+                kwargs=tiny_checkpoint.kwargs, latent_file=tmp_path / "lat.safetensors", y_file=tmp_path / "y.safetensors")
 
 
-def test_decode_command_writes_pngs(tmp_path, golden_files):
+def test_decode_command_writes_pngs(tmp_path, tiny_files):
     from PIL import Image
-    from safetensors.torch import load_file, save_file
 
-    io = load_file(str(golden_files / "v15_student.io.safetensors"))
-    save_file({"latent": io["lq_latent"]}, str(tmp_path / "lat.safetensors"))
-    save_file({"anything": io["y"][0].contiguous()}, str(tmp_path / "y.safetensors"))
-    out = run_pid("decode", tmp_path / "lat.safetensors", "--checkpoint", golden_files / "v15_net.weights.safetensors",
-                  "--config", golden_files / "v15_net.json", "--caption-embeds", tmp_path / "y.safetensors",
-                  "--sigma", "0,0.4", "--seed", "3", "--out", tmp_path / "out" / "img.png")
+    f = tiny_files
+    out = run_pid("decode", f["latent_file"], "--checkpoint", f["ckpt"], "--config", f["config"],
+                  "--caption-embeds", f["y_file"], "--sigma", "0,0.4", "--seed", "3", "--out", tmp_path / "out" / "img.png")
     assert out.returncode == 0, out.stderr
     import pid
 
-    expected = pid.load(golden_files / "v15_net.weights.safetensors", config=json.loads(
-        (golden_files / "v15_net.json").read_text())["net_kwargs"]).decode(
-        io["lq_latent"], sigma=[0, 0.4], caption_embeds=io["y"][0], seed=3, output="numpy", progress=False)
+    expected = pid.load(f["ckpt"], config=f["kwargs"]).decode(f["latent"], sigma=[0, 0.4], caption_embeds=f["y"], seed=3,
+                                                               output="numpy", progress=False)
     for i in range(2):
         img = Image.open(tmp_path / "out" / f"img_{i}.png")
         assert img.size == (96, 64)
         assert np.array_equal(expected[i], np.asarray(img))
 
 
-def test_decode_command_attention_options(tmp_path, golden_files):
+def test_decode_command_attention_options(tmp_path, tiny_files):
     # --window and --attention reach the network: the PNG equals the API decode with the same settings.
     from PIL import Image
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    io = load_file(str(golden_files / "v15_student.io.safetensors"))
-    save_file({"latent": io["lq_latent"][:1]}, str(tmp_path / "lat.safetensors"))
-    save_file({"y": io["y"][0, :1].contiguous()}, str(tmp_path / "y.safetensors"))
-    out = run_pid("decode", tmp_path / "lat.safetensors", "--checkpoint", golden_files / "v15_net.weights.safetensors",
-                  "--config", golden_files / "v15_net.json", "--caption-embeds", tmp_path / "y.safetensors",
-                  "--window", "2", "--attention", "sdpa", "--out", tmp_path / "w.png")
+    import pid
+
+    f = tiny_files
+    save_file({"latent": f["latent"][:1]}, str(tmp_path / "one.safetensors"))
+    out = run_pid("decode", tmp_path / "one.safetensors", "--checkpoint", f["ckpt"], "--config", f["config"],
+                  "--caption-embeds", f["y_file"], "--window", "2", "--attention", "sdpa", "--out", tmp_path / "w.png")
     assert out.returncode == 0, out.stderr
-    decoder = pid.load(golden_files / "v15_net.weights.safetensors", config=json.loads(
-        (golden_files / "v15_net.json").read_text())["net_kwargs"], attention="sdpa")
-    windowed = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], window=2, output="numpy",
-                              progress=False)
-    plain = decoder.decode(io["lq_latent"][:1], caption_embeds=io["y"][0, :1], output="numpy", progress=False)
+    decoder = pid.load(f["ckpt"], config=f["kwargs"], attention="sdpa")
+    windowed = decoder.decode(f["latent"][:1], caption_embeds=f["y"], window=2, output="numpy", progress=False)
+    plain = decoder.decode(f["latent"][:1], caption_embeds=f["y"], output="numpy", progress=False)
     got = np.asarray(Image.open(tmp_path / "w.png"))
     assert np.array_equal(windowed[0], got) and not np.array_equal(plain[0], got)
 
 
-def test_convert_round_trip(tmp_path, golden_files):
+def test_convert_round_trip(tmp_path, tiny_checkpoint):
     import pid
     import torch
 
     out = tmp_path / "custom.safetensors"
-    proc = run_pid("convert", golden_files / "v15_net.ckpt.pth", out, "--config", golden_files / "v15_net.json")
+    proc = run_pid("convert", tiny_checkpoint.pth, out, "--config", tiny_checkpoint.config_json)
     assert proc.returncode == 0, proc.stderr
-    a = pid.load(golden_files / "v15_net.ckpt.pth", config=json.loads((golden_files / "v15_net.json").read_text())["net_kwargs"])
+    a = pid.load(tiny_checkpoint.pth, config=tiny_checkpoint.kwargs)
     b = pid.load(out)  # the config travels in the metadata
     assert b.config == a.config
     for (k, va), (_, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
-        assert torch.equal(va, vb), k  # the .ckpt.pth values are bf16 already: lossless
+        assert torch.equal(va, vb), k  # the .pth values are bf16 already: lossless
 
 
-def test_decode_errors_exit_2(tmp_path, golden_files):
+def test_decode_errors_exit_2(tmp_path, tiny_files):
     from safetensors.torch import save_file
     import torch
 
     save_file({"latent": torch.full((1, 16, 2, 3), float("nan"))}, str(tmp_path / "nan.safetensors"))
-    out = run_pid("decode", tmp_path / "nan.safetensors", "--checkpoint", golden_files / "v15_net.weights.safetensors",
-                  "--config", golden_files / "v15_net.json", "--caption-embeds", tmp_path / "missing.safetensors")
+    out = run_pid("decode", tmp_path / "nan.safetensors", "--checkpoint", tiny_files["ckpt"], "--config",
+                  tiny_files["config"], "--caption-embeds", tmp_path / "missing.safetensors")
     assert out.returncode == 2 and "NaN or Inf" in out.stderr
 
 

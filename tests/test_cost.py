@@ -1,4 +1,4 @@
-"""FLOP counts against the spec's table, and the memory estimator against measured peaks."""
+"""FLOP counts against the reference's published table, and the memory estimator against measured peaks."""
 
 import pytest
 import torch
@@ -14,12 +14,12 @@ from pid.variants import VARIANTS
 @pytest.mark.parametrize("name,size,tflop", [("flux-v1.5", 2048, 46.4), ("flux-2k", 2048, 45.1),
                                              ("flux-v1.5", 4096, 491.5), ("flux-2k", 4096, 486.5)])
 def test_forward_flops_match_spec_table(name, size, tflop):
-    """Spec §11.2 totals per forward (batch 1, 300 text tokens)."""
+    """The published totals per forward (batch 1, 300 text tokens)."""
     assert forward_flops(VARIANTS[name].config, size, size).total / 1e12 == pytest.approx(tflop, abs=0.05)
 
 
 def test_decode_flops_hoisted():
-    """Spec §11.2: a 4-step decode ≈185 TFLOP at 2048², ≈176 with the latent-only part computed once."""
+    """A 4-step decode ≈185 TFLOP at 2048², ≈176 with the latent-only part computed once."""
     cfg = VARIANTS["flux-v1.5"].config
     assert 4 * forward_flops(cfg, 2048, 2048).total / 1e12 == pytest.approx(185.4, abs=0.1)
     assert decode_flops(cfg, 2048, 2048) / 1e12 == pytest.approx(175.8, abs=0.1)

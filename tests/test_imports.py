@@ -7,7 +7,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "python" / "pid"
+import pid
+
+PACKAGE = Path(pid.__file__).resolve().parent  # the package the tests import
 
 
 def _module_name(path: Path) -> str:

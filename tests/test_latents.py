@@ -1,7 +1,7 @@
-"""pid.latents: per-backbone normalisation (spec §4.2), noisy-latent frames (§4.3), output sizes (§7).
+"""pid.latents: per-backbone normalisation, noisy-latent frames, latent geometry.
 
-Every formula is checked against an independent float64 evaluation written from the spec; the constants
-below are typed in again from the spec rather than imported from the module under test."""
+Every formula is checked against an independent float64 evaluation written from the reference's definitions;
+the constants below are typed in again rather than imported from the module under test."""
 
 import logging
 import math
@@ -19,7 +19,7 @@ from pid.latents import (DINOv2Latent, Flux2Latent, LatentError, QwenImageLatent
                          rae_time_schedule)
 from pid.variants import VARIANTS
 
-# spec §4.2
+# The reference's normalisation constants
 SCALED = {"flux": (0.3611, 0.1159), "sd3": (1.5305, 0.0609), "sdxl": (0.13025, 0.0)}
 QWEN_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517,
              -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
@@ -41,7 +41,7 @@ def bn_stats(seed=1):
 # ------------------------------------------------------------------------------ registry consistency
 def test_names_and_facts_match_variants_registry():
     """Each released variant's network takes exactly its latent space's channels (two independent sources:
-    the network table of spec §3.2 and the latent table of spec §4.2)."""
+    the released networks' latent channels and the latent spaces' table)."""
     assert {v.latent.name for v in VARIANTS.values()} == set(L.LATENT_NAMES)
     for v in VARIANTS.values():
         assert v.latent.channels == v.config.lq_latent_channels, v.name
@@ -321,7 +321,7 @@ def test_siglip_layer_norm_matches_float64_reference():
 
 
 # ------------------------------------------------------------------------------ check_latent
-# Channels handed to PiD and the RAEs' fixed grids, typed in from spec §4.2.
+# Channels handed to PiD and the RAEs' fixed grids, typed in from the reference's latent table.
 SPEC_CHANNELS = {"flux": 16, "sd3": 16, "sdxl": 4, "qwenimage": 16, "flux2": 128, "dinov2": 768, "siglip": 1152}
 SPEC_FIXED_GRID = {"dinov2": (32, 32), "siglip": (16, 16)}
 

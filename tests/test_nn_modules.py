@@ -1,4 +1,4 @@
-"""Per-module checks against float64 formulas written from the spec (PID_REFERENCE.md §2)."""
+"""Per-module checks against float64 formulas written independently from the reference network's definitions."""
 
 import math
 
@@ -21,7 +21,7 @@ TABLE_TOL = 1e-5
 
 
 def _rope2d_f64(head_dim, gh, gw, theta_h, theta_w):
-    """Spec §2.5: positions linspace(0, 16), n_f = d/4 frequencies θ^(−4m/d), layout [x f0, y f0, x f1, ...]."""
+    """The reference's 2-D RoPE: positions linspace(0, 16), n_f = d/4 frequencies θ^(−4m/d), layout [x f0, y f0, x f1, ...]."""
     xs = torch.tensor([16.0 * j / (gw - 1) if gw > 1 else 0.0 for j in range(gw)], dtype=torch.float64)
     ys = torch.tensor([16.0 * i / (gh - 1) if gh > 1 else 0.0 for i in range(gh)], dtype=torch.float64)
     m = torch.arange(head_dim // 4, dtype=torch.float64)
@@ -54,7 +54,7 @@ def test_rope_2d_ntk(head_dim, grid, ref):
 
 
 def test_ntk_theta_spec_examples():
-    # spec §2.5: v1 at 2048² (grid 128, ref 64): 20945.9 (MMDiT), 20832.3 (PiT); v1 at 4096²: 43873 / 43399
+    # the reference's NTK-aware bases: v1 at 2048² (grid 128, ref 64): 20945.9 (MMDiT), 20832.3 (PiT); v1 at 4096²: 43873 / 43399
     assert ntk_theta(128, 64, 64) == pytest.approx(20945.9, abs=0.1)
     assert ntk_theta(128, 64, 72) == pytest.approx(20832.3, abs=0.1)
     assert ntk_theta(256, 64, 64) == pytest.approx(43873, abs=1)
@@ -115,7 +115,7 @@ def test_rmsnorm_casts_before_weight():
 
 
 def test_unfold_fold_pixel_order():
-    """Patch token l = hs·Ws + ws, feature ch·256 + py·16 + px (spec §2.3); pid's reshapes equal F.unfold and
+    """Patch token l = hs·Ws + ws, feature ch·256 + py·16 + px (F.unfold's order, as the reference); pid's reshapes equal F.unfold and
     F.fold (kernel = stride = 16), which the reference uses."""
     x = torch.randn(2, 3, 48, 32)
     tokens = patchify(x, 16)

@@ -136,7 +136,7 @@ def test_teacher_dpm_golden_with_cfg():
     (7, [0.999, 0.866, 0.866, 0.634, 0.634, 0.342, 0.342, 0.0]),
     (8, [0.999, 0.999, 0.866, 0.634, 0.634, 0.634, 0.342, 0.0, 0.0])])
 def test_student_schedule_table(steps, expected):
-    """Spec §5.2: round-half-even indices into the 5-entry list; steps > 4 duplicate times."""
+    """The reference's step-count rule: round-half-even indices into the 5-entry list; steps > 4 duplicate times."""
     assert student_schedule(steps).tolist() == pytest.approx(expected, abs=1e-7)
 
 
@@ -193,7 +193,8 @@ def test_student_ode_mode():
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 8, 25])
 def test_dpmpp_2m_matches_float64_derivation(steps):
-    """Re-derive DPM-Solver++(2M) with lower-order first/final steps in float64 from spec §5.3."""
+    """Re-derive DPM-Solver++(2M) with lower-order first/final steps in float64 from the solver's
+    published update rule."""
     noise = torch.randn(2, 3, 4, 6, generator=torch.Generator().manual_seed(1))
     fn = _linear_velocity(-0.4, 0.7)
     out = sample_dpmpp_2m(fn, noise, steps=steps, shift=6.0)

@@ -1,4 +1,4 @@
-"""Caption conditioning (spec §6, §5.4): the CHI prefix, the reference token window, embedding files, the
+"""Caption conditioning: the CHI prefix, the reference token window, embedding files, the
 caption cache and resolving embeddings. No transformers and no download: a fake tokenizer and model."""
 
 import hashlib
@@ -65,7 +65,7 @@ class FakeModel(torch.nn.Module):
 
 
 def window(prefix, caption, txt_len=TXT_LEN):
-    """What spec §6.3 keeps, stated by content for character tokens: BOS, the prefix's last token, then the
+    """What the reference's token window keeps, stated by content for character tokens: BOS, the prefix's last token, then the
     caption's first txt_len-2 tokens, then pad states."""
     body = [tok_id(prefix[-1])] + [tok_id(c) for c in caption][:txt_len - 2]
     return [BOS] + body + [PAD] * (txt_len - 1 - len(body))

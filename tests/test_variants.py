@@ -1,4 +1,5 @@
-"""The registry of released checkpoints against the spec's state-dict shapes file."""
+"""The registry of released checkpoints against the released checkpoints' state-dict shapes
+(shared/spec/pid_state_dict_shapes.json beside the repository; those tests skip without it)."""
 
 import json
 
@@ -10,7 +11,7 @@ from pid.nn import PidNet
 from pid.sampling import STUDENT_T_LIST
 from pid.variants import VARIANTS, get_variant
 
-# The shapes file covers the ten distilled students (names of the spec).
+# The shapes file covers the ten distilled students (under its own names).
 SHAPES_NAMES = {"flux_2k": "flux-2k", "sd3_2k": "sd3-2k", "flux2_2k": "flux2-2k", "dinov2_2k": "dinov2-2k",
                 "siglip_2k": "siglip-2k", "sd3_2kto4k": "sd3-2kto4k", "sdxl_2kto4k": "sdxl-2kto4k",
                 "flux_v15": "flux-v1.5", "qwen_v15": "qwenimage-v1.5", "flux2_v15": "flux2-v1.5"}
@@ -37,7 +38,7 @@ def test_registry_contents():
 
 @pytest.mark.parametrize("shapes_name", sorted(SHAPES_NAMES))
 def test_released_variant_shapes(shapes, shapes_name):
-    """Build each released network on the meta device; keys and shapes equal the spec's list (the v1.5
+    """Build each released network on the meta device; keys and shapes equal the shapes file's list (the v1.5
     lists also hold the 6 training-only aux-head keys, which pid does not build)."""
     variant = VARIANTS[SHAPES_NAMES[shapes_name]]
     with torch.device("meta"):

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 # Keys of full training exports that the reference loader drops.
 DROPPED_PREFIXES = ("net_ema.", "fake_score.", "discriminator.")
-# Parameters that exist in some checkpoints but that inference never reads (spec §2.14).
+# Parameters that exist in some checkpoints but that inference never reads: the LQ adapter's auxiliary RGB head,
+# a training-only loss branch kept in the undistilled teachers' files.
 UNUSED_PREFIXES = ("lq_proj.lq_aux_rgb_head.",)
 # Safetensors metadata keys our converter writes.
 VARIANT_METADATA_KEY = "pid.variant"

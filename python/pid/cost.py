@@ -1,4 +1,4 @@
-"""What a decode costs before it runs: FLOPs (spec §11: multiply-add = 2 FLOP) and peak memory."""
+"""What a decode costs before it runs: FLOPs (matrix products and attention; a multiply-add is 2 FLOP) and peak memory."""
 
 from __future__ import annotations
 

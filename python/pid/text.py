@@ -1,4 +1,4 @@
-"""Caption conditioning for PiD (spec §6, §5.4): the Gemma-2 text encoder with the CHI prompt prefix and
+"""Caption conditioning for PiD: the Gemma-2 text encoder with the CHI prompt prefix and
 the reference's 300-token selection, caption-embedding files, a caption cache, and resolving the
 `[B, 300, 2304]` embeddings that the network receives.
 
@@ -29,7 +29,7 @@ DEFAULT_MODEL_ID = "Efficient-Large-Model/gemma-2-2b-it"
 TXT_LEN = 300  # embeddings per caption (BOS + 299), `model_max_length` of the reference
 TXT_DIM = 2304  # Gemma-2-2B hidden width
 
-# The reference's `chi_prompt` lines (spec §6.2), joined with "\n"; the last line ends with a space and
+# The reference's `chi_prompt` lines (its complex-human-instruction prefix), joined with "\n"; the last line ends with a space and
 # the caption follows it directly.
 CHI_PROMPT_LINES = (
     'Given a user prompt, generate an "Enhanced prompt" that provides detailed visual descriptions suitable for image generation. Evaluate the level of detail in the user prompt:',  # noqa: E501
@@ -43,7 +43,7 @@ CHI_PROMPT_LINES = (
 )
 CHI_PROMPT = "\n".join(CHI_PROMPT_LINES)
 
-# CFG's unconditional caption (spec §5.4); encoded with the CHI prefix like any caption.
+# The teachers' CFG unconditional caption (the reference's default negative prompt); encoded with the CHI prefix like any caption.
 DEFAULT_NEGATIVE_PROMPT = (
     "low quality, worst quality, over-saturated, three legs, six fingers, cartoon, anime, cgi, low res, "
     "blurry, deformed, distortion, duplicated limbs, plastic skin, jpeg artifacts, watermark"
@@ -66,7 +66,7 @@ class TextEncoderUnavailable(RuntimeError):
 def encode_with_chi_prompt(tokenizer: Any, model: Any, captions: Union[str, Sequence[str]], *,
                            prefix: str = CHI_PROMPT, txt_len: int = TXT_LEN,
                            device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
-    """The reference `_encode_text_raw` (spec §6.3) for any HF-like tokenizer and decoder model.
+    """The reference `_encode_text_raw` for any HF-like tokenizer and decoder model.
 
     `N_chi = len(tokenizer.encode(prefix))` (BOS included), `max_len = N_chi + txt_len - 2`; `prefix + caption`
     is tokenized to exactly `max_len` tokens (right padding, right truncation), the model runs on the whole
@@ -131,7 +131,7 @@ class CaptionEncoder:
     """Gemma-2-2B-it (the Sana copy) loaded like the reference: `AutoTokenizer` padding on the right and
     `AutoModelForCausalLM(..., torch_dtype=bf16).get_decoder()`. `model_id` may be a Hugging Face id or a
     local folder holding the downloaded model. `HF_HUB_OFFLINE=1` (or `local_files_only=True`) never touches
-    the network. `attn_implementation=None` keeps transformers' default, as the reference does (spec §13.1).
+    the network. `attn_implementation=None` keeps transformers' default, as the reference does.
     """
 
     def __init__(self, model_id: PathLike = DEFAULT_MODEL_ID, device: Union[str, torch.device] = "cpu",

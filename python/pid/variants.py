@@ -1,4 +1,4 @@
-"""Registry of the released PiD checkpoints (spec §3): what each one decodes and how it was trained."""
+"""Registry of the released PiD checkpoints (nvidia/PiD on Hugging Face): what each one decodes and how it was trained."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .latents import BackboneLatent, get_latent_space
 
 @dataclass(frozen=True)
 class SamplerDefaults:
-    """How a variant is sampled by default (spec §3.3)."""
+    """How a variant is sampled by default (the official registry's settings)."""
 
     sampler: str  # "student" (4-step distilled, pid.sampling.STUDENT_T_LIST) or "dpm++2m" (undistilled teacher)
     steps: int

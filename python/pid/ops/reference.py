@@ -78,7 +78,7 @@ def student_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the distilled student sampler; returns ``(x_next, x0)``.
 
-    ``x0 = x − t·v`` in float64, cast to x's dtype (spec §10.9); then ``x_next = (1 − t_next)·x0 + t_next·eps``
+    ``x0 = x − t·v`` in float64, cast to x's dtype (as the reference sampler does); then ``x_next = (1 − t_next)·x0 + t_next·eps``
     (float32 arithmetic), or ``x_next = x0`` when ``eps`` is None (the last step)."""
     t64 = _f32(t).double().item()
     x0 = (x.double() - t64 * v.double()).to(x.dtype)
@@ -105,7 +105,7 @@ def dpm_data_prediction(
 ) -> torch.Tensor:
     """The data prediction x̂0 of the flow model at time t, with classifier-free guidance when ``v_u`` is given:
     ``v = v_u + s·(v_c − v_u)``, ``ε̂ = (1 − t)·v + x``, ``D = (x − t·ε̂)/(1 − t)`` (the reference's operation order,
-    spec §5.3)."""
+    DPM-Solver++ on the flow schedule)."""
     v = _guided_velocity(x, v_c, v_u, guidance)
     tt = _f32(t, x.device)
     eps = (1 - tt) * v + x
@@ -214,7 +214,7 @@ def attention(
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm with the reference numerics (spec §2.7, §10.3): statistics in float32, the normalised value
+    """RMSNorm with the reference numerics: statistics in float32, the normalised value
     cast back to x's dtype, then multiplied by the weight in float32 (the reference keeps float32 weights; bf16
     weights hold the same values), which promotes the result to float32."""
     xf = x.float()
@@ -223,7 +223,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation ``x * (1 + scale) + shift``; ``1 + scale`` is rounded to scale's dtype (§10.5)."""
+    """adaLN modulation ``x * (1 + scale) + shift``; ``1 + scale`` is rounded to scale's dtype (a bfloat16 scale
+    gives a bfloat16 ``1 + scale``, as in the reference)."""
     return x * (1 + scale) + shift
 
 
@@ -258,7 +259,7 @@ def rms_norm_modulate_pixels(
     eps: float,
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The PiT form (spec §2.11): x [N, P, c] pixel tokens, per-pixel shift/scale read from chunks of
+    """The PiT form: x [N, P, c] pixel tokens, per-pixel shift/scale read from chunks of
     mods [N, P, K*c] (K = 6 in PiD); returns the flattened [N, P*c] operand of compress_to_attn."""
     N, P, c = x.shape
     shift, scale = pixel_chunk(mods, shift_chunk, c), pixel_chunk(mods, scale_chunk, c)
@@ -267,6 +268,7 @@ def rms_norm_modulate_pixels(
 
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``x + gate * y`` in x's dtype. ``gate * y`` is computed in the promoted dtype of gate and y (so a
-    bfloat16 gate times a bfloat16 y is rounded to bfloat16 before the float32 residual add, §10.2).
+    bfloat16 gate times a bfloat16 y is rounded to bfloat16 before the float32 residual add, as PyTorch's type
+    promotion rounds it in the reference).
     x, y: [B, L, D]; gate: [B, 1, D] or [B, L, D] (e.g. a chunk view of the per-pixel modulation)."""
     return (x + gate * y).to(x.dtype)
