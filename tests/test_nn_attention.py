@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pid.config import PidConfig
+from pid.archs import TINY
 from pid.nn import PidNet
 from pid.nn.mmdit import JointAttention
 from pid.nn.pit import PatchAttention
@@ -103,14 +103,12 @@ def test_patch_attention_matches_spec():
 
 def _small_net(seed=0):
     torch.manual_seed(seed)
-    cfg = PidConfig(hidden_size=64, num_heads=2, pixel_hidden_size=8, pixel_attn_hidden_size=32, pixel_num_heads=2,
-                    patch_depth=2, txt_embed_dim=8, txt_max_length=5, lq_hidden_dim=8, lq_num_res_blocks=0)
-    net = PidNet(cfg).eval()
+    net = PidNet(TINY).eval()
     with torch.no_grad():  # non-trivial weights everywhere (zero-initialised gates would hide the attention)
         for p in net.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
     x = torch.randn(1, 3, 16 * 3, 16 * 7)  # patch grid 3 x 7
-    t, y = torch.tensor([700.0]), torch.randn(1, 5, 8)
+    t, y = torch.tensor([700.0]), torch.randn(1, 5, TINY.txt_embed_dim)
     return net, (x, t, y, torch.randn(1, 16, 3, 7), torch.tensor([0.2]))
 
 

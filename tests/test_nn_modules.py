@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pid.archs import TINY
 from pid.config import PidConfig
 from pid.nn import PidNet, SigmaGate
 from pid.nn.latent_adapter import align_latent_to_grid
@@ -209,10 +210,8 @@ def test_last_block_skips_dead_text_path():
 
 
 def test_forward_input_errors():
-    net = PidNet(PidConfig(hidden_size=32, num_heads=2, pixel_hidden_size=8, pixel_attn_hidden_size=16,
-                           pixel_num_heads=2, patch_depth=2, txt_embed_dim=8, txt_max_length=4, lq_hidden_dim=8,
-                           lq_num_res_blocks=0))
-    x, t, y = torch.randn(1, 3, 32, 48), torch.tensor([500.0]), torch.randn(1, 4, 8)
+    net = PidNet(TINY)
+    x, t, y = torch.randn(1, 3, 32, 48), torch.tensor([500.0]), torch.randn(1, 4, TINY.txt_embed_dim)
     lat = torch.randn(1, 16, 1, 1)
     with pytest.raises(ValueError, match="multiple of the patch size"):
         net(torch.randn(1, 3, 30, 48), t, y, lat, 0.0)
