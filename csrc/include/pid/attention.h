@@ -29,6 +29,7 @@
 #include <cstdint>
 
 #include "pid/bf16.h"
+#include "pid/dtype.h"
 
 #if defined(__CUDACC__)
 #define PID_HOST_DEVICE __host__ __device__
@@ -37,8 +38,6 @@
 #endif
 
 namespace pid {
-
-enum class DType : std::int32_t { kFloat32 = 0, kBFloat16 = 1 };
 
 // ---- qk_norm_rope --------------------------------------------------------------------------------
 
