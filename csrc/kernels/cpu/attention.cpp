@@ -8,6 +8,7 @@
 // vector code uses GCC/Clang vector extensions at the widest width the build enables (-march=native:
 // AVX-512, AVX2, else 128-bit), so d = 64 and d = 72 compile to straight-line FMA loops.
 #include "pid/attention.h"
+#include "load_store.h"
 
 #include <algorithm>
 #include <cmath>
@@ -83,12 +84,6 @@ inline vf exp2v(vf x) {
   std::memcpy(&r, &bits, sizeof r);
   return keep ? r : vf{};
 }
-
-inline float to_f32(float v) { return v; }
-inline float to_f32(bf16 v) { return bf16_to_float(v); }
-template <typename T> T from_f32(float v);
-template <> inline float from_f32<float>(float v) { return v; }
-template <> inline bf16 from_f32<bf16>(float v) { return float_to_bf16(v); }
 
 // 64-byte aligned float scratch.
 struct Scratch {
@@ -241,7 +236,7 @@ struct Attention {
     std::fill(t.Qt, t.Qt + std::size_t(D) * kRows, 0.f);
     for (int r = 0; r < t.mq; ++r) {
       const T* src = q + b * p.q.b + h * p.q.h + t.rows[r] * p.q.s;
-      for (int d = 0; d < D; ++d) t.Qt[d * kRows + r] = to_f32(src[d]) * qscale;
+      for (int d = 0; d < D; ++d) t.Qt[d * kRows + r] = ld(src + d) * qscale;
     }
     std::fill(t.O, t.O + std::size_t(kRows) * W, 0.f);
     std::fill(t.m, t.m + kRows, kNegInf);
@@ -262,13 +257,13 @@ struct Attention {
       } else {
         float* dst = c.Kc + std::size_t(j) * D;
 #pragma omp simd
-        for (int d = 0; d < D; ++d) dst[d] = to_f32(kr[d]);
+        for (int d = 0; d < D; ++d) dst[d] = ld(kr + d);
         c.krow[j] = dst;
       }
       const T* vr = vb + row * p.v.s;
       float* vd = c.Vc + std::size_t(j) * W;
 #pragma omp simd
-      for (int d = 0; d < D; ++d) vd[d] = to_f32(vr[d]);
+      for (int d = 0; d < D; ++d) vd[d] = ld(vr + d);
       for (int d = D; d < W; ++d) vd[d] = 0.f;
     }
   }
@@ -313,7 +308,7 @@ struct Attention {
       T* dst = o + b * p.o.b + h * p.o.h + t.rows[r] * p.o.s;
       const float inv = 1.f / t.l[r];
       const float* src = t.O + std::size_t(r) * W;
-      for (int d = 0; d < D; ++d) dst[d] = from_f32<T>(src[d] * inv);
+      for (int d = 0; d < D; ++d) st(dst + d, src[d] * inv);
     }
   }
 
@@ -489,28 +484,28 @@ void qk_norm_rope_impl(const QkNormRopeParams& p) {
           float ss = 0.f;
 #pragma omp simd reduction(+ : ss)
           for (std::int64_t d = 0; d < D; ++d) {
-            const float xv = to_f32(x[d]);
+            const float xv = ld(x + d);
             ss += xv * xv;
           }
           const float inv = 1.f / std::sqrt(ss / float(D) + p.eps);
           for (std::int64_t d = 0; d < D; ++d) {
-            const float r = to_f32(from_f32<In>(to_f32(x[d]) * inv));
-            const float yv = to_f32(w[d]) * r;
-            y[d] = round_product ? to_f32(float_to_bf16(yv)) : yv;
+            const float r = round_to<In>(ld(x + d) * inv);
+            const float yv = ld(w + d) * r;
+            y[d] = round_product ? round_bf16(yv) : yv;
           }
           Out* dst = outs[which] + ((b * p.H + h) * rows[which] + offsets[which] + n) * D;
           if (p.cos) {
             const float* c = p.cos + n * half;
             const float* s = p.sin + n * half;
             // The rotation is cast back to the promoted dtype first (bfloat16 when it is), as the reference.
-            auto result = [](float v) { return from_f32<Out>(round_product ? to_f32(float_to_bf16(v)) : v); };
+            auto promoted = [](float v) { return round_product ? round_bf16(v) : v; };
             for (std::int64_t i = 0; i < half; ++i) {
               const float a = y[2 * i], bb = y[2 * i + 1];
-              dst[2 * i] = result(a * c[i] - bb * s[i]);
-              dst[2 * i + 1] = result(a * s[i] + bb * c[i]);
+              st(dst + 2 * i, promoted(a * c[i] - bb * s[i]));
+              st(dst + 2 * i + 1, promoted(a * s[i] + bb * c[i]));
             }
           } else {
-            for (std::int64_t d = 0; d < D; ++d) dst[d] = from_f32<Out>(y[d]);
+            for (std::int64_t d = 0; d < D; ++d) st(dst + d, y[d]);
           }
         }
       }

@@ -3,9 +3,9 @@
 // -ffp-contract=off (CMakeLists.txt): every product and sum is rounded separately, as in the
 // PyTorch reference, which runs each operation as its own kernel.
 #include "pid/norm_modulate.h"
+#include "load_store.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -19,31 +19,6 @@ namespace pid {
 namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
-
-inline float ld(const float* p) { return *p; }
-inline float ld(const bf16* p) { return bf16_to_float(*p); }
-
-// f rounded to the nearest bfloat16 (ties to even, NaN -> the canonical quiet NaN), as a float.
-// Branch-free so that the loops around it vectorise; same result as float_to_bf16.
-inline float round_bf16(float f) {
-  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  const std::uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  return std::bit_cast<float>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : r);
-}
-
-// The value PyTorch stores when it casts float32 v to T.
-template <typename T>
-inline float round_to(float v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return round_bf16(v);
-  else
-    return v;
-}
-
-inline void st(float* p, float v) { *p = v; }
-inline void st(bf16* p, float v) {
-  p->bits = static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(round_bf16(v)) >> 16);
-}
 
 template <typename F>
 void with_type(DType t, F&& f) {

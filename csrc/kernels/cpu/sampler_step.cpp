@@ -3,6 +3,7 @@
 // branches). Compiled with -ffp-contract=off (CMakeLists.txt): every product and sum below is
 // rounded separately, as PyTorch's eager kernels round them; an FMA would change the result.
 #include "pid/sampler_step.h"
+#include "load_store.h"
 
 #include <cstdint>
 
@@ -11,9 +12,6 @@ namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
 
-inline float to_f32(float v) { return v; }
-inline float to_f32(bf16 v) { return bf16_to_float(v); }
-
 template <typename V, bool kEps, bool kX0>
 void student(const float* __restrict x, const V* __restrict v, const float* __restrict eps, float t,
              float t_next, float* __restrict x_next, float* __restrict x0_out, std::int64_t n) {
@@ -21,7 +19,7 @@ void student(const float* __restrict x, const V* __restrict v, const float* __re
   const float c = 1.0f - t_next;
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMinWork)
   for (std::int64_t i = 0; i < n; ++i) {
-    const float x0 = static_cast<float>(static_cast<double>(x[i]) - td * static_cast<double>(to_f32(v[i])));
+    const float x0 = static_cast<float>(static_cast<double>(x[i]) - td * static_cast<double>(ld(v + i)));
     if constexpr (kX0) x0_out[i] = x0;
     if constexpr (kEps)
       x_next[i] = c * x0 + t_next * eps[i];
@@ -54,9 +52,9 @@ void dpm(const float* __restrict x, const V* __restrict v_c, const V* __restrict
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMinWork)
   for (std::int64_t i = 0; i < n; ++i) {
     const float xi = x[i];
-    float vi = to_f32(v_c[i]);
+    float vi = ld(v_c + i);
     if constexpr (kGuided) {
-      const float vu = to_f32(v_u[i]);
+      const float vu = ld(v_u + i);
       vi = vu + s * (vi - vu);
     }
     const float e = u * vi + xi;
