@@ -17,17 +17,17 @@
 #include <random>
 #include <vector>
 
+#include "expect_unsupported.h"
 #include "pid/norm_modulate.h"
 
 namespace {
+
+using pid::dtype_of;
 
 constexpr double kU32 = 0x1p-24;   // unit roundoff of float32
 constexpr double kUBf16 = 0x1p-8;  // unit roundoff of bfloat16
 constexpr float kEps = 1e-6f;
 
-template <typename T> constexpr pid::DType dtype_of();
-template <> constexpr pid::DType dtype_of<float>() { return pid::DType::kFloat32; }
-template <> constexpr pid::DType dtype_of<pid::bf16>() { return pid::DType::kBFloat16; }
 template <typename T> constexpr double unit_roundoff() { return sizeof(T) == 2 ? kUBf16 : 0.0; }  // of a cast to T
 
 float to_float(float v) { return v; }
@@ -192,6 +192,19 @@ void gated_cases(const Layout& lay, unsigned& seed, int& cases, int& failed) {
   cases += 2;
 }
 
+// Rejected before any work: shift and scale of different dtypes, a tag that is no DType.
+int check_unsupported() {
+  float x[4] = {}, w[4] = {}, out[4] = {};
+  pid::bf16 shift[4] = {};
+  const pid::RowView xv{x, pid::DType::kFloat32, 4, 4};
+  pid::NormModulateArgs a{1, 1, 4, xv, w, {shift, pid::DType::kBFloat16, 4, 4}, xv, out, pid::DType::kFloat32, 1e-6f};
+  int bad = pid_test::expect_unsupported("rms_norm_modulate_cpu, shift bfloat16 and scale float32",
+                                         [&] { pid::rms_norm_modulate_cpu(a); });
+  pid::GatedResidualArgs g{1, 1, 4, xv, xv, xv, out, static_cast<pid::DType>(7)};
+  bad += pid_test::expect_unsupported("gated_residual_cpu, out_dtype 7", [&] { pid::gated_residual_cpu(g); });
+  return bad;
+}
+
 }  // namespace
 
 int main() {
@@ -214,6 +227,8 @@ int main() {
       gated_cases<pid::bf16, pid::bf16>(lay, seed, cases, failed);
     }
   }
+  failed += check_unsupported() != 0;
+  ++cases;
   std::printf("norm_modulate_cpu: %d of %d cases passed\n", cases - failed, cases);
   return failed == 0 ? 0 : 1;
 }

@@ -8,6 +8,7 @@
 // vector code uses GCC/Clang vector extensions at the widest width the build enables (-march=native:
 // AVX-512, AVX2, else 128-bit), so d = 64 and d = 72 compile to straight-line FMA loops.
 #include "pid/attention.h"
+#include "../dispatch.h"
 #include "load_store.h"
 
 #include <algorithm>
@@ -513,30 +514,14 @@ void qk_norm_rope_impl(const QkNormRopeParams& p) {
   }
 }
 
-template <typename In, typename Wt>
-void qk_norm_rope_out(const QkNormRopeParams& p) {
-  if (p.out_dtype == DType::kFloat32)
-    qk_norm_rope_impl<In, Wt, float>(p);
-  else
-    qk_norm_rope_impl<In, Wt, bf16>(p);
-}
-
-template <typename In>
-void qk_norm_rope_weights(const QkNormRopeParams& p) {
-  if (p.weight_dtype == DType::kFloat32)
-    qk_norm_rope_out<In, float>(p);
-  else
-    qk_norm_rope_out<In, bf16>(p);
-}
-
 }  // namespace
 
 void qk_norm_rope_cpu(const QkNormRopeParams& p) {
   if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return;
-  if (p.qkv_dtype == DType::kFloat32)
-    qk_norm_rope_weights<float>(p);
-  else
-    qk_norm_rope_weights<bf16>(p);
+  with_dtypes<bf16>("pid::qk_norm_rope_cpu", {p.qkv_dtype, p.weight_dtype, p.out_dtype},
+                    [&](auto in, auto wt, auto out) {
+                      qk_norm_rope_impl<decltype(in), decltype(wt), decltype(out)>(p);
+                    });
 }
 
 void attention_cpu(const float* q, const float* k, const float* v, float* o, const AttentionParams& p) {

@@ -3,11 +3,11 @@
 // -ffp-contract=off (CMakeLists.txt): every product and sum is rounded separately, as in the
 // PyTorch reference, which runs each operation as its own kernel.
 #include "pid/norm_modulate.h"
+#include "../dispatch.h"
 #include "load_store.h"
 
 #include <algorithm>
 #include <cmath>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -19,14 +19,6 @@ namespace pid {
 namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
-
-template <typename F>
-void with_type(DType t, F&& f) {
-  if (t == DType::kFloat32)
-    f(float{});
-  else
-    f(bf16{});
-}
 
 // Splits the rows r = b * L + l in [0, B*L) into one contiguous range per OpenMP thread and calls
 // f(b, l, r, n) for each run of n <= `chunk` consecutive rows starting at row r = (b, l); f steps (b, l)
@@ -181,46 +173,38 @@ constexpr int kSmallPixelWidth = 8;  // the small test networks' pixel width
 }  // namespace
 
 void rms_norm_modulate_cpu(const NormModulateArgs& a) {
+  constexpr const char* fn = "pid::rms_norm_modulate_cpu";
   if (a.shift.dtype != a.scale.dtype)
-    throw std::invalid_argument(std::string("pid::rms_norm_modulate_cpu: shift and scale must share a dtype, got ") +
-                                dtype_name(a.shift.dtype) + " and " + dtype_name(a.scale.dtype));
+    throw_unsupported(fn, std::string("shift and scale must share a dtype, got ") + dtype_name(a.shift.dtype) +
+                              " and " + dtype_name(a.scale.dtype));
   if (a.B * a.L == 0 || a.D == 0) return;
-  with_type(a.x.dtype, [&](auto tx) {
-    with_type(a.scale.dtype, [&](auto tm) {
-      with_type(a.out_dtype, [&](auto to) {
-        using TX = decltype(tx);
-        using TM = decltype(tm);
-        using TO = decltype(to);
-        if (a.D == kPixelWidth)
-          norm_modulate_rows<TX, TM, TO, kPixelWidth>(a);
-        else if (a.D == kSmallPixelWidth)
-          norm_modulate_rows<TX, TM, TO, kSmallPixelWidth>(a);
-        else
-          norm_modulate_rows<TX, TM, TO, 0>(a);
-      });
-    });
+  with_dtypes<bf16>(fn, {a.x.dtype, a.scale.dtype, a.out_dtype}, [&](auto tx, auto tm, auto to) {
+    using TX = decltype(tx);
+    using TM = decltype(tm);
+    using TO = decltype(to);
+    if (a.D == kPixelWidth)
+      norm_modulate_rows<TX, TM, TO, kPixelWidth>(a);
+    else if (a.D == kSmallPixelWidth)
+      norm_modulate_rows<TX, TM, TO, kSmallPixelWidth>(a);
+    else
+      norm_modulate_rows<TX, TM, TO, 0>(a);
   });
 }
 
 void gated_residual_cpu(const GatedResidualArgs& a) {
   if (a.B * a.L == 0 || a.D == 0) return;
-  with_type(a.x.dtype, [&](auto tx) {
-    with_type(a.gate.dtype, [&](auto tg) {
-      with_type(a.y.dtype, [&](auto ty) {
-        with_type(a.out_dtype, [&](auto to) {
-          using TX = decltype(tx);
-          using TG = decltype(tg);
-          using TY = decltype(ty);
-          using TO = decltype(to);
-          if (a.D == kPixelWidth)
-            gated_rows<TX, TG, TY, TO, kPixelWidth>(a);
-          else if (a.D == kSmallPixelWidth)
-            gated_rows<TX, TG, TY, TO, kSmallPixelWidth>(a);
-          else
-            gated_rows<TX, TG, TY, TO, 0>(a);
-        });
-      });
-    });
+  const DType tags[] = {a.x.dtype, a.gate.dtype, a.y.dtype, a.out_dtype};
+  with_dtypes<bf16>("pid::gated_residual_cpu", tags, [&](auto tx, auto tg, auto ty, auto to) {
+    using TX = decltype(tx);
+    using TG = decltype(tg);
+    using TY = decltype(ty);
+    using TO = decltype(to);
+    if (a.D == kPixelWidth)
+      gated_rows<TX, TG, TY, TO, kPixelWidth>(a);
+    else if (a.D == kSmallPixelWidth)
+      gated_rows<TX, TG, TY, TO, kSmallPixelWidth>(a);
+    else
+      gated_rows<TX, TG, TY, TO, 0>(a);
   });
 }
 

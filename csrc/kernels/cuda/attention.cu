@@ -10,6 +10,7 @@
 // tile's keys are the text keys and the key rectangle of its image block (pid::image_tile), masked per
 // query.
 #include "pid/attention.h"
+#include "../dispatch.h"
 #include "attention_mma.cuh"
 #include "load_store.cuh"
 #include "qk_norm_rope_bf16.cuh"
@@ -227,35 +228,24 @@ int launch_norm_rope(const QkNormRopeParams& p, void* stream) {
   return cudaGetLastError();
 }
 
-template <typename In, typename Wt>
-int norm_rope_out(const QkNormRopeParams& p, void* stream) {
-  return p.out_dtype == DType::kFloat32 ? launch_norm_rope<In, Wt, float>(p, stream)
-                                        : launch_norm_rope<In, Wt, __nv_bfloat16>(p, stream);
-}
-
-template <typename In>
-int norm_rope_weights(const QkNormRopeParams& p, void* stream) {
-  return p.weight_dtype == DType::kFloat32 ? norm_rope_out<In, float>(p, stream)
-                                           : norm_rope_out<In, __nv_bfloat16>(p, stream);
-}
-
 }  // namespace
 
 int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream) {
+  constexpr const char* fn = "pid::qk_norm_rope_cuda";
   if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return cudaSuccess;
   namespace vec = qk_norm_rope_bf16;
   if (vec::supports(p)) {
     const std::int64_t blocks = (vec::warps(p) + vec::kWarps - 1) / vec::kWarps;
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     auto s = static_cast<cudaStream_t>(stream);
-    if (p.weight_dtype == DType::kFloat32)
-      vec::qk_norm_rope_kernel<float><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
-    else
-      vec::qk_norm_rope_kernel<std::uint16_t><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
-    return cudaGetLastError();
+    return with_dtype<std::uint16_t>(fn, p.weight_dtype, [&](auto wt) -> int {
+      vec::qk_norm_rope_kernel<decltype(wt)><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
+      return cudaGetLastError();
+    });
   }
-  return p.qkv_dtype == DType::kFloat32 ? norm_rope_weights<float>(p, stream)
-                                        : norm_rope_weights<__nv_bfloat16>(p, stream);
+  return with_dtypes<__nv_bfloat16>(fn, {p.qkv_dtype, p.weight_dtype, p.out_dtype}, [&](auto in, auto wt, auto out) {
+    return launch_norm_rope<decltype(in), decltype(wt), decltype(out)>(p, stream);
+  });
 }
 
 bool attention_cuda_supports_head_dim(std::int64_t D) { return D == 64 || D == 72; }
