@@ -1,5 +1,6 @@
-// Torch-free C++ API of the fused RMSNorm + adaLN modulation and the gated residual of PiD
-// (spec §2.7, §2.8, §2.11, §10.3, §10.5).
+// Torch-free C++ API of two fused steps of PiD's transformer blocks (the MMDiT blocks and the PiT pixel
+// blocks; python/pid/nn/layers.py): RMSNorm followed by the adaLN modulation norm(x) * (1 + scale) + shift,
+// and the gated residual update x + gate * y. Both round every step as the PyTorch expressions do.
 //
 // All operands are "row views" of a logical [B, L, D] tensor: row (b, l) holds D contiguous elements
 // starting at  data + b * stride_b + l * stride_l  (strides in elements). A stride of 0 broadcasts
@@ -8,7 +9,7 @@
 // stride_l = K*c. Outputs are dense row-major [B, L, D].
 //
 // rms_norm_modulate, with every step rounded as PyTorch rounds the reference expression
-//   n   = cast_to_x_dtype(x_f32 * (1 / sqrt(sum_d(x_f32^2) / D + eps)))       (RMSNorm, §2.7)
+//   n   = cast_to_x_dtype(x_f32 * (1 / sqrt(sum_d(x_f32^2) / D + eps)))       (RMSNorm)
 //   out = cast_to_out_dtype((weight * n) * cast_to_scale_dtype(1 + scale) + shift)     (modulate)
 // Each product, sum and cast is one IEEE float32 rounding (no FMA contraction), so the result is
 // bit-identical to the reference whenever the float32 sum of squares is (e.g. when it is exact);

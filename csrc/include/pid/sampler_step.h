@@ -1,7 +1,7 @@
 // Torch-free C++ API of the sampler step kernels: one fused elementwise pass per sampler step.
 //
-// Each reproduces, element by element and bit for bit, the PyTorch arithmetic of pid/sampling.py
-// (spec PID_REFERENCE.md §5.1, §5.3, §10.9): the same operations, in the same order, each rounded
+// Each reproduces, element by element and bit for bit, the PyTorch arithmetic of the samplers in
+// pid/sampling.py (sample_student, sample_dpmpp_2m): the same operations, in the same order, each rounded
 // once (no contraction into FMAs: the implementations are compiled with -ffp-contract=off or use
 // explicitly rounded intrinsics). All tensors are dense arrays of n elements; x, eps, d_prev and the
 // outputs are float32; the network output v is float32 or bfloat16 (up-cast exactly to float32).
