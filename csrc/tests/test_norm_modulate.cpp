@@ -70,7 +70,7 @@ int check_norm(const Layout& lay, bool integer_x, unsigned seed) {
   std::vector<TO> out(static_cast<std::size_t>(B * L * D));
   const int shift_chunk = 3, scale_chunk = 4;  // PiT norm2's chunks; any two work
 
-  pid::NormModulateArgs a{B, L, D,
+  pid::NormModulateParams a{B, L, D,
                           {x.data(), dtype_of<TX>(), L * D, D},
                           w.data(),
                           {mods.data() + shift_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
@@ -142,7 +142,7 @@ int check_gated(const Layout& lay, unsigned seed) {
   for (auto& v : mods) v = make<TG>(normal(rng));
   std::vector<TO> out(static_cast<std::size_t>(N));
   const int gate_chunk = 2;
-  pid::GatedResidualArgs a{B, L, D,
+  pid::GatedResidualParams a{B, L, D,
                            {x.data(), dtype_of<TX>(), L * D, D},
                            {mods.data() + gate_chunk * D, dtype_of<TG>(), lay.stride_b(), lay.stride_l()},
                            {y.data(), dtype_of<TY>(), L * D, D},
@@ -197,10 +197,10 @@ int check_unsupported() {
   float x[4] = {}, w[4] = {}, out[4] = {};
   pid::bf16 shift[4] = {};
   const pid::RowView xv{x, pid::DType::kFloat32, 4, 4};
-  pid::NormModulateArgs a{1, 1, 4, xv, w, {shift, pid::DType::kBFloat16, 4, 4}, xv, out, pid::DType::kFloat32, 1e-6f};
+  pid::NormModulateParams a{1, 1, 4, xv, w, {shift, pid::DType::kBFloat16, 4, 4}, xv, out, pid::DType::kFloat32, 1e-6f};
   int bad = pid_test::expect_unsupported("rms_norm_modulate_cpu, shift bfloat16 and scale float32",
                                          [&] { pid::rms_norm_modulate_cpu(a); });
-  pid::GatedResidualArgs g{1, 1, 4, xv, xv, xv, out, static_cast<pid::DType>(7)};
+  pid::GatedResidualParams g{1, 1, 4, xv, xv, xv, out, static_cast<pid::DType>(7)};
   bad += pid_test::expect_unsupported("gated_residual_cpu, out_dtype 7", [&] { pid::gated_residual_cpu(g); });
   return bad;
 }

@@ -57,7 +57,7 @@ inline void check_weight(const char* op, const at::Tensor& weight, const at::Ten
 }
 
 // x [B, L, D]; weight [D] float32; shift, scale [B or 1, L or 1, D] sharing one dtype.
-inline NormModulateArgs rms_norm_modulate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
+inline NormModulateParams rms_norm_modulate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
                                           const at::Tensor& scale, double eps) {
   constexpr const char* op = "rms_norm_modulate";
   TORCH_CHECK(x.dim() == 3, "pid::", op, ": x must have shape [B, L, D], got ", x.sizes());
@@ -77,12 +77,12 @@ inline NormModulateArgs rms_norm_modulate(const at::Tensor& x, const at::Tensor&
   TORCH_CHECK(shift.scalar_type() == scale.scalar_type(), "pid::", op,
               ": shift and scale must have the same dtype, got ", shift.scalar_type(), " and ",
               scale.scalar_type());
-  return NormModulateArgs{B, L, D, row_view(x), weight.const_data_ptr<float>(), row_view(shift), row_view(scale),
+  return NormModulateParams{B, L, D, row_view(x), weight.const_data_ptr<float>(), row_view(shift), row_view(scale),
                           nullptr, DType::kFloat32, static_cast<float>(eps)};
 }
 
 // x [N, P, c]; mods [N, P, K*c] with chunk k in channels [k*c, (k+1)*c); the shift and scale chunks.
-inline NormModulateArgs rms_norm_modulate_pixels(const at::Tensor& x, const at::Tensor& weight,
+inline NormModulateParams rms_norm_modulate_pixels(const at::Tensor& x, const at::Tensor& weight,
                                                  const at::Tensor& mods, std::int64_t shift_chunk,
                                                  std::int64_t scale_chunk, double eps) {
   constexpr const char* op = "rms_norm_modulate_pixels";
@@ -106,14 +106,14 @@ inline NormModulateArgs rms_norm_modulate_pixels(const at::Tensor& x, const at::
   check_unit_last_stride(op, "mods", mods);
   const auto* base = static_cast<const char*>(mods.const_data_ptr());
   const std::int64_t chunk_bytes = c * static_cast<std::int64_t>(mods.element_size());
-  return NormModulateArgs{N, P, c, row_view(x), weight.const_data_ptr<float>(),
+  return NormModulateParams{N, P, c, row_view(x), weight.const_data_ptr<float>(),
                           row_view(mods, base + shift_chunk * chunk_bytes),
                           row_view(mods, base + scale_chunk * chunk_bytes), nullptr, DType::kFloat32,
                           static_cast<float>(eps)};
 }
 
 // x, y [B, L, D]; gate [B or 1, L or 1, D].
-inline GatedResidualArgs gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) {
+inline GatedResidualParams gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) {
   constexpr const char* op = "gated_residual";
   TORCH_CHECK(x.dim() == 3, "pid::", op, ": x must have shape [B, L, D], got ", x.sizes());
   const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
@@ -129,7 +129,7 @@ inline GatedResidualArgs gated_residual(const at::Tensor& x, const at::Tensor& g
     check_device(op, name, *t, x);
     check_unit_last_stride(op, name, *t);
   }
-  return GatedResidualArgs{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr, to_dtype(x.scalar_type())};
+  return GatedResidualParams{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr, to_dtype(x.scalar_type())};
 }
 
 template <typename T>

@@ -105,7 +105,7 @@ inline void modulate_row(const TX* __restrict__ x, float r, const float* __restr
 // their square roots and divisions run as one vector. Else one row at a time (it stays in L1 between
 // its two passes).
 template <typename TX, typename TM, typename TO, int kD>
-void norm_modulate_rows(const NormModulateArgs& a) {
+void norm_modulate_rows(const NormModulateParams& a) {
   const auto* x = static_cast<const TX*>(a.x.data);
   const auto* shift = static_cast<const TM*>(a.shift.data);
   const auto* scale = static_cast<const TM*>(a.scale.data);
@@ -149,7 +149,7 @@ inline void gated_row(const TX* __restrict__ x, const TG* __restrict__ g, const 
 }
 
 template <typename TX, typename TG, typename TY, typename TO, int kD>
-void gated_rows(const GatedResidualArgs& a) {
+void gated_rows(const GatedResidualParams& a) {
   const auto* x = static_cast<const TX*>(a.x.data);
   const auto* g = static_cast<const TG*>(a.gate.data);
   const auto* y = static_cast<const TY*>(a.y.data);
@@ -172,7 +172,7 @@ constexpr int kSmallPixelWidth = 8;  // the small test networks' pixel width
 
 }  // namespace
 
-void rms_norm_modulate_cpu(const NormModulateArgs& a) {
+void rms_norm_modulate_cpu(const NormModulateParams& a) {
   constexpr const char* fn = "pid::rms_norm_modulate_cpu";
   if (a.shift.dtype != a.scale.dtype)
     throw_unsupported(fn, std::string("shift and scale must share a dtype, got ") + dtype_name(a.shift.dtype) +
@@ -191,7 +191,7 @@ void rms_norm_modulate_cpu(const NormModulateArgs& a) {
   });
 }
 
-void gated_residual_cpu(const GatedResidualArgs& a) {
+void gated_residual_cpu(const GatedResidualParams& a) {
   if (a.B * a.L == 0 || a.D == 0) return;
   const DType tags[] = {a.x.dtype, a.gate.dtype, a.y.dtype, a.out_dtype};
   with_dtypes<bf16>("pid::gated_residual_cpu", tags, [&](auto tx, auto tg, auto ty, auto to) {

@@ -170,7 +170,7 @@ inline int group_size(std::int64_t D, int V) {
 }
 
 template <int G, int V, typename TX, typename TM, typename TO>
-int launch_norm(const NormModulateArgs& a, cudaStream_t stream) {
+int launch_norm(const NormModulateParams& a, cudaStream_t stream) {
   const std::int64_t threads_total = a.B * a.L * G;
   const std::int64_t blocks = (threads_total + kThreads - 1) / kThreads;
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
@@ -183,7 +183,7 @@ int launch_norm(const NormModulateArgs& a, cudaStream_t stream) {
 }
 
 template <int V, typename TX, typename TM, typename TO>
-int dispatch_group(const NormModulateArgs& a, cudaStream_t stream) {
+int dispatch_group(const NormModulateParams& a, cudaStream_t stream) {
   switch (group_size(a.D, V)) {
     case 1: return launch_norm<1, V, TX, TM, TO>(a, stream);
     case 2: return launch_norm<2, V, TX, TM, TO>(a, stream);
@@ -196,7 +196,7 @@ int dispatch_group(const NormModulateArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-int rms_norm_modulate_cuda(const NormModulateArgs& a, void* stream) {
+int rms_norm_modulate_cuda(const NormModulateParams& a, void* stream) {
   constexpr const char* fn = "pid::rms_norm_modulate_cuda";
   if (a.shift.dtype != a.scale.dtype)
     throw_unsupported(fn, std::string("shift and scale must share a dtype, got ") + dtype_name(a.shift.dtype) +
@@ -213,7 +213,7 @@ int rms_norm_modulate_cuda(const NormModulateArgs& a, void* stream) {
   });
 }
 
-int gated_residual_cuda(const GatedResidualArgs& a, void* stream) {
+int gated_residual_cuda(const GatedResidualParams& a, void* stream) {
   if (a.B * a.L == 0 || a.D == 0) return cudaSuccess;
   auto st = static_cast<cudaStream_t>(stream);
   const bool v4 = a.D % 4 == 0 && vec4_ok(a.x) && vec4_ok(a.gate) && vec4_ok(a.y) && vec4_ok(a.out, a.out_dtype);
