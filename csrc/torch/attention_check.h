@@ -103,7 +103,8 @@ inline QkNormRopeParams check_qk_norm_rope(const at::Tensor& qkv, const at::Tens
   return p;
 }
 
-// q [B, H, Sq, d], k and v [B, H, Sk, d]: one dtype, one device, any strides with the last one 1.
+// q [B, H, Sq, d], k and v [B, H, Sk, d]: one dtype, one device, any strides with the last one 1. The
+// params describe them and the output's strides (attention_output); the caller sets p.o.
 inline AttentionParams check_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        std::int64_t window, std::int64_t grid_h, std::int64_t grid_w,
                                        std::int64_t n_text) {
@@ -143,10 +144,13 @@ inline AttentionParams check_attention(const at::Tensor& q, const at::Tensor& k,
   }
   AttentionParams p{};
   p.B = B, p.H = H, p.Sq = Sq, p.Sk = Sk, p.D = D;
-  p.q = {q.stride(0), q.stride(1), q.stride(2)};
-  p.k = {k.stride(0), k.stride(1), k.stride(2)};
-  p.v = {v.stride(0), v.stride(1), v.stride(2)};
-  p.o = {Sq * H * D, D, H * D};  // the output's layout, see attention_output
+  p.q = q.const_data_ptr(), p.k = k.const_data_ptr(), p.v = v.const_data_ptr();
+  p.o = nullptr;  // the caller's output, see attention_output
+  p.dtype = kernel_dtype(q);
+  p.q_stride = {q.stride(0), q.stride(1), q.stride(2)};
+  p.k_stride = {k.stride(0), k.stride(1), k.stride(2)};
+  p.v_stride = {v.stride(0), v.stride(1), v.stride(2)};
+  p.o_stride = {Sq * H * D, D, H * D};  // the output's layout, see attention_output
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   p.window = window;
   p.grid_h = window > 0 ? grid_h : 0;

@@ -228,15 +228,16 @@ struct Attention {
   int D, W;            // head_dim, row length of O and of the V chunk (head_dim zero-padded)
   float qscale;        // scale * log2(e)
 
-  Attention(const T* q_, const T* k_, const T* v_, T* o_, const AttentionParams& p_, int W_)
-      : q(q_), k(k_), v(v_), o(o_), p(p_), D(int(p_.D)), W(W_) {
+  Attention(const AttentionParams& p_, int W_)
+      : q(static_cast<const T*>(p_.q)), k(static_cast<const T*>(p_.k)), v(static_cast<const T*>(p_.v)),
+        o(static_cast<T*>(p_.o)), p(p_), D(int(p_.D)), W(W_) {
     qscale = float(double(p.scale) * 1.4426950408889634);
   }
 
   void load_queries(TileState& t, std::int64_t b, std::int64_t h) const {
     std::fill(t.Qt, t.Qt + std::size_t(D) * kRows, 0.f);
     for (int r = 0; r < t.mq; ++r) {
-      const T* src = q + b * p.q.b + h * p.q.h + t.rows[r] * p.q.s;
+      const T* src = q + b * p.q_stride.b + h * p.q_stride.h + t.rows[r] * p.q_stride.s;
       for (int d = 0; d < D; ++d) t.Qt[d * kRows + r] = ld(src + d) * qscale;
     }
     std::fill(t.O, t.O + std::size_t(kRows) * W, 0.f);
@@ -248,11 +249,11 @@ struct Attention {
   template <typename KeyIndex>
   void load_keys(KeyChunk& c, std::int64_t b, std::int64_t h, int n, KeyIndex key_index) const {
     c.nk = n;
-    const T* kb = k + b * p.k.b + h * p.k.h;
-    const T* vb = v + b * p.v.b + h * p.v.h;
+    const T* kb = k + b * p.k_stride.b + h * p.k_stride.h;
+    const T* vb = v + b * p.v_stride.b + h * p.v_stride.h;
     for (int j = 0; j < n; ++j) {
       const std::int64_t row = key_index(j);
-      const T* kr = kb + row * p.k.s;
+      const T* kr = kb + row * p.k_stride.s;
       if constexpr (std::is_same_v<T, float>) {
         c.krow[j] = kr;
       } else {
@@ -261,7 +262,7 @@ struct Attention {
         for (int d = 0; d < D; ++d) dst[d] = ld(kr + d);
         c.krow[j] = dst;
       }
-      const T* vr = vb + row * p.v.s;
+      const T* vr = vb + row * p.v_stride.s;
       float* vd = c.Vc + std::size_t(j) * W;
 #pragma omp simd
       for (int d = 0; d < D; ++d) vd[d] = ld(vr + d);
@@ -306,7 +307,7 @@ struct Attention {
 
   void finish(const TileState& t, std::int64_t b, std::int64_t h) const {
     for (int r = 0; r < t.mq; ++r) {
-      T* dst = o + b * p.o.b + h * p.o.h + t.rows[r] * p.o.s;
+      T* dst = o + b * p.o_stride.b + h * p.o_stride.h + t.rows[r] * p.o_stride.s;
       const float inv = 1.f / t.l[r];
       const float* src = t.O + std::size_t(r) * W;
       for (int d = 0; d < D; ++d) st(dst + d, src[d] * inv);
@@ -443,7 +444,7 @@ struct Attention {
 };
 
 template <typename T>
-void attention_impl(const T* q, const T* k, const T* v, T* o, const AttentionParams& p) {
+void attention_impl(const AttentionParams& p) {
   if (p.B * p.H * p.Sq == 0 || p.D <= 0) return;
   // Compile-time row widths for head_dim 64 and 72 (72 = 9 x 8 lanes rather than 5 x 16 padded to 80);
   // any other head_dim takes the generic path, padded to whole vectors.
@@ -451,11 +452,11 @@ void attention_impl(const T* q, const T* k, const T* v, T* o, const AttentionPar
   constexpr int kNv64 = (64 + kLanes - 1) / kLanes;
   const int nv = int((p.D + kLanes - 1) / kLanes);
   if (p.D == 72)
-    Attention<T>(q, k, v, o, p, kNv72 * kVl72).template run<kNv72, kVl72>();
+    Attention<T>(p, kNv72 * kVl72).template run<kNv72, kVl72>();
   else if (nv == kNv64)
-    Attention<T>(q, k, v, o, p, kNv64 * kLanes).template run<kNv64, kLanes>();
+    Attention<T>(p, kNv64 * kLanes).template run<kNv64, kLanes>();
   else
-    Attention<T>(q, k, v, o, p, nv * kLanes).template run<0, kLanes>();
+    Attention<T>(p, nv * kLanes).template run<0, kLanes>();
 }
 
 // ---- qk_norm_rope --------------------------------------------------------------------------------
@@ -524,12 +525,8 @@ void qk_norm_rope_cpu(const QkNormRopeParams& p) {
                     });
 }
 
-void attention_cpu(const float* q, const float* k, const float* v, float* o, const AttentionParams& p) {
-  attention_impl(q, k, v, o, p);
-}
-
-void attention_cpu(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p) {
-  attention_impl(q, k, v, o, p);
+void attention_cpu(const AttentionParams& p) {
+  with_dtype<bf16>("pid::attention_cpu", p.dtype, [&](auto t) { attention_impl<decltype(t)>(p); });
 }
 
 }  // namespace pid
