@@ -8,12 +8,10 @@
 namespace pid {
 namespace {
 
-using norm_check::to_dtype;
-
 at::Tensor run_norm(NormModulateParams a, const at::Tensor& x, at::IntArrayRef out_shape, at::ScalarType out_dtype) {
   at::Tensor out = at::empty(out_shape, x.options().dtype(out_dtype));
   a.out = out.mutable_data_ptr();
-  a.out_dtype = to_dtype(out_dtype);
+  a.out_dtype = kernel_dtype(out_dtype);
   rms_norm_modulate_cpu(a);
   return out;
 }

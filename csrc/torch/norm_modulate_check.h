@@ -9,12 +9,10 @@
 
 #include <cstdint>
 
+#include "kernel_dtype.h"
 #include "pid/norm_modulate.h"
 
 namespace pid::norm_check {
-
-inline bool is_kernel_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kBFloat16; }
-inline DType to_dtype(at::ScalarType t) { return t == at::kFloat ? DType::kFloat32 : DType::kBFloat16; }
 
 inline void check_dtype(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(is_kernel_dtype(t.scalar_type()), "pid::", op, ": ", name, " must be float32 or bfloat16, got ",
@@ -34,7 +32,7 @@ inline void check_unit_last_stride(const char* op, const char* name, const at::T
 
 // The [B, L, D] row view of a 3-D tensor; a dimension of size 1 gets stride 0 (broadcast).
 inline RowView row_view(const at::Tensor& t, const void* data = nullptr) {
-  return RowView{data ? data : t.const_data_ptr(), to_dtype(t.scalar_type()), t.size(0) == 1 ? 0 : t.stride(0),
+  return RowView{data ? data : t.const_data_ptr(), kernel_dtype(t.scalar_type()), t.size(0) == 1 ? 0 : t.stride(0),
                  t.size(1) == 1 ? 0 : t.stride(1)};
 }
 
@@ -129,7 +127,7 @@ inline GatedResidualParams gated_residual(const at::Tensor& x, const at::Tensor&
     check_device(op, name, *t, x);
     check_unit_last_stride(op, name, *t);
   }
-  return GatedResidualParams{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr, to_dtype(x.scalar_type())};
+  return GatedResidualParams{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr, kernel_dtype(x.scalar_type())};
 }
 
 template <typename T>

@@ -11,15 +11,13 @@
 namespace pid {
 namespace {
 
-using norm_check::to_dtype;
-
 void* current_stream(const at::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
 
 at::Tensor run_norm(NormModulateParams a, const at::Tensor& x, at::IntArrayRef out_shape, at::ScalarType out_dtype) {
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty(out_shape, x.options().dtype(out_dtype));
   a.out = out.mutable_data_ptr();
-  a.out_dtype = to_dtype(out_dtype);
+  a.out_dtype = kernel_dtype(out_dtype);
   C10_CUDA_CHECK(static_cast<cudaError_t>(rms_norm_modulate_cuda(a, current_stream(x))));
   return out;
 }
