@@ -1,5 +1,6 @@
 // CPU implementation of pid::sigma_gate (see pid/sigma_gate.h). OpenMP over tokens.
 #include "pid/sigma_gate.h"
+#include "../sigma_gate_dtypes.h"
 #include "load_store.h"
 
 #include <algorithm>
@@ -177,44 +178,21 @@ void apply_impl(const T* x, const Q* lq, const Z* logit, const float* alpha, T* 
 
 }  // namespace
 
-void sigma_gate_apply_cpu(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
+void sigma_gate_apply_cpu(const SigmaGateApplyParams& p) {
+  with_sigma_gate_apply_dtypes<bf16>("pid::sigma_gate_apply_cpu", p, [&](auto x, auto lq, auto logit) {
+    using T = decltype(x);
+    apply_impl(static_cast<const T*>(p.x), static_cast<const decltype(lq)*>(p.lq),
+               static_cast<const decltype(logit)*>(p.logit), p.alpha_sigma, static_cast<T*>(p.out), p.sizes);
+  });
 }
 
-void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const float* logit, const float* alpha_sigma,
-                          bf16* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
-                          bf16* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_apply_cpu(const float* x, const bf16* lq, const float* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_apply_cpu(const float* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_cpu(const float* x, const float* lq, const float* lq_logit, const float* w_x,
-                    const float* alpha_sigma, float* out, SigmaGateSizes s) {
-  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
-}
-
-void sigma_gate_cpu(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
-                    const float* alpha_sigma, bf16* out, SigmaGateSizes s) {
-  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
-}
-
-void sigma_gate_cpu(const float* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
-                    const float* alpha_sigma, float* out, SigmaGateSizes s) {
-  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
+void sigma_gate_cpu(const SigmaGateParams& p) {
+  with_sigma_gate_dtypes<bf16>("pid::sigma_gate_cpu", p, [&](auto x, auto lq) {
+    using X = decltype(x);
+    using P = decltype(lq);
+    sigma_gate_impl(static_cast<const X*>(p.x), static_cast<const P*>(p.lq), static_cast<const P*>(p.lq_logit),
+                    static_cast<const P*>(p.w_x), p.alpha_sigma, static_cast<X*>(p.out), p.sizes);
+  });
 }
 
 }  // namespace pid
