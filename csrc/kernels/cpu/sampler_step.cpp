@@ -3,6 +3,7 @@
 // branches). Compiled with -ffp-contract=off (CMakeLists.txt): every product and sum below is
 // rounded separately, as PyTorch's eager kernels round them; an FMA would change the result.
 #include "pid/sampler_step.h"
+#include "../dispatch.h"
 #include "load_store.h"
 
 #include <cstdint>
@@ -91,24 +92,18 @@ void dpm_dispatch(const float* x, const V* v_c, const V* v_u, const float* d_pre
 
 }  // namespace
 
-void student_step_cpu(const float* x, const float* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n) {
-  student_dispatch(x, v, eps, t, t_next, x_next, x0_out, n);
+void student_step_cpu(const StudentStepParams& p) {
+  with_dtype<bf16>("pid::student_step_cpu", p.v_dtype, [&](auto v) {
+    student_dispatch(p.x, static_cast<const decltype(v)*>(p.v), p.eps, p.t, p.t_next, p.x_next, p.x0_out, p.n);
+  });
 }
 
-void student_step_cpu(const float* x, const bf16* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n) {
-  student_dispatch(x, v, eps, t, t_next, x_next, x0_out, n);
-}
-
-void dpm_step_cpu(const float* x, const float* v_c, const float* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n) {
-  dpm_dispatch(x, v_c, v_u, d_prev, k, x_next, d, n);
-}
-
-void dpm_step_cpu(const float* x, const bf16* v_c, const bf16* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n) {
-  dpm_dispatch(x, v_c, v_u, d_prev, k, x_next, d, n);
+void dpm_step_cpu(const DpmStepParams& p) {
+  with_dtype<bf16>("pid::dpm_step_cpu", p.v_dtype, [&](auto v) {
+    using V = decltype(v);
+    dpm_dispatch(p.x, static_cast<const V*>(p.v_c), static_cast<const V*>(p.v_u), p.d_prev, p.coeffs, p.x_next, p.d,
+                 p.n);
+  });
 }
 
 }  // namespace pid
