@@ -1,5 +1,6 @@
 // Torch-free C++ API of the PiD attention family: per-head q/k RMSNorm + RoPE, and exact softmax
-// attention (global, or windowed over a token grid). See docs/attention.md.
+// attention (global, or windowed over a token grid). See docs/attention.md. Params structs, dtype tags and
+// errors as pid/dtype.h states for the whole API.
 //
 // qk_norm_rope ------------------------------------------------------------------------------------
 //   For each batch b, token n, head h and which in {q, k}, with x = qkv[b, n, which, h, :] (d values):

@@ -1,6 +1,7 @@
 // Torch-free C++ API of two fused steps of PiD's transformer blocks (the MMDiT blocks and the PiT pixel
 // blocks; python/pid/nn/layers.py): RMSNorm followed by the adaLN modulation norm(x) * (1 + scale) + shift,
-// and the gated residual update x + gate * y. Both round every step as the PyTorch expressions do.
+// and the gated residual update x + gate * y. Both round every step as the PyTorch expressions do. Params
+// structs, dtype tags and errors as pid/dtype.h states for the whole API.
 //
 // All operands are "row views" of a logical [B, L, D] tensor: row (b, l) holds D contiguous elements
 // starting at  data + b * stride_b + l * stride_l  (strides in elements). A stride of 0 broadcasts

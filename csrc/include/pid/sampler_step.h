@@ -1,4 +1,5 @@
-// Torch-free C++ API of the sampler step kernels: one fused elementwise pass per sampler step.
+// Torch-free C++ API of the sampler step kernels: one fused elementwise pass per sampler step. Params
+// structs, dtype tags and errors as pid/dtype.h states for the whole API.
 //
 // Each reproduces, element by element and bit for bit, the PyTorch arithmetic of the samplers in
 // pid/sampling.py (sample_student, sample_dpmpp_2m): the same operations, in the same order, each rounded

@@ -1,4 +1,5 @@
-// Torch-free C++ API of the PiD sigma-aware gate.
+// Torch-free C++ API of the PiD sigma-aware gate. Params structs, dtype tags and errors as pid/dtype.h states
+// for the whole API.
 //
 //   out[b,l,d] = x[b,l,d] + sigmoid(logit[b,l,g(d)]) * lq[b,l,d]
 //   logit[b,l,g] = sum_k x[b,l,k] * w_x[g,k] + lq_logit[b,l,g] - alpha_sigma[b]
