@@ -26,11 +26,6 @@
 namespace pid {
 namespace {
 
-__device__ __forceinline__ float round_to(float, float v) { return v; }
-__device__ __forceinline__ float round_to(__nv_bfloat16, float v) {
-  return __bfloat162float(__float2bfloat16_rn(v));
-}
-
 // ---- attention -----------------------------------------------------------------------------------
 
 constexpr int kRows = 64;     // query rows (threads) per block
@@ -221,16 +216,16 @@ __global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
     float y[2];
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const float r = round_to(In{}, ld(x + 2 * i + e) * inv);  // RMSNorm: cast to the input dtype
+      const float r = round_to<In>(ld(x + 2 * i + e) * inv);  // RMSNorm: cast to the input dtype
       const float prod = ld(w + 2 * i + e) * r;                  // promoted: bf16 only if both are
-      y[e] = kRoundProduct ? round_to(In{}, prod) : prod;
+      y[e] = kRoundProduct ? round_to<In>(prod) : prod;
     }
     if (p.cos != nullptr) {
       const float c = p.cos[n * half + i], s = p.sin[n * half + i];
       const float r0 = y[0] * c - y[1] * s, r1 = y[0] * s + y[1] * c;
       // Cast back to the promoted dtype first (bfloat16 when it is), as the reference.
-      st(dst + 2 * i, kRoundProduct ? round_to(In{}, r0) : r0);
-      st(dst + 2 * i + 1, kRoundProduct ? round_to(In{}, r1) : r1);
+      st(dst + 2 * i, kRoundProduct ? round_to<In>(r0) : r0);
+      st(dst + 2 * i + 1, kRoundProduct ? round_to<In>(r1) : r1);
     } else {
       st(dst + 2 * i, y[0]);
       st(dst + 2 * i + 1, y[1]);

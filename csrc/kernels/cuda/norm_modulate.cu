@@ -23,15 +23,6 @@ using nv_bf16 = __nv_bfloat16;
 
 constexpr int kThreads = 256;
 
-
-template <typename T>
-__device__ __forceinline__ float round_to(float v) {
-  if constexpr (std::is_same_v<T, nv_bf16>)
-    return __bfloat162float(__float2bfloat16_rn(v));
-  else
-    return v;
-}
-
 // V consecutive elements, loaded with one instruction when V == 4 (the caller guarantees alignment).
 template <int V, typename T>
 __device__ __forceinline__ void load_vec(const T* p, float (&v)[V]) {
