@@ -71,11 +71,11 @@ int check_norm(const Layout& lay, bool integer_x, unsigned seed) {
   const int shift_chunk = 3, scale_chunk = 4;  // PiT norm2's chunks; any two work
 
   pid::NormModulateParams a{B, L, D,
-                          {x.data(), dtype_of<TX>(), L * D, D},
-                          w.data(),
-                          {mods.data() + shift_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
-                          {mods.data() + scale_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
-                          out.data(), dtype_of<TO>(), kEps};
+                            {x.data(), dtype_of<TX>(), L * D, D},
+                            w.data(),
+                            {mods.data() + shift_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
+                            {mods.data() + scale_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
+                            out.data(), dtype_of<TO>(), kEps};
   pid::rms_norm_modulate_cpu(a);
 
   const double u_x = unit_roundoff<TX>(), u_m = unit_roundoff<TM>(), u_o = sizeof(TO) == 2 ? kUBf16 : kU32;
@@ -143,10 +143,10 @@ int check_gated(const Layout& lay, unsigned seed) {
   std::vector<TO> out(static_cast<std::size_t>(N));
   const int gate_chunk = 2;
   pid::GatedResidualParams a{B, L, D,
-                           {x.data(), dtype_of<TX>(), L * D, D},
-                           {mods.data() + gate_chunk * D, dtype_of<TG>(), lay.stride_b(), lay.stride_l()},
-                           {y.data(), dtype_of<TY>(), L * D, D},
-                           out.data(), dtype_of<TO>()};
+                             {x.data(), dtype_of<TX>(), L * D, D},
+                             {mods.data() + gate_chunk * D, dtype_of<TG>(), lay.stride_b(), lay.stride_l()},
+                             {y.data(), dtype_of<TY>(), L * D, D},
+                             out.data(), dtype_of<TO>()};
   pid::gated_residual_cpu(a);
 
   const bool bf16_product = sizeof(TG) == 2 && sizeof(TY) == 2;

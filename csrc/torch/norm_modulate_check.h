@@ -56,7 +56,7 @@ inline void check_weight(const char* op, const at::Tensor& weight, const at::Ten
 
 // x [B, L, D]; weight [D] float32; shift, scale [B or 1, L or 1, D] sharing one dtype.
 inline NormModulateParams rms_norm_modulate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
-                                          const at::Tensor& scale, double eps) {
+                                            const at::Tensor& scale, double eps) {
   constexpr const char* op = "rms_norm_modulate";
   TORCH_CHECK(x.dim() == 3, "pid::", op, ": x must have shape [B, L, D], got ", x.sizes());
   const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
@@ -76,13 +76,13 @@ inline NormModulateParams rms_norm_modulate(const at::Tensor& x, const at::Tenso
               ": shift and scale must have the same dtype, got ", shift.scalar_type(), " and ",
               scale.scalar_type());
   return NormModulateParams{B, L, D, row_view(x), weight.const_data_ptr<float>(), row_view(shift), row_view(scale),
-                          nullptr, DType::kFloat32, static_cast<float>(eps)};
+                            nullptr, DType::kFloat32, static_cast<float>(eps)};
 }
 
 // x [N, P, c]; mods [N, P, K*c] with chunk k in channels [k*c, (k+1)*c); the shift and scale chunks.
 inline NormModulateParams rms_norm_modulate_pixels(const at::Tensor& x, const at::Tensor& weight,
-                                                 const at::Tensor& mods, std::int64_t shift_chunk,
-                                                 std::int64_t scale_chunk, double eps) {
+                                                   const at::Tensor& mods, std::int64_t shift_chunk,
+                                                   std::int64_t scale_chunk, double eps) {
   constexpr const char* op = "rms_norm_modulate_pixels";
   TORCH_CHECK(x.dim() == 3, "pid::", op, ": x must have shape [N, P, c] (pixel tokens), got ", x.sizes());
   const std::int64_t N = x.size(0), P = x.size(1), c = x.size(2);
@@ -105,9 +105,9 @@ inline NormModulateParams rms_norm_modulate_pixels(const at::Tensor& x, const at
   const auto* base = static_cast<const char*>(mods.const_data_ptr());
   const std::int64_t chunk_bytes = c * static_cast<std::int64_t>(mods.element_size());
   return NormModulateParams{N, P, c, row_view(x), weight.const_data_ptr<float>(),
-                          row_view(mods, base + shift_chunk * chunk_bytes),
-                          row_view(mods, base + scale_chunk * chunk_bytes), nullptr, DType::kFloat32,
-                          static_cast<float>(eps)};
+                            row_view(mods, base + shift_chunk * chunk_bytes),
+                            row_view(mods, base + scale_chunk * chunk_bytes), nullptr, DType::kFloat32,
+                            static_cast<float>(eps)};
 }
 
 // x, y [B, L, D]; gate [B or 1, L or 1, D].
@@ -127,7 +127,8 @@ inline GatedResidualParams gated_residual(const at::Tensor& x, const at::Tensor&
     check_device(op, name, *t, x);
     check_unit_last_stride(op, name, *t);
   }
-  return GatedResidualParams{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr, kernel_dtype(x.scalar_type())};
+  return GatedResidualParams{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr,
+                             kernel_dtype(x.scalar_type())};
 }
 
 template <typename T>
