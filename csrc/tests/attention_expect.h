@@ -58,8 +58,9 @@ inline constexpr PaddedCase kCudaHeadDimCases[] = {
     {{1, 1, 100, 100, 64, 1, 10, 10, 0}, 0},
 };
 
-// Runs `run(q, k, v, o, params)` on random inputs of case c and counts the outputs outside the bound.
-// q, k, v rows are `pad` elements longer than D (strides that are not multiples of a vector width).
+// Runs `run(params)` on random inputs of case c, the params pointing at host arrays (a GPU run copies them),
+// and counts the outputs outside the bound. q, k, v rows are `pad` elements longer than D (strides that are not
+// multiples of a vector width).
 template <typename T, typename Run>
 int check_attention(const Case& c, unsigned seed, Run run, bool bf16_weights = false, long pad = 0) {
   const long ts = c.D + pad;  // token stride of q, k, v
@@ -76,12 +77,14 @@ int check_attention(const Case& c, unsigned seed, Run run, bool bf16_weights = f
   std::vector<T> o(static_cast<std::size_t>(c.B * c.H * c.Sq * c.D));
   pid::AttentionParams p{};
   p.B = c.B, p.H = c.H, p.Sq = c.Sq, p.Sk = c.Sk, p.D = c.D;
-  p.q = {c.H * c.Sq * ts, c.Sq * ts, ts};
-  p.k = p.v = {c.H * c.Sk * ts, c.Sk * ts, ts};
-  p.o = {c.Sq * c.H * c.D, c.D, c.H * c.D};  // [B, Sq, H, D] memory, as the torch binding
+  p.q = q.data(), p.k = k.data(), p.v = v.data(), p.o = o.data();
+  p.dtype = pid::dtype_of<T>();
+  p.q_stride = {c.H * c.Sq * ts, c.Sq * ts, ts};
+  p.k_stride = p.v_stride = {c.H * c.Sk * ts, c.Sk * ts, ts};
+  p.o_stride = {c.Sq * c.H * c.D, c.D, c.H * c.D};  // [B, Sq, H, D] memory, as the torch binding
   p.scale = float(1.0 / std::sqrt(double(c.D)));
   p.window = c.window, p.grid_h = c.gh, p.grid_w = c.gw, p.n_text = c.n_text;
-  run(q.data(), k.data(), v.data(), o.data(), p);
+  run(p);
 
   const double scale = 1.0 / std::sqrt(double(c.D));
   const double u_out = sizeof(T) == 2 ? kUBf16 : 0.0;

@@ -13,6 +13,8 @@
 
 #include "pid/sigma_gate.h"
 
+#include "expect_unsupported.h"
+
 namespace pid_test {
 
 constexpr double kU32 = 0x1p-24;   // unit roundoff of float32
@@ -24,8 +26,9 @@ template <typename T> T make(float v);
 template <> inline float make<float>(float v) { return v; }
 template <> inline pid::bf16 make<pid::bf16>(float v) { return pid::float_to_bf16(v); }
 
-// Runs `gate(x, lq, lq_logit, w_x, alpha, out, sizes)` on random inputs and counts the elements outside the bound.
-// X: x's and out's type, P: that of lq, lq_logit and w_x (float / float, bf16 / bf16, float / bf16).
+// Runs `gate(params)` on random inputs, the params pointing at host arrays (a GPU run copies them), and counts the
+// elements outside the bound. X: x's and out's type, P: that of lq, lq_logit and w_x (float / float, bf16 / bf16,
+// float / bf16).
 // offset: elements every array starts past its allocation (0: 16-byte aligned, as malloc gives; else unaligned).
 template <typename X, typename P = X, typename Gate>
 int check_gate(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed, Gate gate,
@@ -49,7 +52,8 @@ int check_gate(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, u
   const X *xp = x.data() + offset;
   const P *qp = lq.data() + offset, *lp = lql.data() + offset, *wp = ws.data() + offset;
   X* out = out_storage.data() + offset;
-  gate(xp, qp, lp, wp, alpha.data(), out, pid::SigmaGateSizes{B, L, D, G});
+  gate(pid::SigmaGateParams{pid::SigmaGateSizes{B, L, D, G}, xp, qp, lp, wp, alpha.data(), out, pid::dtype_of<X>(),
+                            pid::dtype_of<P>()});
 
   const double u_out = sizeof(X) == 2 ? kUBf16 : kU32;
   const double gamma = (D + 2) * kU32 / (1 - (D + 2) * kU32);
@@ -78,6 +82,24 @@ int check_gate(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, u
                      want, tol);
     }
   }
+  return bad;
+}
+
+// The dtype combinations the API rejects, before any work (pid/sigma_gate.h): `gate` and `apply` are the CPU or
+// CUDA functions, with their stream bound. Returns the number of combinations not rejected.
+template <typename Gate, typename Apply>
+int check_gate_rejects(Gate gate, Apply apply) {
+  constexpr pid::DType f32 = pid::DType::kFloat32, bf16 = pid::DType::kBFloat16;
+  const pid::SigmaGateSizes s{1, 1, 1, 1};
+  int bad = expect_unsupported("sigma_gate, bfloat16 x with float32 lq", [&] {
+    gate(pid::SigmaGateParams{s, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, bf16, f32});
+  });
+  bad += expect_unsupported("sigma_gate_apply, bfloat16 x with float32 lq", [&] {
+    apply(pid::SigmaGateApplyParams{s, nullptr, nullptr, nullptr, nullptr, nullptr, bf16, f32, f32});
+  });
+  bad += expect_unsupported("sigma_gate_apply, float32 lq with bfloat16 logit", [&] {
+    apply(pid::SigmaGateApplyParams{s, nullptr, nullptr, nullptr, nullptr, nullptr, f32, f32, bf16});
+  });
   return bad;
 }
 

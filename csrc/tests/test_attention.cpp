@@ -4,15 +4,11 @@
 // qk_norm_rope: r = x / sqrt(mean(x^2) + eps) is off by gamma_n(d + 4) |r| (+ u_bf16 |r| when cast to
 // bfloat16); y = w r adds u32 |y|; each rotated value adds |c| e_a + |s| e_b + 2 u32 (|a c| + |b s|).
 #include "attention_expect.h"
+#include "expect_unsupported.h"
 
 namespace {
 
 using namespace pid_test;
-
-template <typename T>
-void run_cpu(const T* q, const T* k, const T* v, T* o, const pid::AttentionParams& p) {
-  pid::attention_cpu(q, k, v, o, p);
-}
 
 template <typename T>
 int check_norm_rope(long B, long N, long H, long D, bool rope, unsigned seed) {
@@ -34,7 +30,7 @@ int check_norm_rope(long B, long N, long H, long D, bool rope, unsigned seed) {
   p.B = B, p.N = N, p.H = H, p.D = D;
   p.qkv = qkv.data();
   p.qkv_stride[0] = N * stride_n, p.qkv_stride[1] = stride_n, p.qkv_stride[2] = H * D, p.qkv_stride[3] = D;
-  p.qkv_dtype = sizeof(T) == 2 ? pid::DType::kBFloat16 : pid::DType::kFloat32;
+  p.qkv_dtype = pid::dtype_of<T>();
   p.q_weight = w.data(), p.k_weight = w.data() + D, p.weight_dtype = pid::DType::kFloat32;
   p.cos = rope ? cs.data() : nullptr, p.sin = rope ? sn.data() : nullptr;
   p.eps = 1e-6f;
@@ -98,8 +94,8 @@ int main() {
   int failed = 0, n = 0;
   unsigned seed = 1;
   for (const Case& c : cases) {
-    failed += check_attention<float>(c, seed++, run_cpu<float>) != 0;
-    failed += check_attention<pid::bf16>(c, seed++, run_cpu<pid::bf16>) != 0;
+    failed += check_attention<float>(c, seed++, pid::attention_cpu) != 0;
+    failed += check_attention<pid::bf16>(c, seed++, pid::attention_cpu) != 0;
     n += 2;
   }
   const long nr[][4] = {{1, 1, 1, 2}, {2, 5, 3, 8}, {1, 9, 2, 64}, {2, 4, 3, 72}, {1, 3, 1, 30}};
@@ -109,6 +105,15 @@ int main() {
       failed += check_norm_rope<pid::bf16>(s[0], s[1], s[2], s[3], rope, seed++) != 0;
       n += 2;
     }
+  // Rejected before any work: a tag that is no DType.
+  pid::AttentionParams p{};
+  p.B = p.H = p.Sq = p.Sk = 1, p.D = 8, p.dtype = static_cast<pid::DType>(9);
+  failed += expect_unsupported("attention_cpu, dtype 9", [&] { pid::attention_cpu(p); });
+  float out[2] = {};
+  pid::QkNormRopeParams r{};
+  r.B = r.N = r.H = 1, r.D = 2, r.q_out = out, r.q_rows = 1, r.weight_dtype = static_cast<pid::DType>(9);
+  failed += expect_unsupported("qk_norm_rope_cpu, weight_dtype 9", [&] { pid::qk_norm_rope_cpu(r); });
+  n += 2;
   std::printf("attention_cpu, qk_norm_rope_cpu: %d of %d cases passed\n", n - failed, n);
   return failed == 0 ? 0 : 1;
 }

@@ -4,6 +4,7 @@
 // (skipped) without a GPU.
 #include "attention_expect.h"
 #include "cuda_device.h"
+#include "expect_unsupported.h"
 
 namespace {
 
@@ -14,18 +15,30 @@ std::size_t extent(const pid::AttentionParams& p, const pid::AttentionStrides& s
   return std::size_t((p.B - 1) * s.b + (p.H - 1) * s.h + (S - 1) * s.s + p.D);
 }
 
+// p on host arrays: runs attention_cuda on device copies of them, and copies the output back into p.o.
 template <typename T>
-void run_cuda(const T* q, const T* k, const T* v, T* o, const pid::AttentionParams& p) {
-  DeviceArray<T> dq(q, extent(p, p.q, p.Sq)), dk(k, extent(p, p.k, p.Sk)), dv(v, extent(p, p.v, p.Sk));
-  DeviceArray<T> dout(nullptr, extent(p, p.o, p.Sq));
-  check_cuda(pid::attention_cuda(dq.get(), dk.get(), dv.get(), dout.get(), p, nullptr), "attention_cuda");
+void run_cuda(const pid::AttentionParams& p) {
+  DeviceArray<T> dq(static_cast<const T*>(p.q), extent(p, p.q_stride, p.Sq));
+  DeviceArray<T> dk(static_cast<const T*>(p.k), extent(p, p.k_stride, p.Sk));
+  DeviceArray<T> dv(static_cast<const T*>(p.v), extent(p, p.v_stride, p.Sk));
+  DeviceArray<T> dout(nullptr, extent(p, p.o_stride, p.Sq));
+  pid::AttentionParams dp = p;
+  dp.q = dq.get(), dp.k = dk.get(), dp.v = dv.get(), dp.o = dout.get();
+  check_cuda(pid::attention_cuda(dp, nullptr), "attention_cuda");
   check_cuda(cudaDeviceSynchronize(), "attention_cuda (run)");
-  dout.copy_to(o);
+  dout.copy_to(static_cast<T*>(p.o));
 }
 
 }  // namespace
 
 int main() {
+  // Rejected before any launch, so checked with or without a GPU: head_dim 80, a tag that is no DType.
+  pid::AttentionParams p{};
+  p.B = p.H = p.Sq = p.Sk = 1, p.D = 80, p.dtype = pid::DType::kBFloat16;
+  int rejected = expect_unsupported("attention_cuda, head_dim 80", [&] { pid::attention_cuda(p, nullptr); });
+  p.D = 64, p.dtype = static_cast<pid::DType>(9);
+  rejected += expect_unsupported("attention_cuda, dtype 9", [&] { pid::attention_cuda(p, nullptr); });
+  if (rejected != 0) return 1;
   if (!cuda_device_present()) {
     std::printf("attention_cuda: no CUDA device, skipped\n");
     return kSkipped;

@@ -12,16 +12,16 @@ namespace {
 using namespace pid_test;
 namespace mma = pid::mma_attention;
 
-const std::uint16_t* raw(const pid::bf16* x) { return reinterpret_cast<const std::uint16_t*>(x); }
+const std::uint16_t* raw(const void* x) { return static_cast<const std::uint16_t*>(x); }
 
-void run_mma(const pid::bf16* q, const pid::bf16* k, const pid::bf16* v, pid::bf16* o, const pid::AttentionParams& p) {
-  const mma::Plan pl = mma::plan(q, k, v, p);
-  auto* out = reinterpret_cast<std::uint16_t*>(o);
+void run_mma(const pid::AttentionParams& p) {
+  const mma::Plan pl = mma::plan(p);
+  auto* out = static_cast<std::uint16_t*>(p.o);
   pid::emu::launch(dim3{unsigned(pl.tiles), unsigned(p.B * p.H), 1}, mma::kThreads, [&] {
     if (p.D == 64)
-      mma::attention_kernel<64>(raw(q), raw(k), raw(v), out, p, pl.wt, pl.vec);
+      mma::attention_kernel<64>(raw(p.q), raw(p.k), raw(p.v), out, p, pl.wt, pl.vec);
     else
-      mma::attention_kernel<72>(raw(q), raw(k), raw(v), out, p, pl.wt, pl.vec);
+      mma::attention_kernel<72>(raw(p.q), raw(p.k), raw(p.v), out, p, pl.wt, pl.vec);
   });
 }
 

@@ -17,17 +17,17 @@
 #include <random>
 #include <vector>
 
+#include "expect_unsupported.h"
 #include "pid/norm_modulate.h"
 
 namespace {
+
+using pid::dtype_of;
 
 constexpr double kU32 = 0x1p-24;   // unit roundoff of float32
 constexpr double kUBf16 = 0x1p-8;  // unit roundoff of bfloat16
 constexpr float kEps = 1e-6f;
 
-template <typename T> constexpr pid::DType dtype_of();
-template <> constexpr pid::DType dtype_of<float>() { return pid::DType::kFloat32; }
-template <> constexpr pid::DType dtype_of<pid::bf16>() { return pid::DType::kBFloat16; }
 template <typename T> constexpr double unit_roundoff() { return sizeof(T) == 2 ? kUBf16 : 0.0; }  // of a cast to T
 
 float to_float(float v) { return v; }
@@ -70,12 +70,12 @@ int check_norm(const Layout& lay, bool integer_x, unsigned seed) {
   std::vector<TO> out(static_cast<std::size_t>(B * L * D));
   const int shift_chunk = 3, scale_chunk = 4;  // PiT norm2's chunks; any two work
 
-  pid::NormModulateArgs a{B, L, D,
-                          {x.data(), dtype_of<TX>(), L * D, D},
-                          w.data(),
-                          {mods.data() + shift_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
-                          {mods.data() + scale_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
-                          out.data(), dtype_of<TO>(), kEps};
+  pid::NormModulateParams a{B, L, D,
+                            {x.data(), dtype_of<TX>(), L * D, D},
+                            w.data(),
+                            {mods.data() + shift_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
+                            {mods.data() + scale_chunk * D, dtype_of<TM>(), lay.stride_b(), lay.stride_l()},
+                            out.data(), dtype_of<TO>(), kEps};
   pid::rms_norm_modulate_cpu(a);
 
   const double u_x = unit_roundoff<TX>(), u_m = unit_roundoff<TM>(), u_o = sizeof(TO) == 2 ? kUBf16 : kU32;
@@ -142,11 +142,11 @@ int check_gated(const Layout& lay, unsigned seed) {
   for (auto& v : mods) v = make<TG>(normal(rng));
   std::vector<TO> out(static_cast<std::size_t>(N));
   const int gate_chunk = 2;
-  pid::GatedResidualArgs a{B, L, D,
-                           {x.data(), dtype_of<TX>(), L * D, D},
-                           {mods.data() + gate_chunk * D, dtype_of<TG>(), lay.stride_b(), lay.stride_l()},
-                           {y.data(), dtype_of<TY>(), L * D, D},
-                           out.data(), dtype_of<TO>()};
+  pid::GatedResidualParams a{B, L, D,
+                             {x.data(), dtype_of<TX>(), L * D, D},
+                             {mods.data() + gate_chunk * D, dtype_of<TG>(), lay.stride_b(), lay.stride_l()},
+                             {y.data(), dtype_of<TY>(), L * D, D},
+                             out.data(), dtype_of<TO>()};
   pid::gated_residual_cpu(a);
 
   const bool bf16_product = sizeof(TG) == 2 && sizeof(TY) == 2;
@@ -192,6 +192,19 @@ void gated_cases(const Layout& lay, unsigned& seed, int& cases, int& failed) {
   cases += 2;
 }
 
+// Rejected before any work: shift and scale of different dtypes, a tag that is no DType.
+int check_unsupported() {
+  float x[4] = {}, w[4] = {}, out[4] = {};
+  pid::bf16 shift[4] = {};
+  const pid::RowView xv{x, pid::DType::kFloat32, 4, 4};
+  pid::NormModulateParams a{1, 1, 4, xv, w, {shift, pid::DType::kBFloat16, 4, 4}, xv, out, pid::DType::kFloat32, 1e-6f};
+  int bad = pid_test::expect_unsupported("rms_norm_modulate_cpu, shift bfloat16 and scale float32",
+                                         [&] { pid::rms_norm_modulate_cpu(a); });
+  pid::GatedResidualParams g{1, 1, 4, xv, xv, xv, out, static_cast<pid::DType>(7)};
+  bad += pid_test::expect_unsupported("gated_residual_cpu, out_dtype 7", [&] { pid::gated_residual_cpu(g); });
+  return bad;
+}
+
 }  // namespace
 
 int main() {
@@ -214,6 +227,8 @@ int main() {
       gated_cases<pid::bf16, pid::bf16>(lay, seed, cases, failed);
     }
   }
+  failed += check_unsupported() != 0;
+  ++cases;
   std::printf("norm_modulate_cpu: %d of %d cases passed\n", cases - failed, cases);
   return failed == 0 ? 0 : 1;
 }

@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "expect_unsupported.h"
 #include "pid/sampler_step.h"
 
 namespace {
@@ -55,8 +56,8 @@ int check_student(std::int64_t n, bool with_eps, bool with_x0, unsigned seed) {
   std::vector<V> v(n);
   for (std::int64_t i = 0; i < n; ++i) x[i] = normal(rng), eps[i] = normal(rng), v[i] = make<V>(2 * normal(rng));
   const float t = 0.866f, tn = with_eps ? 0.634f : 0.0f;
-  pid::student_step_cpu(x.data(), v.data(), with_eps ? eps.data() : nullptr, t, tn, out.data(),
-                        with_x0 ? x0.data() : nullptr, n);
+  pid::student_step_cpu({n, x.data(), v.data(), pid::dtype_of<V>(), with_eps ? eps.data() : nullptr, t, tn, out.data(),
+                         with_x0 ? x0.data() : nullptr});
   const int before = g_failures;
   for (std::int64_t i = 0; i < n; ++i) {
     const double d = double(x[i]) - double(t) * double(to_f(v[i]));
@@ -88,8 +89,8 @@ int check_dpm(std::int64_t n, bool guided, int order, unsigned seed) {
   }
   // Scalars of a second step of DPM-Solver++(2M), N = 6, shift 6 (float32 values).
   const pid::DpmStepCoeffs k{3.5f, 0.99436f, 0.98291f, -0.011736f, -0.005868f, 1.4142f};
-  pid::dpm_step_cpu(x.data(), vc.data(), guided ? vu.data() : nullptr, order == 2 ? dp.data() : nullptr, k,
-                    order == 0 ? nullptr : xn.data(), d.data(), n);
+  pid::dpm_step_cpu({n, x.data(), vc.data(), guided ? vu.data() : nullptr, pid::dtype_of<V>(),
+                     order == 2 ? dp.data() : nullptr, k, order == 0 ? nullptr : xn.data(), d.data()});
   const int before = g_failures;
   const float u = 1.0f - k.t;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -146,6 +147,15 @@ int main() {
         cases += 2;
       }
   }
+  // Rejected before any work: a velocity tag that is no DType.
+  const auto bad_tag = static_cast<pid::DType>(5);
+  failed += pid_test::expect_unsupported("student_step_cpu, v_dtype 5", [&] {
+    pid::student_step_cpu({1, nullptr, nullptr, bad_tag, nullptr, 0.5f, 0.25f, nullptr, nullptr});
+  });
+  failed += pid_test::expect_unsupported("dpm_step_cpu, v_dtype 5", [&] {
+    pid::dpm_step_cpu({1, nullptr, nullptr, nullptr, bad_tag, nullptr, {}, nullptr, nullptr});
+  });
+  cases += 2;
   std::printf("sampler_step_cpu: %d of %d cases passed\n", cases - failed, cases);
   return failed == 0 ? 0 : 1;
 }

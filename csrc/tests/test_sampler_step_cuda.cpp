@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cuda_device.h"
+#include "expect_unsupported.h"
 #include "pid/sampler_step.h"
 
 namespace {
@@ -42,12 +43,13 @@ int check_student(std::int64_t n, bool with_eps, bool with_x0, unsigned seed) {
   const float t = 0.75f, t_next = 0.5f;
   const auto un = std::size_t(n);
   std::vector<float> next_cpu(un), x0_cpu(un), next_gpu(un), x0_gpu(un);
-  pid::student_step_cpu(x.data(), v.data(), with_eps ? eps.data() : nullptr, t, t_next, next_cpu.data(),
-                        with_x0 ? x0_cpu.data() : nullptr, n);
+  pid::student_step_cpu({n, x.data(), v.data(), pid::dtype_of<V>(), with_eps ? eps.data() : nullptr, t, t_next,
+                         next_cpu.data(), with_x0 ? x0_cpu.data() : nullptr});
   DeviceArray<float> dx(x.data(), un), deps(eps.data(), un), dnext(nullptr, un), dx0(nullptr, un);
   DeviceArray<V> dv(v.data(), un);
-  check_cuda(pid::student_step_cuda(dx.get(), dv.get(), with_eps ? deps.get() : nullptr, t, t_next, dnext.get(),
-                                    with_x0 ? dx0.get() : nullptr, n, nullptr),
+  check_cuda(pid::student_step_cuda({n, dx.get(), dv.get(), pid::dtype_of<V>(), with_eps ? deps.get() : nullptr, t,
+                                     t_next, dnext.get(), with_x0 ? dx0.get() : nullptr},
+                                    nullptr),
              "student_step_cuda");
   check_cuda(cudaDeviceSynchronize(), "student_step_cuda (run)");
   dnext.copy_to(next_gpu.data());
@@ -67,12 +69,13 @@ int check_dpm(std::int64_t n, bool guided, bool second_order, bool final_step, u
   const pid::DpmStepCoeffs k{4.5f, 0.8f, 0.75f, -0.31f, -0.155f, 1.7f};
   const auto un = std::size_t(n);
   std::vector<float> next_cpu(un), d_cpu(un), next_gpu(un), d_gpu(un);
-  pid::dpm_step_cpu(x.data(), v_c.data(), guided ? v_u.data() : nullptr, second_order ? d_prev.data() : nullptr, k,
-                    final_step ? nullptr : next_cpu.data(), d_cpu.data(), n);
+  pid::dpm_step_cpu({n, x.data(), v_c.data(), guided ? v_u.data() : nullptr, pid::dtype_of<V>(),
+                     second_order ? d_prev.data() : nullptr, k, final_step ? nullptr : next_cpu.data(), d_cpu.data()});
   DeviceArray<float> dx(x.data(), un), dprev(d_prev.data(), un), dnext(nullptr, un), dd(nullptr, un);
   DeviceArray<V> dvc(v_c.data(), un), dvu(v_u.data(), un);
-  check_cuda(pid::dpm_step_cuda(dx.get(), dvc.get(), guided ? dvu.get() : nullptr, second_order ? dprev.get() : nullptr,
-                                k, final_step ? nullptr : dnext.get(), dd.get(), n, nullptr),
+  check_cuda(pid::dpm_step_cuda({n, dx.get(), dvc.get(), guided ? dvu.get() : nullptr, pid::dtype_of<V>(),
+                                 second_order ? dprev.get() : nullptr, k, final_step ? nullptr : dnext.get(), dd.get()},
+                                nullptr),
              "dpm_step_cuda");
   check_cuda(cudaDeviceSynchronize(), "dpm_step_cuda (run)");
   dd.copy_to(d_gpu.data());
@@ -87,6 +90,15 @@ int check_dpm(std::int64_t n, bool guided, bool second_order, bool final_step, u
 }  // namespace
 
 int main() {
+  // Rejected before any launch, so checked with or without a GPU: a velocity tag that is no DType.
+  const auto bad_tag = static_cast<pid::DType>(5);
+  int rejected = expect_unsupported("student_step_cuda, v_dtype 5", [&] {
+    pid::student_step_cuda({1, nullptr, nullptr, bad_tag, nullptr, 0.5f, 0.25f, nullptr, nullptr}, nullptr);
+  });
+  rejected += expect_unsupported("dpm_step_cuda, v_dtype 5", [&] {
+    pid::dpm_step_cuda({1, nullptr, nullptr, nullptr, bad_tag, nullptr, {}, nullptr, nullptr}, nullptr);
+  });
+  if (rejected != 0) return 1;
   if (!cuda_device_present()) {
     std::printf("sampler_step_cuda: no CUDA device, skipped\n");
     return kSkipped;

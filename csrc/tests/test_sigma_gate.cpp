@@ -8,8 +8,7 @@ using namespace pid_test;
 
 template <typename X, typename P = X>
 int check(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed) {
-  return check_gate<X, P>(B, L, D, G, seed, [](const X* x, const P* lq, const P* lql, const P* w, const float* a, X* o,
-                                               pid::SigmaGateSizes s) { pid::sigma_gate_cpu(x, lq, lql, w, a, o, s); });
+  return check_gate<X, P>(B, L, D, G, seed, pid::sigma_gate_cpu);
 }
 
 // sigma_gate_apply: the epilogue on a given logit z (float32 or the activations' dtype). The bound is that of
@@ -29,7 +28,9 @@ int check_apply(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, 
   for (auto& e : z) e = make<Z>(2 * normal(rng));
   std::vector<float> alpha(static_cast<std::size_t>(B));
   for (auto& a : alpha) a = uniform(rng);
-  pid::sigma_gate_apply_cpu(x.data(), lq.data(), z.data(), alpha.data(), out.data(), pid::SigmaGateSizes{B, L, D, G});
+  pid::sigma_gate_apply_cpu(pid::SigmaGateApplyParams{pid::SigmaGateSizes{B, L, D, G}, x.data(), lq.data(), z.data(),
+                                                     alpha.data(), out.data(), pid::dtype_of<T>(), pid::dtype_of<Q>(),
+                                                     pid::dtype_of<Z>()});
   const double u_out = sizeof(T) == 2 ? kUBf16 : kU32;
   const double gamma = 2 * kU32 / (1 - 2 * kU32);
   int bad = 0;
@@ -70,6 +71,8 @@ int main() {
       cases += 5;
     }
   }
+  failed += check_gate_rejects(pid::sigma_gate_cpu, pid::sigma_gate_apply_cpu) != 0;
+  ++cases;
   std::printf("sigma_gate_cpu: %d of %d cases passed\n", cases - failed, cases);
   return failed == 0 ? 0 : 1;
 }

@@ -10,15 +10,20 @@ using namespace pid_test;
 
 template <typename X, typename P>
 int check_cuda_gate(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t G, unsigned seed, std::int64_t offset) {
-  auto gate = [&](const X* x, const P* lq, const P* lql, const P* w, const float* alpha, X* out, pid::SigmaGateSizes s) {
+  auto gate = [&](const pid::SigmaGateParams& p) {  // on host arrays: run on device copies, copy the output back
+    const pid::SigmaGateSizes s = p.sizes;
     const auto n = std::size_t(s.B * s.L * s.D), o = std::size_t(offset);
-    DeviceArray<X> dx(x, n, o), dout(nullptr, n, o);
-    DeviceArray<P> dlq(lq, n, o), dlql(lql, std::size_t(s.B * s.L * s.G), o), dw(w, std::size_t(s.G * s.D), o);
-    DeviceArray<float> da(alpha, std::size_t(s.B));
-    check_cuda(pid::sigma_gate_cuda(dx.get(), dlq.get(), dlql.get(), dw.get(), da.get(), dout.get(), s, nullptr),
-               "sigma_gate_cuda");
+    DeviceArray<X> dx(static_cast<const X*>(p.x), n, o), dout(nullptr, n, o);
+    DeviceArray<P> dlq(static_cast<const P*>(p.lq), n, o);
+    DeviceArray<P> dlql(static_cast<const P*>(p.lq_logit), std::size_t(s.B * s.L * s.G), o);
+    DeviceArray<P> dw(static_cast<const P*>(p.w_x), std::size_t(s.G * s.D), o);
+    DeviceArray<float> da(p.alpha_sigma, std::size_t(s.B));
+    pid::SigmaGateParams dp = p;
+    dp.x = dx.get(), dp.lq = dlq.get(), dp.lq_logit = dlql.get(), dp.w_x = dw.get(), dp.alpha_sigma = da.get();
+    dp.out = dout.get();
+    check_cuda(pid::sigma_gate_cuda(dp, nullptr), "sigma_gate_cuda");
     check_cuda(cudaDeviceSynchronize(), "sigma_gate_cuda (run)");
-    dout.copy_to(out);
+    dout.copy_to(static_cast<X*>(p.out));
   };
   return check_gate<X, P>(B, L, D, G, seed, gate, offset);
 }
@@ -26,6 +31,10 @@ int check_cuda_gate(std::int64_t B, std::int64_t L, std::int64_t D, std::int64_t
 }  // namespace
 
 int main() {
+  // Rejected before any launch, so checked with or without a GPU.
+  auto gate = [](const pid::SigmaGateParams& p) { return pid::sigma_gate_cuda(p, nullptr); };
+  auto apply = [](const pid::SigmaGateApplyParams& p) { return pid::sigma_gate_apply_cuda(p, nullptr); };
+  if (check_gate_rejects(gate, apply) != 0) return 1;
   if (!cuda_device_present()) {
     std::printf("sigma_gate_cuda: no CUDA device, skipped\n");
     return kSkipped;

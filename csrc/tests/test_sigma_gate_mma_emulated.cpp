@@ -4,6 +4,8 @@
 // pipeline, the split of x and the epilogue; a GPU run tests the rest.
 #include "cuda_emulator.h"  // first: the CUDA keywords and warp primitives the kernel is written against
 
+#include <type_traits>
+
 #include "sigma_gate_expect.h"
 #include "sigma_gate_mma.cuh"
 
@@ -12,20 +14,20 @@ namespace {
 using namespace pid_test;
 namespace kern = pid::mma_gate;
 
-const float* raw(const float* p) { return p; }
-float* raw(float* p) { return p; }
-const std::uint16_t* raw(const pid::bf16* p) { return reinterpret_cast<const std::uint16_t*>(p); }
-std::uint16_t* raw(pid::bf16* p) { return reinterpret_cast<std::uint16_t*>(p); }
-
 // max_tiles: token tiles per launch (kMaxTilesY on a GPU; small here to run the split into several launches).
 template <typename X>
 int check(std::int64_t B, std::int64_t L, std::int64_t D, unsigned seed, std::int64_t offset, std::int64_t max_tiles) {
-  auto gate = [&](const X* x, const pid::bf16* lq, const pid::bf16* lql, const pid::bf16* w, const float* alpha, X* out,
-                  pid::SigmaGateSizes s) {
-    const kern::Vectorised vec = kern::vectorised(x, int(sizeof(X)), w, s.D);
+  using XBits = std::conditional_t<sizeof(X) == 2, std::uint16_t, float>;  // the kernel's types: bfloat16 as bits
+  auto gate = [&](const pid::SigmaGateParams& p) {
+    const pid::SigmaGateSizes s = p.sizes;
+    const auto* lq = static_cast<const std::uint16_t*>(p.lq);
+    const auto* lql = static_cast<const std::uint16_t*>(p.lq_logit);
+    const auto* w = static_cast<const std::uint16_t*>(p.w_x);
+    const kern::Vectorised vec = kern::vectorised(p.x, int(sizeof(X)), w, s.D);
     kern::for_each_launch(s.B * s.L, s.D, max_tiles, [&](dim3 grid, std::int64_t row0) {
       pid::emu::launch(grid, kern::kThreads, [&] {
-        kern::gate_kernel(raw(x), raw(lq), raw(lql), raw(w), alpha, raw(out), s, row0, vec);
+        kern::gate_kernel(static_cast<const XBits*>(p.x), lq, lql, w, p.alpha_sigma, static_cast<XBits*>(p.out), s,
+                          row0, vec);
       });
     });
   };

@@ -15,14 +15,10 @@ void qk_norm_rope_cpu_op(const at::Tensor& qkv, const at::Tensor& q_weight, cons
 
 at::Tensor attention_cpu_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t window,
                             std::int64_t grid_h, std::int64_t grid_w, std::int64_t n_text) {
-  const AttentionParams p = check_attention(q, k, v, window, grid_h, grid_w, n_text);
+  AttentionParams p = check_attention(q, k, v, window, grid_h, grid_w, n_text);
   at::Tensor out = attention_output(q);
-  if (q.scalar_type() == at::kFloat)
-    attention_cpu(static_cast<const float*>(q.const_data_ptr()), static_cast<const float*>(k.const_data_ptr()),
-                  static_cast<const float*>(v.const_data_ptr()), static_cast<float*>(out.mutable_data_ptr()), p);
-  else
-    attention_cpu(static_cast<const bf16*>(q.const_data_ptr()), static_cast<const bf16*>(k.const_data_ptr()),
-                  static_cast<const bf16*>(v.const_data_ptr()), static_cast<bf16*>(out.mutable_data_ptr()), p);
+  p.o = out.mutable_data_ptr();
+  attention_cpu(p);
   return out;
 }
 

@@ -10,17 +10,10 @@
 #include <tuple>
 #include <utility>
 
+#include "kernel_dtype.h"
 #include "pid/attention.h"
 
 namespace pid {
-
-inline bool is_kernel_dtype(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16;
-}
-
-inline DType kernel_dtype(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat ? DType::kFloat32 : DType::kBFloat16;
-}
 
 // qkv [B, N, 3, H, d] (any strides, last one 1), weights [d], optional cos/sin [N, d/2] float32,
 // optional outputs [B, H, rows, d] dense with rows >= offset + N.
@@ -35,14 +28,14 @@ inline QkNormRopeParams check_qk_norm_rope(const at::Tensor& qkv, const at::Tens
               qkv.sizes());
   const std::int64_t B = qkv.size(0), N = qkv.size(1), H = qkv.size(3), D = qkv.size(4);
   TORCH_CHECK(D % 2 == 0, op, "head_dim must be even (RoPE rotates pairs), got ", D);
-  TORCH_CHECK(is_kernel_dtype(qkv), op, "qkv must be float32 or bfloat16, got ", qkv.scalar_type());
+  TORCH_CHECK(is_kernel_dtype(qkv.scalar_type()), op, "qkv must be float32 or bfloat16, got ", qkv.scalar_type());
   TORCH_CHECK(qkv.stride(4) == 1 || D <= 1, op, "qkv's last dimension must be contiguous (strides ",
               qkv.strides(), ")");
   for (const auto& [name, w] : {std::pair<const char*, const at::Tensor*>{"q_weight", &q_weight},
                                 std::pair<const char*, const at::Tensor*>{"k_weight", &k_weight}}) {
     TORCH_CHECK(w->dim() == 1 && w->size(0) == D, op, name, " must have shape [head_dim] = [", D, "], got ",
                 w->sizes());
-    TORCH_CHECK(is_kernel_dtype(*w), op, name, " must be float32 or bfloat16, got ", w->scalar_type());
+    TORCH_CHECK(is_kernel_dtype(w->scalar_type()), op, name, " must be float32 or bfloat16, got ", w->scalar_type());
     TORCH_CHECK(w->scalar_type() == q_weight.scalar_type(), op, "q_weight and k_weight must have one dtype, got ",
                 q_weight.scalar_type(), " and ", k_weight.scalar_type());
     TORCH_CHECK(w->is_contiguous(), op, name, " must be contiguous");
@@ -73,7 +66,7 @@ inline QkNormRopeParams check_qk_norm_rope(const at::Tensor& qkv, const at::Tens
                 " must have shape [B, H, rows, head_dim] = [", B, ", ", H, ", rows, ", D, "], got ", o.sizes());
     TORCH_CHECK(off >= 0 && off + N <= o.size(2), op, name, ": rows [offset, offset + N) = [", off, ", ", off + N,
                 ") must lie within its ", o.size(2), " rows");
-    TORCH_CHECK(is_kernel_dtype(o), op, name, " must be float32 or bfloat16, got ", o.scalar_type());
+    TORCH_CHECK(is_kernel_dtype(o.scalar_type()), op, name, " must be float32 or bfloat16, got ", o.scalar_type());
     TORCH_CHECK(first || o.scalar_type() == out_type, op, "q_out and k_out must have one dtype");
     TORCH_CHECK(o.is_contiguous(), op, name, " must be contiguous (a dense [B, H, rows, head_dim] buffer)");
     TORCH_CHECK(o.device() == qkv.device(), op, name, " must be on qkv's device ", qkv.device(), ", got ",
@@ -88,10 +81,10 @@ inline QkNormRopeParams check_qk_norm_rope(const at::Tensor& qkv, const at::Tens
   p.qkv = qkv.const_data_ptr();
   p.qkv_stride[0] = qkv.stride(0), p.qkv_stride[1] = qkv.stride(1), p.qkv_stride[2] = qkv.stride(2);
   p.qkv_stride[3] = qkv.stride(3);
-  p.qkv_dtype = kernel_dtype(qkv);
+  p.qkv_dtype = kernel_dtype(qkv.scalar_type());
   p.q_weight = q_weight.const_data_ptr();
   p.k_weight = k_weight.const_data_ptr();
-  p.weight_dtype = kernel_dtype(q_weight);
+  p.weight_dtype = kernel_dtype(q_weight.scalar_type());
   p.cos = cos ? static_cast<const float*>(cos->const_data_ptr()) : nullptr;
   p.sin = sin ? static_cast<const float*>(sin->const_data_ptr()) : nullptr;
   p.eps = static_cast<float>(eps);
@@ -99,18 +92,19 @@ inline QkNormRopeParams check_qk_norm_rope(const at::Tensor& qkv, const at::Tens
   p.k_out = k_out ? k_out->mutable_data_ptr() : nullptr;
   p.q_rows = q_out ? q_out->size(2) : 0, p.q_offset = q_offset;
   p.k_rows = k_out ? k_out->size(2) : 0, p.k_offset = k_offset;
-  p.out_dtype = out_type == at::kFloat ? DType::kFloat32 : DType::kBFloat16;
+  p.out_dtype = kernel_dtype(out_type);
   return p;
 }
 
-// q [B, H, Sq, d], k and v [B, H, Sk, d]: one dtype, one device, any strides with the last one 1.
+// q [B, H, Sq, d], k and v [B, H, Sk, d]: one dtype, one device, any strides with the last one 1. The
+// params describe them and the output's strides (attention_output); the caller sets p.o.
 inline AttentionParams check_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        std::int64_t window, std::int64_t grid_h, std::int64_t grid_w,
                                        std::int64_t n_text) {
   constexpr const char* op = "pid::attention: ";
   TORCH_CHECK(q.dim() == 4, op, "q must have shape [B, H, Sq, head_dim], got ", q.sizes());
   const std::int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), D = q.size(3);
-  TORCH_CHECK(is_kernel_dtype(q), op, "q must be float32 or bfloat16, got ", q.scalar_type());
+  TORCH_CHECK(is_kernel_dtype(q.scalar_type()), op, "q must be float32 or bfloat16, got ", q.scalar_type());
   TORCH_CHECK(D >= 1, op, "head_dim must be at least 1, got ", D);
   TORCH_CHECK(k.dim() == 4 && k.size(0) == B && k.size(1) == H && k.size(3) == D, op,
               "k must have shape [B, H, Sk, head_dim] = [", B, ", ", H, ", Sk, ", D, "], got ", k.sizes());
@@ -143,10 +137,13 @@ inline AttentionParams check_attention(const at::Tensor& q, const at::Tensor& k,
   }
   AttentionParams p{};
   p.B = B, p.H = H, p.Sq = Sq, p.Sk = Sk, p.D = D;
-  p.q = {q.stride(0), q.stride(1), q.stride(2)};
-  p.k = {k.stride(0), k.stride(1), k.stride(2)};
-  p.v = {v.stride(0), v.stride(1), v.stride(2)};
-  p.o = {Sq * H * D, D, H * D};  // the output's layout, see attention_output
+  p.q = q.const_data_ptr(), p.k = k.const_data_ptr(), p.v = v.const_data_ptr();
+  p.o = nullptr;  // the caller's output, see attention_output
+  p.dtype = kernel_dtype(q.scalar_type());
+  p.q_stride = {q.stride(0), q.stride(1), q.stride(2)};
+  p.k_stride = {k.stride(0), k.stride(1), k.stride(2)};
+  p.v_stride = {v.stride(0), v.stride(1), v.stride(2)};
+  p.o_stride = {Sq * H * D, D, H * D};  // the output's layout, see attention_output
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   p.window = window;
   p.grid_h = window > 0 ? grid_h : 0;

@@ -23,22 +23,14 @@ void qk_norm_rope_cuda_op(const at::Tensor& qkv, const at::Tensor& q_weight, con
 
 at::Tensor attention_cuda_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t window,
                              std::int64_t grid_h, std::int64_t grid_w, std::int64_t n_text) {
-  const AttentionParams p = check_attention(q, k, v, window, grid_h, grid_w, n_text);
+  AttentionParams p = check_attention(q, k, v, window, grid_h, grid_w, n_text);
   TORCH_CHECK(attention_cuda_supports_head_dim(p.D), "pid::attention: the CUDA kernel takes head_dim 64 or 72, got ",
               p.D, "; use pid.ops.attention, which falls back to torch SDPA / the reference");
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = attention_output(q);
+  p.o = out.mutable_data_ptr();
   void* stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
-  int err;
-  if (q.scalar_type() == at::kFloat)
-    err = attention_cuda(static_cast<const float*>(q.const_data_ptr()), static_cast<const float*>(k.const_data_ptr()),
-                         static_cast<const float*>(v.const_data_ptr()), static_cast<float*>(out.mutable_data_ptr()),
-                         p, stream);
-  else
-    err = attention_cuda(static_cast<const bf16*>(q.const_data_ptr()), static_cast<const bf16*>(k.const_data_ptr()),
-                         static_cast<const bf16*>(v.const_data_ptr()), static_cast<bf16*>(out.mutable_data_ptr()),
-                         p, stream);
-  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  C10_CUDA_CHECK(static_cast<cudaError_t>(attention_cuda(p, stream)));
   return out;
 }
 

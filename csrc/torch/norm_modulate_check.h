@@ -9,12 +9,10 @@
 
 #include <cstdint>
 
+#include "kernel_dtype.h"
 #include "pid/norm_modulate.h"
 
 namespace pid::norm_check {
-
-inline bool is_kernel_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kBFloat16; }
-inline DType to_dtype(at::ScalarType t) { return t == at::kFloat ? DType::kFloat32 : DType::kBFloat16; }
 
 inline void check_dtype(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(is_kernel_dtype(t.scalar_type()), "pid::", op, ": ", name, " must be float32 or bfloat16, got ",
@@ -34,7 +32,7 @@ inline void check_unit_last_stride(const char* op, const char* name, const at::T
 
 // The [B, L, D] row view of a 3-D tensor; a dimension of size 1 gets stride 0 (broadcast).
 inline RowView row_view(const at::Tensor& t, const void* data = nullptr) {
-  return RowView{data ? data : t.const_data_ptr(), to_dtype(t.scalar_type()), t.size(0) == 1 ? 0 : t.stride(0),
+  return RowView{data ? data : t.const_data_ptr(), kernel_dtype(t.scalar_type()), t.size(0) == 1 ? 0 : t.stride(0),
                  t.size(1) == 1 ? 0 : t.stride(1)};
 }
 
@@ -57,8 +55,8 @@ inline void check_weight(const char* op, const at::Tensor& weight, const at::Ten
 }
 
 // x [B, L, D]; weight [D] float32; shift, scale [B or 1, L or 1, D] sharing one dtype.
-inline NormModulateArgs rms_norm_modulate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
-                                          const at::Tensor& scale, double eps) {
+inline NormModulateParams rms_norm_modulate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
+                                            const at::Tensor& scale, double eps) {
   constexpr const char* op = "rms_norm_modulate";
   TORCH_CHECK(x.dim() == 3, "pid::", op, ": x must have shape [B, L, D], got ", x.sizes());
   const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
@@ -77,14 +75,14 @@ inline NormModulateArgs rms_norm_modulate(const at::Tensor& x, const at::Tensor&
   TORCH_CHECK(shift.scalar_type() == scale.scalar_type(), "pid::", op,
               ": shift and scale must have the same dtype, got ", shift.scalar_type(), " and ",
               scale.scalar_type());
-  return NormModulateArgs{B, L, D, row_view(x), weight.const_data_ptr<float>(), row_view(shift), row_view(scale),
-                          nullptr, DType::kFloat32, static_cast<float>(eps)};
+  return NormModulateParams{B, L, D, row_view(x), weight.const_data_ptr<float>(), row_view(shift), row_view(scale),
+                            nullptr, DType::kFloat32, static_cast<float>(eps)};
 }
 
 // x [N, P, c]; mods [N, P, K*c] with chunk k in channels [k*c, (k+1)*c); the shift and scale chunks.
-inline NormModulateArgs rms_norm_modulate_pixels(const at::Tensor& x, const at::Tensor& weight,
-                                                 const at::Tensor& mods, std::int64_t shift_chunk,
-                                                 std::int64_t scale_chunk, double eps) {
+inline NormModulateParams rms_norm_modulate_pixels(const at::Tensor& x, const at::Tensor& weight,
+                                                   const at::Tensor& mods, std::int64_t shift_chunk,
+                                                   std::int64_t scale_chunk, double eps) {
   constexpr const char* op = "rms_norm_modulate_pixels";
   TORCH_CHECK(x.dim() == 3, "pid::", op, ": x must have shape [N, P, c] (pixel tokens), got ", x.sizes());
   const std::int64_t N = x.size(0), P = x.size(1), c = x.size(2);
@@ -106,14 +104,14 @@ inline NormModulateArgs rms_norm_modulate_pixels(const at::Tensor& x, const at::
   check_unit_last_stride(op, "mods", mods);
   const auto* base = static_cast<const char*>(mods.const_data_ptr());
   const std::int64_t chunk_bytes = c * static_cast<std::int64_t>(mods.element_size());
-  return NormModulateArgs{N, P, c, row_view(x), weight.const_data_ptr<float>(),
-                          row_view(mods, base + shift_chunk * chunk_bytes),
-                          row_view(mods, base + scale_chunk * chunk_bytes), nullptr, DType::kFloat32,
-                          static_cast<float>(eps)};
+  return NormModulateParams{N, P, c, row_view(x), weight.const_data_ptr<float>(),
+                            row_view(mods, base + shift_chunk * chunk_bytes),
+                            row_view(mods, base + scale_chunk * chunk_bytes), nullptr, DType::kFloat32,
+                            static_cast<float>(eps)};
 }
 
 // x, y [B, L, D]; gate [B or 1, L or 1, D].
-inline GatedResidualArgs gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) {
+inline GatedResidualParams gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) {
   constexpr const char* op = "gated_residual";
   TORCH_CHECK(x.dim() == 3, "pid::", op, ": x must have shape [B, L, D], got ", x.sizes());
   const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
@@ -129,7 +127,8 @@ inline GatedResidualArgs gated_residual(const at::Tensor& x, const at::Tensor& g
     check_device(op, name, *t, x);
     check_unit_last_stride(op, name, *t);
   }
-  return GatedResidualArgs{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr, to_dtype(x.scalar_type())};
+  return GatedResidualParams{B, L, D, row_view(x), row_view(gate), row_view(y), nullptr,
+                             kernel_dtype(x.scalar_type())};
 }
 
 template <typename T>

@@ -10,16 +10,8 @@ struct Cpu {
   struct Guard {
     explicit Guard(const c10::Device&) {}
   };
-  template <typename V>
-  static void student_step(const float* x, const V* v, const float* eps, float t, float t_next, float* x_next,
-                           float* x0, std::int64_t n, const c10::Device&) {
-    student_step_cpu(x, v, eps, t, t_next, x_next, x0, n);
-  }
-  template <typename V>
-  static void dpm_step(const float* x, const V* v_c, const V* v_u, const float* d_prev, const DpmStepCoeffs& k,
-                       float* x_next, float* d, std::int64_t n, const c10::Device&) {
-    dpm_step_cpu(x, v_c, v_u, d_prev, k, x_next, d, n);
-  }
+  static void student_step(const StudentStepParams& p, const c10::Device&) { student_step_cpu(p); }
+  static void dpm_step(const DpmStepParams& p, const c10::Device&) { dpm_step_cpu(p); }
 };
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Validation and dispatch of the sampler step ops (pid::student_step, pid::dpm_step,
 // pid::dpm_data_prediction), shared by the CPU and CUDA bindings. `Backend` supplies the kernels
-// (the overloads of pid/sampler_step.h) and a device guard; no arithmetic happens here.
+// (student_step and dpm_step of pid/sampler_step.h) and a device guard; no arithmetic happens here.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,6 +10,7 @@
 #include <optional>
 #include <tuple>
 
+#include "kernel_dtype.h"
 #include "pid/sampler_step.h"
 
 namespace pid {
@@ -76,14 +77,10 @@ at::Tensor student_step_op(const at::Tensor& x, const at::Tensor& v, const std::
   if (x0_out) check_like_x(op, "x0_out", *x0_out, x, false);
   const typename Backend::Guard guard(x.device());
   at::Tensor x_next = at::empty(x.sizes(), x.options());
-  const float* e = cptr<float>(eps);
-  float* x0 = x0_out ? mptr<float>(*x0_out) : nullptr;
-  if (v.scalar_type() == at::kFloat)
-    Backend::student_step(cptr<float>(x), cptr<float>(v), e, float(t), float(t_next), mptr<float>(x_next), x0,
-                          x.numel(), x.device());
-  else
-    Backend::student_step(cptr<float>(x), cptr<bf16>(v), e, float(t), float(t_next), mptr<float>(x_next), x0,
-                          x.numel(), x.device());
+  const StudentStepParams p{x.numel(), cptr<float>(x), v.const_data_ptr(), kernel_dtype(v.scalar_type()),
+                            cptr<float>(eps), float(t), float(t_next), mptr<float>(x_next),
+                            x0_out ? mptr<float>(*x0_out) : nullptr};
+  Backend::student_step(p, x.device());
   return x_next;
 }
 
@@ -91,12 +88,9 @@ template <typename Backend>
 void dpm_launch(const at::Tensor& x, const at::Tensor& v_c, const std::optional<at::Tensor>& v_u,
                 const float* d_prev, const DpmStepCoeffs& k, float* x_next, float* d) {
   using namespace sampler_detail;
-  if (v_c.scalar_type() == at::kFloat)
-    Backend::dpm_step(cptr<float>(x), cptr<float>(v_c), cptr<float>(v_u), d_prev, k, x_next, d, x.numel(),
-                      x.device());
-  else
-    Backend::dpm_step(cptr<float>(x), cptr<bf16>(v_c), cptr<bf16>(v_u), d_prev, k, x_next, d, x.numel(),
-                      x.device());
+  const DpmStepParams p{x.numel(), cptr<float>(x), v_c.const_data_ptr(), v_u ? v_u->const_data_ptr() : nullptr,
+                        kernel_dtype(v_c.scalar_type()), d_prev, k, x_next, d};
+  Backend::dpm_step(p, x.device());
 }
 
 template <typename Backend>

@@ -15,17 +15,11 @@ void* current_stream(const c10::Device& device) {
 
 struct Cuda {
   using Guard = c10::cuda::CUDAGuard;
-  template <typename V>
-  static void student_step(const float* x, const V* v, const float* eps, float t, float t_next, float* x_next,
-                           float* x0, std::int64_t n, const c10::Device& device) {
-    const int err = student_step_cuda(x, v, eps, t, t_next, x_next, x0, n, current_stream(device));
-    C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  static void student_step(const StudentStepParams& p, const c10::Device& device) {
+    C10_CUDA_CHECK(static_cast<cudaError_t>(student_step_cuda(p, current_stream(device))));
   }
-  template <typename V>
-  static void dpm_step(const float* x, const V* v_c, const V* v_u, const float* d_prev, const DpmStepCoeffs& k,
-                       float* x_next, float* d, std::int64_t n, const c10::Device& device) {
-    const int err = dpm_step_cuda(x, v_c, v_u, d_prev, k, x_next, d, n, current_stream(device));
-    C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  static void dpm_step(const DpmStepParams& p, const c10::Device& device) {
+    C10_CUDA_CHECK(static_cast<cudaError_t>(dpm_step_cuda(p, current_stream(device))));
   }
 };
 

@@ -1,4 +1,5 @@
-// Input validation of pid::sigma_gate, shared by the CPU and CUDA bindings.
+// Input validation of pid::sigma_gate and pid::sigma_gate_apply, shared by the CPU and CUDA bindings: checks the
+// tensors and describes them as the kernels' params (the caller sets the output, out).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -6,13 +7,13 @@
 
 #include <utility>
 
+#include "kernel_dtype.h"
 #include "pid/sigma_gate.h"
 
 namespace pid {
 
-inline SigmaGateSizes check_sigma_gate(const at::Tensor& x, const at::Tensor& lq,
-                                       const at::Tensor& lq_logit, const at::Tensor& w_x,
-                                       const at::Tensor& alpha_sigma) {
+inline SigmaGateParams check_sigma_gate(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& lq_logit,
+                                        const at::Tensor& w_x, const at::Tensor& alpha_sigma) {
   TORCH_CHECK(x.dim() == 3, "pid::sigma_gate: x must have shape [B, L, D], got ", x.sizes());
   const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
@@ -48,11 +49,19 @@ inline SigmaGateSizes check_sigma_gate(const at::Tensor& x, const at::Tensor& lq
     TORCH_CHECK(t->is_contiguous(), "pid::sigma_gate: ", name, " must be contiguous (strides ",
                 t->strides(), "); call .contiguous(), or use pid.ops.sigma_gate, which does");
   }
-  return SigmaGateSizes{B, L, D, G};
+  return SigmaGateParams{SigmaGateSizes{B, L, D, G},
+                         x.const_data_ptr(),
+                         lq.const_data_ptr(),
+                         lq_logit.const_data_ptr(),
+                         w_x.const_data_ptr(),
+                         alpha_sigma.const_data_ptr<float>(),
+                         nullptr,
+                         kernel_dtype(x.scalar_type()),
+                         kernel_dtype(lq.scalar_type())};
 }
 
-inline SigmaGateSizes check_sigma_gate_apply(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& logit,
-                                             const at::Tensor& alpha_sigma) {
+inline SigmaGateApplyParams check_sigma_gate_apply(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& logit,
+                                                   const at::Tensor& alpha_sigma) {
   TORCH_CHECK(x.dim() == 3, "pid::sigma_gate_apply: x must have shape [B, L, D], got ", x.sizes());
   const std::int64_t B = x.size(0), L = x.size(1), D = x.size(2);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
@@ -81,17 +90,15 @@ inline SigmaGateSizes check_sigma_gate_apply(const at::Tensor& x, const at::Tens
     TORCH_CHECK(t->is_contiguous(), "pid::sigma_gate_apply: ", name, " must be contiguous (strides ",
                 t->strides(), "); call .contiguous(), or use pid.ops.sigma_gate_apply, which does");
   }
-  return SigmaGateSizes{B, L, D, logit.size(2)};
-}
-
-template <typename T>
-const T* cptr(const at::Tensor& t) {
-  return static_cast<const T*>(t.const_data_ptr());
-}
-
-template <typename T>
-T* mptr(at::Tensor& t) {
-  return static_cast<T*>(t.mutable_data_ptr());
+  return SigmaGateApplyParams{SigmaGateSizes{B, L, D, logit.size(2)},
+                              x.const_data_ptr(),
+                              lq.const_data_ptr(),
+                              logit.const_data_ptr(),
+                              alpha_sigma.const_data_ptr<float>(),
+                              nullptr,
+                              kernel_dtype(x.scalar_type()),
+                              kernel_dtype(lq.scalar_type()),
+                              kernel_dtype(logit.scalar_type())};
 }
 
 }  // namespace pid

@@ -1,4 +1,5 @@
-// CUDA binding of pid::sigma_gate: validate, allocate on the inputs' device, launch on the current stream.
+// CUDA bindings of pid::sigma_gate and pid::sigma_gate_apply: validate, allocate on the inputs' device, launch on
+// the current stream.
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -12,50 +13,23 @@ namespace {
 
 at::Tensor sigma_gate_cuda_op(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& lq_logit,
                               const at::Tensor& w_x, const at::Tensor& alpha_sigma) {
-  const SigmaGateSizes s = check_sigma_gate(x, lq, lq_logit, w_x, alpha_sigma);
+  SigmaGateParams p = check_sigma_gate(x, lq, lq_logit, w_x, alpha_sigma);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty(x.sizes(), x.options());
+  p.out = out.mutable_data_ptr();
   void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  const float* a = cptr<float>(alpha_sigma);
-  int err;
-  if (x.scalar_type() == at::kFloat && lq.scalar_type() == at::kFloat)
-    err = sigma_gate_cuda(cptr<float>(x), cptr<float>(lq), cptr<float>(lq_logit), cptr<float>(w_x),
-                          a, mptr<float>(out), s, stream);
-  else if (x.scalar_type() == at::kFloat)
-    err = sigma_gate_cuda(cptr<float>(x), cptr<bf16>(lq), cptr<bf16>(lq_logit), cptr<bf16>(w_x),
-                          a, mptr<float>(out), s, stream);
-  else
-    err = sigma_gate_cuda(cptr<bf16>(x), cptr<bf16>(lq), cptr<bf16>(lq_logit), cptr<bf16>(w_x), a,
-                          mptr<bf16>(out), s, stream);
-  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  C10_CUDA_CHECK(static_cast<cudaError_t>(sigma_gate_cuda(p, stream)));
   return out;
 }
 
 at::Tensor sigma_gate_apply_cuda_op(const at::Tensor& x, const at::Tensor& lq, const at::Tensor& logit,
                                     const at::Tensor& alpha_sigma) {
-  const SigmaGateSizes s = check_sigma_gate_apply(x, lq, logit, alpha_sigma);
+  SigmaGateApplyParams p = check_sigma_gate_apply(x, lq, logit, alpha_sigma);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty(x.sizes(), x.options());
+  p.out = out.mutable_data_ptr();
   void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  const float* a = cptr<float>(alpha_sigma);
-  int err;
-  const bool mixed = x.scalar_type() == at::kFloat && lq.scalar_type() == at::kBFloat16;
-  if (mixed && logit.scalar_type() == at::kFloat)
-    err = sigma_gate_apply_cuda(cptr<float>(x), cptr<bf16>(lq), cptr<float>(logit), a, mptr<float>(out), s,
-                                stream);
-  else if (mixed)
-    err = sigma_gate_apply_cuda(cptr<float>(x), cptr<bf16>(lq), cptr<bf16>(logit), a, mptr<float>(out), s,
-                                stream);
-  else if (x.scalar_type() == at::kFloat)
-    err = sigma_gate_apply_cuda(cptr<float>(x), cptr<float>(lq), cptr<float>(logit), a, mptr<float>(out), s,
-                                stream);
-  else if (logit.scalar_type() == at::kFloat)
-    err = sigma_gate_apply_cuda(cptr<bf16>(x), cptr<bf16>(lq), cptr<float>(logit), a, mptr<bf16>(out), s,
-                                stream);
-  else
-    err = sigma_gate_apply_cuda(cptr<bf16>(x), cptr<bf16>(lq), cptr<bf16>(logit), a, mptr<bf16>(out), s,
-                                stream);
-  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+  C10_CUDA_CHECK(static_cast<cudaError_t>(sigma_gate_apply_cuda(p, stream)));
   return out;
 }
 

@@ -1,5 +1,6 @@
 // Torch-free C++ API of the PiD attention family: per-head q/k RMSNorm + RoPE, and exact softmax
-// attention (global, or windowed over a token grid). See docs/attention.md.
+// attention (global, or windowed over a token grid). See docs/attention.md. Params structs, dtype tags and
+// errors as pid/dtype.h states for the whole API.
 //
 // qk_norm_rope ------------------------------------------------------------------------------------
 //   For each batch b, token n, head h and which in {q, k}, with x = qkv[b, n, which, h, :] (d values):
@@ -29,6 +30,7 @@
 #include <cstdint>
 
 #include "pid/bf16.h"
+#include "pid/dtype.h"
 
 #if defined(__CUDACC__)
 #define PID_HOST_DEVICE __host__ __device__
@@ -38,18 +40,18 @@
 
 namespace pid {
 
-enum class DType : std::int32_t { kFloat32 = 0, kBFloat16 = 1 };
-
 // ---- qk_norm_rope --------------------------------------------------------------------------------
 
+// Dtypes: any of float32 and bfloat16 for qkv, for the two weights (one tag) and for the two outputs (one
+// tag); cos and sin are float32.
 struct QkNormRopeParams {
   std::int64_t B, N, H, D;             // D even
   const void* qkv;                     // [B, N, 3, H, D], element strides below, last dim contiguous
   std::int64_t qkv_stride[4];          // strides of b, n, which (q/k/v), h
-  DType qkv_dtype;
+  DType qkv_dtype;                     // float32 or bfloat16
   const void* q_weight;                // [D], contiguous
   const void* k_weight;                // [D], contiguous
-  DType weight_dtype;
+  DType weight_dtype;                  // of q_weight and k_weight: float32 or bfloat16
   const float* cos;                    // [N, D/2] contiguous, or nullptr (then no rotation)
   const float* sin;                    // [N, D/2] contiguous, or nullptr
   float eps;
@@ -57,11 +59,12 @@ struct QkNormRopeParams {
   void* k_out;                         // [B, H, k_rows, D] dense, or nullptr
   std::int64_t q_rows, q_offset;       // q written at rows [q_offset, q_offset + N)
   std::int64_t k_rows, k_offset;
-  DType out_dtype;
+  DType out_dtype;                     // of q_out and k_out: float32 or bfloat16
 };
 
+// CPU: OpenMP over tokens. Synchronous.
 void qk_norm_rope_cpu(const QkNormRopeParams& p);
-// CUDA: all pointers in device memory; `stream` is a cudaStream_t. Asynchronous; returns the
+// CUDA: every pointer in device memory; `stream` is a cudaStream_t. Asynchronous; returns the
 // cudaError_t of the launch (0 = success).
 int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream);
 
@@ -71,25 +74,28 @@ struct AttentionStrides {
   std::int64_t b, h, s;  // element strides of batch, head and token; the head_dim axis is contiguous
 };
 
+// Dtypes: q, k, v and o all float32 or all bfloat16 (one tag); the arithmetic is float32.
 struct AttentionParams {
   std::int64_t B, H, Sq, Sk, D;
-  AttentionStrides q, k, v, o;  // q, o: [B, H, Sq, D]; k, v: [B, H, Sk, D]
+  const void* q;                // [B, H, Sq, D], strides q_stride
+  const void* k;                // [B, H, Sk, D], strides k_stride
+  const void* v;                // [B, H, Sk, D], strides v_stride
+  void* o;                      // [B, H, Sq, D], strides o_stride
+  DType dtype;                  // of q, k, v and o: float32 or bfloat16
+  AttentionStrides q_stride, k_stride, v_stride, o_stride;
   float scale;                  // usually 1 / sqrt(D)
   std::int64_t window;          // 0: global; > 0: windowed (then the fields below apply)
   std::int64_t grid_h, grid_w, n_text;
 };
 
-// float32 or bfloat16 q, k, v, o (all the same); float32 arithmetic. The CPU kernel takes any D >= 1.
-void attention_cpu(const float* q, const float* k, const float* v, float* o, const AttentionParams& p);
-void attention_cpu(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p);
-// CUDA: D must be 64 or 72 (attention_cuda_supports_head_dim). Asynchronous, returns a cudaError_t.
-// bfloat16 runs on tensor cores (sm_80+) and rounds the softmax weights to bfloat16 before the product
-// with v (as flash attention does); float32 keeps every step in float32.
+// CPU: any D >= 1. OpenMP over (batch, head, query tiles). Synchronous.
+void attention_cpu(const AttentionParams& p);
+// CUDA: every pointer in device memory; `stream` is a cudaStream_t. D must be 64 or 72
+// (attention_cuda_supports_head_dim; any other D throws std::invalid_argument). Asynchronous; returns the
+// cudaError_t of the launch (0 = success). bfloat16 runs on tensor cores (sm_80+) and rounds the softmax
+// weights to bfloat16 before the product with v (as flash attention does); float32 keeps every step in float32.
 bool attention_cuda_supports_head_dim(std::int64_t D);
-int attention_cuda(const float* q, const float* k, const float* v, float* o, const AttentionParams& p,
-                   void* stream);
-int attention_cuda(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p,
-                   void* stream);
+int attention_cuda(const AttentionParams& p, void* stream);
 
 // ---- window geometry, shared by the back ends ------------------------------------------------------
 

@@ -1,7 +1,8 @@
-// Torch-free C++ API of the sampler step kernels: one fused elementwise pass per sampler step.
+// Torch-free C++ API of the sampler step kernels: one fused elementwise pass per sampler step. Params
+// structs, dtype tags and errors as pid/dtype.h states for the whole API.
 //
-// Each reproduces, element by element and bit for bit, the PyTorch arithmetic of pid/sampling.py
-// (spec PID_REFERENCE.md §5.1, §5.3, §10.9): the same operations, in the same order, each rounded
+// Each reproduces, element by element and bit for bit, the PyTorch arithmetic of the samplers in
+// pid/sampling.py (sample_student, sample_dpmpp_2m): the same operations, in the same order, each rounded
 // once (no contraction into FMAs: the implementations are compiled with -ffp-contract=off or use
 // explicitly rounded intrinsics). All tensors are dense arrays of n elements; x, eps, d_prev and the
 // outputs are float32; the network output v is float32 or bfloat16 (up-cast exactly to float32).
@@ -10,7 +11,7 @@
 
 #include <cstdint>
 
-#include "pid/bf16.h"
+#include "pid/dtype.h"
 
 namespace pid {
 
@@ -18,11 +19,17 @@ namespace pid {
 //   x0     = fl( double(x) − double(t)·double(v) )        float64 arithmetic, one rounding to float32
 //   x_next = fl( fl(c·x0) + fl(t_next·eps) ),  c = fl(1 − t_next)      (eps != nullptr)
 //   x_next = x0                                                        (eps == nullptr: last step)
-// t, t_next: the float32 schedule entries. x0_out (nullable) also receives x0.
-void student_step_cpu(const float* x, const float* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n);
-void student_step_cpu(const float* x, const bf16* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n);
+// Dtypes: v float32 or bfloat16; every other array float32.
+struct StudentStepParams {
+  std::int64_t n;     // elements of every array
+  const float* x;
+  const void* v;
+  DType v_dtype;      // float32 or bfloat16
+  const float* eps;   // or nullptr: the last step
+  float t, t_next;    // the float32 schedule entries
+  float* x_next;
+  float* x0_out;      // or nullptr; else it also receives x0
+};
 
 // ---- DPM-Solver++(2M) on the flow schedule -------------------------------------------------------
 // Scalars computed by the caller in float32, as pid/sampling.py computes them on the host:
@@ -41,20 +48,26 @@ struct DpmStepCoeffs {
 //   x_next = fl(fl(t_ratio·x) − fl(alpha_phi·D))                      first order (d_prev == nullptr)
 //   x_next = fl(that − fl(half_alpha_phi·fl(inv_r·fl(D − d_prev))))   second order
 // Writes D always, x_next unless it is nullptr (the final step to t = 0 lands exactly on D).
-void dpm_step_cpu(const float* x, const float* v_c, const float* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n);
-void dpm_step_cpu(const float* x, const bf16* v_c, const bf16* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n);
+// Dtypes: v_c and v_u float32 or bfloat16, both the same; every other array float32.
+struct DpmStepParams {
+  std::int64_t n;        // elements of every array
+  const float* x;
+  const void* v_c;
+  const void* v_u;       // or nullptr: no guidance
+  DType v_dtype;         // of v_c and v_u: float32 or bfloat16
+  const float* d_prev;   // or nullptr: first order
+  DpmStepCoeffs coeffs;
+  float* x_next;         // or nullptr: D only
+  float* d;              // D
+};
 
-// CUDA: all pointers in device memory, `stream` is a cudaStream_t. Asynchronous; returns the
+// CPU: OpenMP over elements. Synchronous.
+void student_step_cpu(const StudentStepParams& p);
+void dpm_step_cpu(const DpmStepParams& p);
+
+// CUDA: every pointer in device memory; `stream` is a cudaStream_t. Asynchronous; returns the
 // cudaError_t of the launch (0 = success).
-int student_step_cuda(const float* x, const float* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n, void* stream);
-int student_step_cuda(const float* x, const bf16* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n, void* stream);
-int dpm_step_cuda(const float* x, const float* v_c, const float* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n, void* stream);
-int dpm_step_cuda(const float* x, const bf16* v_c, const bf16* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n, void* stream);
+int student_step_cuda(const StudentStepParams& p, void* stream);
+int dpm_step_cuda(const DpmStepParams& p, void* stream);
 
 }  // namespace pid

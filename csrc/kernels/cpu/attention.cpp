@@ -8,6 +8,8 @@
 // vector code uses GCC/Clang vector extensions at the widest width the build enables (-march=native:
 // AVX-512, AVX2, else 128-bit), so d = 64 and d = 72 compile to straight-line FMA loops.
 #include "pid/attention.h"
+#include "../dispatch.h"
+#include "load_store.h"
 
 #include <algorithm>
 #include <cmath>
@@ -83,12 +85,6 @@ inline vf exp2v(vf x) {
   std::memcpy(&r, &bits, sizeof r);
   return keep ? r : vf{};
 }
-
-inline float to_f32(float v) { return v; }
-inline float to_f32(bf16 v) { return bf16_to_float(v); }
-template <typename T> T from_f32(float v);
-template <> inline float from_f32<float>(float v) { return v; }
-template <> inline bf16 from_f32<bf16>(float v) { return float_to_bf16(v); }
 
 // 64-byte aligned float scratch.
 struct Scratch {
@@ -232,16 +228,17 @@ struct Attention {
   int D, W;            // head_dim, row length of O and of the V chunk (head_dim zero-padded)
   float qscale;        // scale * log2(e)
 
-  Attention(const T* q_, const T* k_, const T* v_, T* o_, const AttentionParams& p_, int W_)
-      : q(q_), k(k_), v(v_), o(o_), p(p_), D(int(p_.D)), W(W_) {
+  Attention(const AttentionParams& p_, int W_)
+      : q(static_cast<const T*>(p_.q)), k(static_cast<const T*>(p_.k)), v(static_cast<const T*>(p_.v)),
+        o(static_cast<T*>(p_.o)), p(p_), D(int(p_.D)), W(W_) {
     qscale = float(double(p.scale) * 1.4426950408889634);
   }
 
   void load_queries(TileState& t, std::int64_t b, std::int64_t h) const {
     std::fill(t.Qt, t.Qt + std::size_t(D) * kRows, 0.f);
     for (int r = 0; r < t.mq; ++r) {
-      const T* src = q + b * p.q.b + h * p.q.h + t.rows[r] * p.q.s;
-      for (int d = 0; d < D; ++d) t.Qt[d * kRows + r] = to_f32(src[d]) * qscale;
+      const T* src = q + b * p.q_stride.b + h * p.q_stride.h + t.rows[r] * p.q_stride.s;
+      for (int d = 0; d < D; ++d) t.Qt[d * kRows + r] = ld(src + d) * qscale;
     }
     std::fill(t.O, t.O + std::size_t(kRows) * W, 0.f);
     std::fill(t.m, t.m + kRows, kNegInf);
@@ -252,23 +249,23 @@ struct Attention {
   template <typename KeyIndex>
   void load_keys(KeyChunk& c, std::int64_t b, std::int64_t h, int n, KeyIndex key_index) const {
     c.nk = n;
-    const T* kb = k + b * p.k.b + h * p.k.h;
-    const T* vb = v + b * p.v.b + h * p.v.h;
+    const T* kb = k + b * p.k_stride.b + h * p.k_stride.h;
+    const T* vb = v + b * p.v_stride.b + h * p.v_stride.h;
     for (int j = 0; j < n; ++j) {
       const std::int64_t row = key_index(j);
-      const T* kr = kb + row * p.k.s;
+      const T* kr = kb + row * p.k_stride.s;
       if constexpr (std::is_same_v<T, float>) {
         c.krow[j] = kr;
       } else {
         float* dst = c.Kc + std::size_t(j) * D;
 #pragma omp simd
-        for (int d = 0; d < D; ++d) dst[d] = to_f32(kr[d]);
+        for (int d = 0; d < D; ++d) dst[d] = ld(kr + d);
         c.krow[j] = dst;
       }
-      const T* vr = vb + row * p.v.s;
+      const T* vr = vb + row * p.v_stride.s;
       float* vd = c.Vc + std::size_t(j) * W;
 #pragma omp simd
-      for (int d = 0; d < D; ++d) vd[d] = to_f32(vr[d]);
+      for (int d = 0; d < D; ++d) vd[d] = ld(vr + d);
       for (int d = D; d < W; ++d) vd[d] = 0.f;
     }
   }
@@ -310,10 +307,10 @@ struct Attention {
 
   void finish(const TileState& t, std::int64_t b, std::int64_t h) const {
     for (int r = 0; r < t.mq; ++r) {
-      T* dst = o + b * p.o.b + h * p.o.h + t.rows[r] * p.o.s;
+      T* dst = o + b * p.o_stride.b + h * p.o_stride.h + t.rows[r] * p.o_stride.s;
       const float inv = 1.f / t.l[r];
       const float* src = t.O + std::size_t(r) * W;
-      for (int d = 0; d < D; ++d) dst[d] = from_f32<T>(src[d] * inv);
+      for (int d = 0; d < D; ++d) st(dst + d, src[d] * inv);
     }
   }
 
@@ -447,7 +444,7 @@ struct Attention {
 };
 
 template <typename T>
-void attention_impl(const T* q, const T* k, const T* v, T* o, const AttentionParams& p) {
+void attention_impl(const AttentionParams& p) {
   if (p.B * p.H * p.Sq == 0 || p.D <= 0) return;
   // Compile-time row widths for head_dim 64 and 72 (72 = 9 x 8 lanes rather than 5 x 16 padded to 80);
   // any other head_dim takes the generic path, padded to whole vectors.
@@ -455,11 +452,11 @@ void attention_impl(const T* q, const T* k, const T* v, T* o, const AttentionPar
   constexpr int kNv64 = (64 + kLanes - 1) / kLanes;
   const int nv = int((p.D + kLanes - 1) / kLanes);
   if (p.D == 72)
-    Attention<T>(q, k, v, o, p, kNv72 * kVl72).template run<kNv72, kVl72>();
+    Attention<T>(p, kNv72 * kVl72).template run<kNv72, kVl72>();
   else if (nv == kNv64)
-    Attention<T>(q, k, v, o, p, kNv64 * kLanes).template run<kNv64, kLanes>();
+    Attention<T>(p, kNv64 * kLanes).template run<kNv64, kLanes>();
   else
-    Attention<T>(q, k, v, o, p, nv * kLanes).template run<0, kLanes>();
+    Attention<T>(p, nv * kLanes).template run<0, kLanes>();
 }
 
 // ---- qk_norm_rope --------------------------------------------------------------------------------
@@ -489,28 +486,28 @@ void qk_norm_rope_impl(const QkNormRopeParams& p) {
           float ss = 0.f;
 #pragma omp simd reduction(+ : ss)
           for (std::int64_t d = 0; d < D; ++d) {
-            const float xv = to_f32(x[d]);
+            const float xv = ld(x + d);
             ss += xv * xv;
           }
           const float inv = 1.f / std::sqrt(ss / float(D) + p.eps);
           for (std::int64_t d = 0; d < D; ++d) {
-            const float r = to_f32(from_f32<In>(to_f32(x[d]) * inv));
-            const float yv = to_f32(w[d]) * r;
-            y[d] = round_product ? to_f32(float_to_bf16(yv)) : yv;
+            const float r = round_to<In>(ld(x + d) * inv);
+            const float yv = ld(w + d) * r;
+            y[d] = round_product ? round_bf16(yv) : yv;
           }
           Out* dst = outs[which] + ((b * p.H + h) * rows[which] + offsets[which] + n) * D;
           if (p.cos) {
             const float* c = p.cos + n * half;
             const float* s = p.sin + n * half;
             // The rotation is cast back to the promoted dtype first (bfloat16 when it is), as the reference.
-            auto result = [](float v) { return from_f32<Out>(round_product ? to_f32(float_to_bf16(v)) : v); };
+            auto promoted = [](float v) { return round_product ? round_bf16(v) : v; };
             for (std::int64_t i = 0; i < half; ++i) {
               const float a = y[2 * i], bb = y[2 * i + 1];
-              dst[2 * i] = result(a * c[i] - bb * s[i]);
-              dst[2 * i + 1] = result(a * s[i] + bb * c[i]);
+              st(dst + 2 * i, promoted(a * c[i] - bb * s[i]));
+              st(dst + 2 * i + 1, promoted(a * s[i] + bb * c[i]));
             }
           } else {
-            for (std::int64_t d = 0; d < D; ++d) dst[d] = from_f32<Out>(y[d]);
+            for (std::int64_t d = 0; d < D; ++d) st(dst + d, y[d]);
           }
         }
       }
@@ -518,38 +515,18 @@ void qk_norm_rope_impl(const QkNormRopeParams& p) {
   }
 }
 
-template <typename In, typename Wt>
-void qk_norm_rope_out(const QkNormRopeParams& p) {
-  if (p.out_dtype == DType::kFloat32)
-    qk_norm_rope_impl<In, Wt, float>(p);
-  else
-    qk_norm_rope_impl<In, Wt, bf16>(p);
-}
-
-template <typename In>
-void qk_norm_rope_weights(const QkNormRopeParams& p) {
-  if (p.weight_dtype == DType::kFloat32)
-    qk_norm_rope_out<In, float>(p);
-  else
-    qk_norm_rope_out<In, bf16>(p);
-}
-
 }  // namespace
 
 void qk_norm_rope_cpu(const QkNormRopeParams& p) {
   if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return;
-  if (p.qkv_dtype == DType::kFloat32)
-    qk_norm_rope_weights<float>(p);
-  else
-    qk_norm_rope_weights<bf16>(p);
+  with_dtypes<bf16>("pid::qk_norm_rope_cpu", {p.qkv_dtype, p.weight_dtype, p.out_dtype},
+                    [&](auto in, auto wt, auto out) {
+                      qk_norm_rope_impl<decltype(in), decltype(wt), decltype(out)>(p);
+                    });
 }
 
-void attention_cpu(const float* q, const float* k, const float* v, float* o, const AttentionParams& p) {
-  attention_impl(q, k, v, o, p);
-}
-
-void attention_cpu(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p) {
-  attention_impl(q, k, v, o, p);
+void attention_cpu(const AttentionParams& p) {
+  with_dtype<bf16>("pid::attention_cpu", p.dtype, [&](auto t) { attention_impl<decltype(t)>(p); });
 }
 
 }  // namespace pid

@@ -3,11 +3,11 @@
 // -ffp-contract=off (CMakeLists.txt): every product and sum is rounded separately, as in the
 // PyTorch reference, which runs each operation as its own kernel.
 #include "pid/norm_modulate.h"
+#include "../dispatch.h"
+#include "load_store.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -19,39 +19,6 @@ namespace pid {
 namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
-
-inline float ld(const float* p) { return *p; }
-inline float ld(const bf16* p) { return bf16_to_float(*p); }
-
-// f rounded to the nearest bfloat16 (ties to even, NaN -> the canonical quiet NaN), as a float.
-// Branch-free so that the loops around it vectorise; same result as float_to_bf16.
-inline float round_bf16(float f) {
-  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  const std::uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  return std::bit_cast<float>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : r);
-}
-
-// The value PyTorch stores when it casts float32 v to T.
-template <typename T>
-inline float round_to(float v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return round_bf16(v);
-  else
-    return v;
-}
-
-inline void st(float* p, float v) { *p = v; }
-inline void st(bf16* p, float v) {
-  p->bits = static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(round_bf16(v)) >> 16);
-}
-
-template <typename F>
-void with_type(DType t, F&& f) {
-  if (t == DType::kFloat32)
-    f(float{});
-  else
-    f(bf16{});
-}
 
 // Splits the rows r = b * L + l in [0, B*L) into one contiguous range per OpenMP thread and calls
 // f(b, l, r, n) for each run of n <= `chunk` consecutive rows starting at row r = (b, l); f steps (b, l)
@@ -138,7 +105,7 @@ inline void modulate_row(const TX* __restrict__ x, float r, const float* __restr
 // their square roots and divisions run as one vector. Else one row at a time (it stays in L1 between
 // its two passes).
 template <typename TX, typename TM, typename TO, int kD>
-void norm_modulate_rows(const NormModulateArgs& a) {
+void norm_modulate_rows(const NormModulateParams& a) {
   const auto* x = static_cast<const TX*>(a.x.data);
   const auto* shift = static_cast<const TM*>(a.shift.data);
   const auto* scale = static_cast<const TM*>(a.scale.data);
@@ -182,7 +149,7 @@ inline void gated_row(const TX* __restrict__ x, const TG* __restrict__ g, const 
 }
 
 template <typename TX, typename TG, typename TY, typename TO, int kD>
-void gated_rows(const GatedResidualArgs& a) {
+void gated_rows(const GatedResidualParams& a) {
   const auto* x = static_cast<const TX*>(a.x.data);
   const auto* g = static_cast<const TG*>(a.gate.data);
   const auto* y = static_cast<const TY*>(a.y.data);
@@ -205,47 +172,39 @@ constexpr int kSmallPixelWidth = 8;  // the small test networks' pixel width
 
 }  // namespace
 
-void rms_norm_modulate_cpu(const NormModulateArgs& a) {
+void rms_norm_modulate_cpu(const NormModulateParams& a) {
+  constexpr const char* fn = "pid::rms_norm_modulate_cpu";
   if (a.shift.dtype != a.scale.dtype)
-    throw std::invalid_argument(std::string("pid::rms_norm_modulate_cpu: shift and scale must share a dtype, got ") +
-                                dtype_name(a.shift.dtype) + " and " + dtype_name(a.scale.dtype));
+    throw_unsupported(fn, std::string("shift and scale must share a dtype, got ") + dtype_name(a.shift.dtype) +
+                              " and " + dtype_name(a.scale.dtype));
   if (a.B * a.L == 0 || a.D == 0) return;
-  with_type(a.x.dtype, [&](auto tx) {
-    with_type(a.scale.dtype, [&](auto tm) {
-      with_type(a.out_dtype, [&](auto to) {
-        using TX = decltype(tx);
-        using TM = decltype(tm);
-        using TO = decltype(to);
-        if (a.D == kPixelWidth)
-          norm_modulate_rows<TX, TM, TO, kPixelWidth>(a);
-        else if (a.D == kSmallPixelWidth)
-          norm_modulate_rows<TX, TM, TO, kSmallPixelWidth>(a);
-        else
-          norm_modulate_rows<TX, TM, TO, 0>(a);
-      });
-    });
+  with_dtypes<bf16>(fn, {a.x.dtype, a.scale.dtype, a.out_dtype}, [&](auto tx, auto tm, auto to) {
+    using TX = decltype(tx);
+    using TM = decltype(tm);
+    using TO = decltype(to);
+    if (a.D == kPixelWidth)
+      norm_modulate_rows<TX, TM, TO, kPixelWidth>(a);
+    else if (a.D == kSmallPixelWidth)
+      norm_modulate_rows<TX, TM, TO, kSmallPixelWidth>(a);
+    else
+      norm_modulate_rows<TX, TM, TO, 0>(a);
   });
 }
 
-void gated_residual_cpu(const GatedResidualArgs& a) {
+void gated_residual_cpu(const GatedResidualParams& a) {
   if (a.B * a.L == 0 || a.D == 0) return;
-  with_type(a.x.dtype, [&](auto tx) {
-    with_type(a.gate.dtype, [&](auto tg) {
-      with_type(a.y.dtype, [&](auto ty) {
-        with_type(a.out_dtype, [&](auto to) {
-          using TX = decltype(tx);
-          using TG = decltype(tg);
-          using TY = decltype(ty);
-          using TO = decltype(to);
-          if (a.D == kPixelWidth)
-            gated_rows<TX, TG, TY, TO, kPixelWidth>(a);
-          else if (a.D == kSmallPixelWidth)
-            gated_rows<TX, TG, TY, TO, kSmallPixelWidth>(a);
-          else
-            gated_rows<TX, TG, TY, TO, 0>(a);
-        });
-      });
-    });
+  const DType tags[] = {a.x.dtype, a.gate.dtype, a.y.dtype, a.out_dtype};
+  with_dtypes<bf16>("pid::gated_residual_cpu", tags, [&](auto tx, auto tg, auto ty, auto to) {
+    using TX = decltype(tx);
+    using TG = decltype(tg);
+    using TY = decltype(ty);
+    using TO = decltype(to);
+    if (a.D == kPixelWidth)
+      gated_rows<TX, TG, TY, TO, kPixelWidth>(a);
+    else if (a.D == kSmallPixelWidth)
+      gated_rows<TX, TG, TY, TO, kSmallPixelWidth>(a);
+    else
+      gated_rows<TX, TG, TY, TO, 0>(a);
   });
 }
 

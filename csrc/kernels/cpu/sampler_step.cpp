@@ -3,6 +3,8 @@
 // branches). Compiled with -ffp-contract=off (CMakeLists.txt): every product and sum below is
 // rounded separately, as PyTorch's eager kernels round them; an FMA would change the result.
 #include "pid/sampler_step.h"
+#include "../dispatch.h"
+#include "load_store.h"
 
 #include <cstdint>
 
@@ -11,9 +13,6 @@ namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
 
-inline float to_f32(float v) { return v; }
-inline float to_f32(bf16 v) { return bf16_to_float(v); }
-
 template <typename V, bool kEps, bool kX0>
 void student(const float* __restrict x, const V* __restrict v, const float* __restrict eps, float t,
              float t_next, float* __restrict x_next, float* __restrict x0_out, std::int64_t n) {
@@ -21,7 +20,7 @@ void student(const float* __restrict x, const V* __restrict v, const float* __re
   const float c = 1.0f - t_next;
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMinWork)
   for (std::int64_t i = 0; i < n; ++i) {
-    const float x0 = static_cast<float>(static_cast<double>(x[i]) - td * static_cast<double>(to_f32(v[i])));
+    const float x0 = static_cast<float>(static_cast<double>(x[i]) - td * static_cast<double>(ld(v + i)));
     if constexpr (kX0) x0_out[i] = x0;
     if constexpr (kEps)
       x_next[i] = c * x0 + t_next * eps[i];
@@ -54,9 +53,9 @@ void dpm(const float* __restrict x, const V* __restrict v_c, const V* __restrict
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMinWork)
   for (std::int64_t i = 0; i < n; ++i) {
     const float xi = x[i];
-    float vi = to_f32(v_c[i]);
+    float vi = ld(v_c + i);
     if constexpr (kGuided) {
-      const float vu = to_f32(v_u[i]);
+      const float vu = ld(v_u + i);
       vi = vu + s * (vi - vu);
     }
     const float e = u * vi + xi;
@@ -93,24 +92,18 @@ void dpm_dispatch(const float* x, const V* v_c, const V* v_u, const float* d_pre
 
 }  // namespace
 
-void student_step_cpu(const float* x, const float* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n) {
-  student_dispatch(x, v, eps, t, t_next, x_next, x0_out, n);
+void student_step_cpu(const StudentStepParams& p) {
+  with_dtype<bf16>("pid::student_step_cpu", p.v_dtype, [&](auto v) {
+    student_dispatch(p.x, static_cast<const decltype(v)*>(p.v), p.eps, p.t, p.t_next, p.x_next, p.x0_out, p.n);
+  });
 }
 
-void student_step_cpu(const float* x, const bf16* v, const float* eps, float t, float t_next,
-                      float* x_next, float* x0_out, std::int64_t n) {
-  student_dispatch(x, v, eps, t, t_next, x_next, x0_out, n);
-}
-
-void dpm_step_cpu(const float* x, const float* v_c, const float* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n) {
-  dpm_dispatch(x, v_c, v_u, d_prev, k, x_next, d, n);
-}
-
-void dpm_step_cpu(const float* x, const bf16* v_c, const bf16* v_u, const float* d_prev,
-                  DpmStepCoeffs k, float* x_next, float* d, std::int64_t n) {
-  dpm_dispatch(x, v_c, v_u, d_prev, k, x_next, d, n);
+void dpm_step_cpu(const DpmStepParams& p) {
+  with_dtype<bf16>("pid::dpm_step_cpu", p.v_dtype, [&](auto v) {
+    using V = decltype(v);
+    dpm_dispatch(p.x, static_cast<const V*>(p.v_c), static_cast<const V*>(p.v_u), p.d_prev, p.coeffs, p.x_next, p.d,
+                 p.n);
+  });
 }
 
 }  // namespace pid

@@ -1,5 +1,7 @@
 // CPU implementation of pid::sigma_gate (see pid/sigma_gate.h). OpenMP over tokens.
 #include "pid/sigma_gate.h"
+#include "../sigma_gate_dtypes.h"
+#include "load_store.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,12 +13,6 @@ namespace {
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
 constexpr std::int64_t kTokenBlock = 16;            // G == D: tokens that share one pass over w_x
 
-inline float to_f32(float v) { return v; }
-inline float to_f32(bf16 v) { return bf16_to_float(v); }
-template <typename T> T from_f32(float v);
-template <> inline float from_f32<float>(float v) { return v; }
-template <> inline bf16 from_f32<bf16>(float v) { return float_to_bf16(v); }
-
 inline float sigmoid(float z) { return 1.f / (1.f + std::exp(-z)); }
 
 // Returns `src` as float32: itself if it is float32, else converted into `storage`.
@@ -24,7 +20,7 @@ inline const float* as_f32(const float* src, std::int64_t, std::vector<float>&) 
 inline const float* as_f32(const bf16* src, std::int64_t n, std::vector<float>& storage) {
   storage.resize(static_cast<std::size_t>(n));
 #pragma omp parallel for if (n >= kParallelMinWork)
-  for (std::int64_t i = 0; i < n; ++i) storage[i] = bf16_to_float(src[i]);
+  for (std::int64_t i = 0; i < n; ++i) storage[i] = ld(src + i);
   return storage.data();
 }
 
@@ -42,10 +38,10 @@ void per_token(const X* x, const P* lq, const P* lq_logit, const P* w_x, const f
     X* ot = out + t * D;
     float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-    for (std::int64_t k = 0; k < D; ++k) acc += to_f32(xt[k]) * w[k];
-    const float gate = sigmoid(acc + to_f32(lq_logit[t]) - alpha[t / s.L]);
+    for (std::int64_t k = 0; k < D; ++k) acc += ld(xt + k) * w[k];
+    const float gate = sigmoid(acc + ld(lq_logit + t) - alpha[t / s.L]);
 #pragma omp simd
-    for (std::int64_t d = 0; d < D; ++d) ot[d] = from_f32<X>(to_f32(xt[d]) + gate * to_f32(lt[d]));
+    for (std::int64_t d = 0; d < D; ++d) st(ot + d, ld(xt + d) + gate * ld(lt + d));
   }
 }
 
@@ -129,7 +125,7 @@ void per_dim(const X* x, const P* lq, const P* lq_logit, const P* w_x, const flo
       const std::int64_t t0 = blk * kTokenBlock, n = std::min(kTokenBlock, n_tok - t0);
       const X* xs = x + t0 * D;
 #pragma omp simd
-      for (std::int64_t j = 0; j < n * D; ++j) xb[j] = to_f32(xs[j]);
+      for (std::int64_t j = 0; j < n * D; ++j) xb[j] = ld(xs + j);
       block_logits(xb.data(), n, w, D, logits.data());
       for (std::int64_t i = 0; i < n; ++i) {
         const std::int64_t t = t0 + i;
@@ -140,7 +136,7 @@ void per_dim(const X* x, const P* lq, const P* lq_logit, const P* w_x, const flo
         const P* qi = lq + t * D;
         X* oi = out + t * D;
         for (std::int64_t d = 0; d < D; ++d)
-          oi[d] = from_f32<X>(xi[d] + sigmoid(zi[d] + to_f32(li[d]) - a) * to_f32(qi[d]));
+          st(oi + d, xi[d] + sigmoid(zi[d] + ld(li + d) - a) * ld(qi + d));
       }
     }
   }
@@ -169,57 +165,34 @@ void apply_impl(const T* x, const Q* lq, const Z* logit, const float* alpha, T* 
     const Z* zt = logit + t * G;
     T* ot = out + t * D;
     if (G == 1) {
-      const float gate = sigmoid(to_f32(zt[0]) - a);
+      const float gate = sigmoid(ld(zt) - a);
 #pragma omp simd
-      for (std::int64_t d = 0; d < D; ++d) ot[d] = from_f32<T>(to_f32(xt[d]) + gate * to_f32(qt[d]));
+      for (std::int64_t d = 0; d < D; ++d) st(ot + d, ld(xt + d) + gate * ld(qt + d));
     } else {
 #pragma omp simd
       for (std::int64_t d = 0; d < D; ++d)
-        ot[d] = from_f32<T>(to_f32(xt[d]) + sigmoid(to_f32(zt[d]) - a) * to_f32(qt[d]));
+        st(ot + d, ld(xt + d) + sigmoid(ld(zt + d) - a) * ld(qt + d));
     }
   }
 }
 
 }  // namespace
 
-void sigma_gate_apply_cpu(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
+void sigma_gate_apply_cpu(const SigmaGateApplyParams& p) {
+  with_sigma_gate_apply_dtypes<bf16>("pid::sigma_gate_apply_cpu", p, [&](auto x, auto lq, auto logit) {
+    using T = decltype(x);
+    apply_impl(static_cast<const T*>(p.x), static_cast<const decltype(lq)*>(p.lq),
+               static_cast<const decltype(logit)*>(p.logit), p.alpha_sigma, static_cast<T*>(p.out), p.sizes);
+  });
 }
 
-void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const float* logit, const float* alpha_sigma,
-                          bf16* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_apply_cpu(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
-                          bf16* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_apply_cpu(const float* x, const bf16* lq, const float* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_apply_cpu(const float* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s) {
-  apply_impl(x, lq, logit, alpha_sigma, out, s);
-}
-
-void sigma_gate_cpu(const float* x, const float* lq, const float* lq_logit, const float* w_x,
-                    const float* alpha_sigma, float* out, SigmaGateSizes s) {
-  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
-}
-
-void sigma_gate_cpu(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
-                    const float* alpha_sigma, bf16* out, SigmaGateSizes s) {
-  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
-}
-
-void sigma_gate_cpu(const float* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
-                    const float* alpha_sigma, float* out, SigmaGateSizes s) {
-  sigma_gate_impl(x, lq, lq_logit, w_x, alpha_sigma, out, s);
+void sigma_gate_cpu(const SigmaGateParams& p) {
+  with_sigma_gate_dtypes<bf16>("pid::sigma_gate_cpu", p, [&](auto x, auto lq) {
+    using X = decltype(x);
+    using P = decltype(lq);
+    sigma_gate_impl(static_cast<const X*>(p.x), static_cast<const P*>(p.lq), static_cast<const P*>(p.lq_logit),
+                    static_cast<const P*>(p.w_x), p.alpha_sigma, static_cast<X*>(p.out), p.sizes);
+  });
 }
 
 }  // namespace pid

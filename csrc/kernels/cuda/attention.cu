@@ -10,6 +10,7 @@
 // tile's keys are the text keys and the key rectangle of its image block (pid::image_tile), masked per
 // query.
 #include "pid/attention.h"
+#include "../dispatch.h"
 #include "attention_mma.cuh"
 #include "load_store.cuh"
 #include "qk_norm_rope_bf16.cuh"
@@ -18,14 +19,12 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdint>
+#include <string>
+#include <type_traits>
 
 namespace pid {
 namespace {
-
-__device__ __forceinline__ float round_to(float, float v) { return v; }
-__device__ __forceinline__ float round_to(__nv_bfloat16, float v) {
-  return __bfloat162float(__float2bfloat16_rn(v));
-}
 
 // ---- attention -----------------------------------------------------------------------------------
 
@@ -44,8 +43,8 @@ __global__ void __launch_bounds__(kRows)
 
   const std::int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H, tile = blockIdx.x;
   const int t = threadIdx.x;
-  const T* kb = k + b * p.k.b + h * p.k.h;
-  const T* vb = v + b * p.v.b + h * p.v.h;
+  const T* kb = k + b * p.k_stride.b + h * p.k_stride.h;
+  const T* vb = v + b * p.v_stride.b + h * p.v_stride.h;
 
   // This block's queries and keys. Keys are enumerated as e in [0, n_keys): e < n_plain are key rows
   // 0..n_plain-1 seen by every query; the rest walk the key rectangle of an image block.
@@ -73,7 +72,7 @@ __global__ void __launch_bounds__(kRows)
   const float qscale = p.scale * 1.4426950408889634f;  // scores in base 2
   float qr[D], acc[D];
   if (row >= 0) {
-    const T* qp = q + b * p.q.b + h * p.q.h + row * p.q.s;
+    const T* qp = q + b * p.q_stride.b + h * p.q_stride.h + row * p.q_stride.s;
 #pragma unroll
     for (int d = 0; d < D; ++d) {
       qr[d] = ld(qp + d) * qscale;
@@ -95,8 +94,8 @@ __global__ void __launch_bounds__(kRows)
         const std::int64_t r = e - n_plain;
         key = p.n_text + (it.r0 + r / it.cw) * p.grid_w + it.c0 + r % it.cw;
       }
-      ks[j][d] = ld(kb + key * p.k.s + d);
-      vs[j][d] = ld(vb + key * p.v.s + d);
+      ks[j][d] = ld(kb + key * p.k_stride.s + d);
+      vs[j][d] = ld(vb + key * p.v_stride.s + d);
     }
     if (t < nk) {
       const std::int64_t e = e0 + t;
@@ -144,27 +143,43 @@ __global__ void __launch_bounds__(kRows)
     __syncthreads();
   }
   if (row >= 0) {
-    T* op = o + b * p.o.b + h * p.o.h + row * p.o.s;
+    T* op = o + b * p.o_stride.b + h * p.o_stride.h + row * p.o_stride.s;
     const float inv = 1.f / l;
 #pragma unroll
     for (int d = 0; d < D; ++d) st(op + d, acc[d] * inv);
   }
 }
 
-template <typename T>
-int launch_attention(const T* q, const T* k, const T* v, T* o, const AttentionParams& p, void* stream) {
-  if (p.B * p.H * p.Sq == 0) return cudaSuccess;
+// float32: the CUDA-core kernel above. D is 64 or 72 (attention_cuda checked).
+int launch_attention_f32(const AttentionParams& p, cudaStream_t s) {
   const QueryTiling qt = query_tiling(p, kRows);
   const std::int64_t bh = p.B * p.H;
   if (qt.tiles > 0x7fffffff || bh > 65535) return cudaErrorInvalidConfiguration;
   const dim3 grid{unsigned(qt.tiles), unsigned(bh)};
-  auto s = static_cast<cudaStream_t>(stream);
+  const auto* q = static_cast<const float*>(p.q);
+  const auto* k = static_cast<const float*>(p.k);
+  const auto* v = static_cast<const float*>(p.v);
+  auto* o = static_cast<float*>(p.o);
   if (p.D == 64)
-    attention_kernel<T, 64><<<grid, kRows, 0, s>>>(q, k, v, o, p, qt.wt);
-  else if (p.D == 72)
-    attention_kernel<T, 72><<<grid, kRows, 0, s>>>(q, k, v, o, p, qt.wt);
+    attention_kernel<float, 64><<<grid, kRows, 0, s>>>(q, k, v, o, p, qt.wt);
   else
-    return cudaErrorInvalidValue;
+    attention_kernel<float, 72><<<grid, kRows, 0, s>>>(q, k, v, o, p, qt.wt);
+  return cudaGetLastError();
+}
+
+// bfloat16: the tensor-core kernel of attention_mma.cuh. D is 64 or 72 (attention_cuda checked).
+int launch_attention_bf16(const AttentionParams& p, cudaStream_t s) {
+  const mma_attention::Plan pl = mma_attention::plan(p);
+  if (pl.tiles > 0x7fffffff || p.B * p.H > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid{unsigned(pl.tiles), unsigned(p.B * p.H)};
+  const auto* q = static_cast<const std::uint16_t*>(p.q);
+  const auto* k = static_cast<const std::uint16_t*>(p.k);
+  const auto* v = static_cast<const std::uint16_t*>(p.v);
+  auto* o = static_cast<std::uint16_t*>(p.o);
+  if (p.D == 64)
+    mma_attention::attention_kernel<64><<<grid, mma_attention::kThreads, 0, s>>>(q, k, v, o, p, pl.wt, pl.vec);
+  else
+    mma_attention::attention_kernel<72><<<grid, mma_attention::kThreads, 0, s>>>(q, k, v, o, p, pl.wt, pl.vec);
   return cudaGetLastError();
 }
 
@@ -201,16 +216,16 @@ __global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
     float y[2];
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const float r = round_to(In{}, ld(x + 2 * i + e) * inv);  // RMSNorm: cast to the input dtype
+      const float r = round_to<In>(ld(x + 2 * i + e) * inv);  // RMSNorm: cast to the input dtype
       const float prod = ld(w + 2 * i + e) * r;                  // promoted: bf16 only if both are
-      y[e] = kRoundProduct ? round_to(In{}, prod) : prod;
+      y[e] = kRoundProduct ? round_to<In>(prod) : prod;
     }
     if (p.cos != nullptr) {
       const float c = p.cos[n * half + i], s = p.sin[n * half + i];
       const float r0 = y[0] * c - y[1] * s, r1 = y[0] * s + y[1] * c;
       // Cast back to the promoted dtype first (bfloat16 when it is), as the reference.
-      st(dst + 2 * i, kRoundProduct ? round_to(In{}, r0) : r0);
-      st(dst + 2 * i + 1, kRoundProduct ? round_to(In{}, r1) : r1);
+      st(dst + 2 * i, kRoundProduct ? round_to<In>(r0) : r0);
+      st(dst + 2 * i + 1, kRoundProduct ? round_to<In>(r1) : r1);
     } else {
       st(dst + 2 * i, y[0]);
       st(dst + 2 * i + 1, y[1]);
@@ -227,61 +242,37 @@ int launch_norm_rope(const QkNormRopeParams& p, void* stream) {
   return cudaGetLastError();
 }
 
-template <typename In, typename Wt>
-int norm_rope_out(const QkNormRopeParams& p, void* stream) {
-  return p.out_dtype == DType::kFloat32 ? launch_norm_rope<In, Wt, float>(p, stream)
-                                        : launch_norm_rope<In, Wt, __nv_bfloat16>(p, stream);
-}
-
-template <typename In>
-int norm_rope_weights(const QkNormRopeParams& p, void* stream) {
-  return p.weight_dtype == DType::kFloat32 ? norm_rope_out<In, float>(p, stream)
-                                           : norm_rope_out<In, __nv_bfloat16>(p, stream);
-}
-
 }  // namespace
 
 int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream) {
+  constexpr const char* fn = "pid::qk_norm_rope_cuda";
   if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return cudaSuccess;
   namespace vec = qk_norm_rope_bf16;
   if (vec::supports(p)) {
     const std::int64_t blocks = (vec::warps(p) + vec::kWarps - 1) / vec::kWarps;
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     auto s = static_cast<cudaStream_t>(stream);
-    if (p.weight_dtype == DType::kFloat32)
-      vec::qk_norm_rope_kernel<float><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
-    else
-      vec::qk_norm_rope_kernel<std::uint16_t><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
-    return cudaGetLastError();
+    return with_dtype<std::uint16_t>(fn, p.weight_dtype, [&](auto wt) -> int {
+      vec::qk_norm_rope_kernel<decltype(wt)><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
+      return cudaGetLastError();
+    });
   }
-  return p.qkv_dtype == DType::kFloat32 ? norm_rope_weights<float>(p, stream)
-                                        : norm_rope_weights<__nv_bfloat16>(p, stream);
+  return with_dtypes<__nv_bfloat16>(fn, {p.qkv_dtype, p.weight_dtype, p.out_dtype}, [&](auto in, auto wt, auto out) {
+    return launch_norm_rope<decltype(in), decltype(wt), decltype(out)>(p, stream);
+  });
 }
 
 bool attention_cuda_supports_head_dim(std::int64_t D) { return D == 64 || D == 72; }
 
-int attention_cuda(const float* q, const float* k, const float* v, float* o, const AttentionParams& p,
-                   void* stream) {
-  return launch_attention(q, k, v, o, p, stream);
-}
-
-int attention_cuda(const bf16* q, const bf16* k, const bf16* v, bf16* o, const AttentionParams& p, void* stream) {
+int attention_cuda(const AttentionParams& p, void* stream) {
+  constexpr const char* fn = "pid::attention_cuda";
   if (p.B * p.H * p.Sq == 0) return cudaSuccess;
-  const mma_attention::Plan pl = mma_attention::plan(q, k, v, p);
-  if (pl.tiles > 0x7fffffff || p.B * p.H > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid{unsigned(pl.tiles), unsigned(p.B * p.H)};
+  if (!attention_cuda_supports_head_dim(p.D))
+    throw_unsupported(fn, "head_dim must be 64 or 72, got " + std::to_string(p.D));
   auto s = static_cast<cudaStream_t>(stream);
-  auto bits = [](const bf16* x) { return reinterpret_cast<const std::uint16_t*>(x); };
-  auto* out = reinterpret_cast<std::uint16_t*>(o);
-  if (p.D == 64)
-    mma_attention::attention_kernel<64><<<grid, mma_attention::kThreads, 0, s>>>(bits(q), bits(k), bits(v), out, p,
-                                                                                  pl.wt, pl.vec);
-  else if (p.D == 72)
-    mma_attention::attention_kernel<72><<<grid, mma_attention::kThreads, 0, s>>>(bits(q), bits(k), bits(v), out, p,
-                                                                                  pl.wt, pl.vec);
-  else
-    return cudaErrorInvalidValue;
-  return cudaGetLastError();
+  return with_dtype<std::uint16_t>(fn, p.dtype, [&](auto t) {
+    return std::is_same_v<decltype(t), float> ? launch_attention_f32(p, s) : launch_attention_bf16(p, s);
+  });
 }
 
 }  // namespace pid

@@ -103,8 +103,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   // Key tile `index`: its keys [e0, e0 + nk) of the enumeration, their rows, and their grid coordinates.
-  const std::uint16_t* kb = k + b * p.k.b + h * p.k.h;
-  const std::uint16_t* vb = v + b * p.v.b + h * p.v.h;
+  const std::uint16_t* kb = k + b * p.k_stride.b + h * p.k_stride.h;
+  const std::uint16_t* vb = v + b * p.v_stride.b + h * p.v_stride.h;
   auto tile_keys = [&](std::int64_t index) -> int {
     const std::int64_t e0 = index * kKeys;
     return int(n_keys - e0 < kKeys ? n_keys - e0 : kKeys);
@@ -126,8 +126,8 @@ __global__ void __launch_bounds__(kThreads)
       const int r = c / kChunks, col = (c % kChunks) * 8;
       int kr, kc;
       const std::int64_t key = key_row(index, r, &kr, &kc);  // absent keys: zero rows, so 0 * v stays finite
-      copy_chunk<D>(kv[stage][0] + r * S + col, kb, p.k.s, key, col, vec.k, true);
-      copy_chunk<D>(kv[stage][1] + r * S + col, vb, p.v.s, key, col, vec.v, true);
+      copy_chunk<D>(kv[stage][0] + r * S + col, kb, p.k_stride.s, key, col, vec.k, true);
+      copy_chunk<D>(kv[stage][1] + r * S + col, vb, p.v_stride.s, key, col, vec.v, true);
     }
     cp_async_commit();
   };
@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(kThreads)
   // Queries: through stage 1's K tile into registers, as each warp's 16 rows of A fragments.
   for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
-    copy_chunk<D>(kv[1][0] + r * S + col, q + b * p.q.b + h * p.q.h, p.q.s, query_row(r), col, vec.q, false);
+    copy_chunk<D>(kv[1][0] + r * S + col, q + b * p.q_stride.b + h * p.q_stride.h, p.q_stride.s, query_row(r), col,
+                  vec.q, false);
   }
   sync_block();
   // ldmatrix addressing: lane 8m + i gives row i of the m-th 8x8 matrix of a 16x16 tile.
@@ -235,7 +236,7 @@ __global__ void __launch_bounds__(kThreads)
     l[e] += shfl_xor(l[e], 2);
     const std::int64_t row = query_row(warp * 16 + g + 8 * e);
     if (row < 0) continue;
-    std::uint16_t* out = o + b * p.o.b + h * p.o.h + row * p.o.s + 2 * t;
+    std::uint16_t* out = o + b * p.o_stride.b + h * p.o_stride.h + row * p.o_stride.s + 2 * t;
     const float inv = 1.f / l[e];
     for (int n = 0; n < kDimTiles; ++n) {
       out[n * 8] = float_to_bf16_bits(acc[n][2 * e] * inv);
@@ -249,11 +250,11 @@ struct Plan : QueryTiling {
   Vectorised vec;
 };
 
-inline Plan plan(const void* q, const void* k, const void* v, const AttentionParams& p) {
+inline Plan plan(const AttentionParams& p) {
   auto wide = [](const void* ptr, const AttentionStrides& s) {
     return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && s.b % 8 == 0 && s.h % 8 == 0 && s.s % 8 == 0;
   };
-  return Plan{query_tiling(p, kRows), Vectorised{wide(q, p.q), wide(k, p.k), wide(v, p.v)}};
+  return Plan{query_tiling(p, kRows), Vectorised{wide(p.q, p.q_stride), wide(p.k, p.k_stride), wide(p.v, p.v_stride)}};
 }
 
 }  // namespace mma_attention

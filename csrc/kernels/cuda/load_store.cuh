@@ -4,7 +4,7 @@
 
 #include <cuda_bf16.h>
 
-#include "pid/bf16.h"
+#include <type_traits>
 
 namespace pid {
 
@@ -13,8 +13,13 @@ __device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162
 __device__ __forceinline__ void st(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
-// The API's bfloat16 (pid::bf16) as CUDA's: the same bits.
-inline const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
-inline __nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+// The value a float32 v has once stored as T (float or __nv_bfloat16), as a float32.
+template <typename T>
+__device__ __forceinline__ float round_to(float v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(__float2bfloat16_rn(v));
+  else
+    return v;
+}
 
 }  // namespace pid

@@ -5,6 +5,7 @@
 // Arithmetic uses the __f*_rn intrinsics so nvcc cannot contract a*b+c into an FMA: each step is
 // rounded like the PyTorch reference's separate kernels. rsqrt is rsqrtf, as in PyTorch's CUDA rsqrt.
 #include "pid/norm_modulate.h"
+#include "../dispatch.h"
 #include "load_store.cuh"
 
 #include <cuda_bf16.h>
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 namespace pid {
@@ -20,15 +22,6 @@ namespace {
 using nv_bf16 = __nv_bfloat16;
 
 constexpr int kThreads = 256;
-
-
-template <typename T>
-__device__ __forceinline__ float round_to(float v) {
-  if constexpr (std::is_same_v<T, nv_bf16>)
-    return __bfloat162float(__float2bfloat16_rn(v));
-  else
-    return v;
-}
 
 // V consecutive elements, loaded with one instruction when V == 4 (the caller guarantees alignment).
 template <int V, typename T>
@@ -149,14 +142,6 @@ gated_residual_kernel(const TX* __restrict__ x, std::int64_t xsb, std::int64_t x
 
 // ---- launch helpers -------------------------------------------------------------------------------
 
-template <typename F>
-void with_type(DType t, F&& f) {
-  if (t == DType::kFloat32)
-    f(float{});
-  else
-    f(nv_bf16{});
-}
-
 inline std::size_t elem_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
 // True when 4-element vector accesses of every row of `v` are aligned (D is a multiple of 4).
@@ -176,7 +161,7 @@ inline int group_size(std::int64_t D, int V) {
 }
 
 template <int G, int V, typename TX, typename TM, typename TO>
-int launch_norm(const NormModulateArgs& a, cudaStream_t stream) {
+int launch_norm(const NormModulateParams& a, cudaStream_t stream) {
   const std::int64_t threads_total = a.B * a.L * G;
   const std::int64_t blocks = (threads_total + kThreads - 1) / kThreads;
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
@@ -189,7 +174,7 @@ int launch_norm(const NormModulateArgs& a, cudaStream_t stream) {
 }
 
 template <int V, typename TX, typename TM, typename TO>
-int dispatch_group(const NormModulateArgs& a, cudaStream_t stream) {
+int dispatch_group(const NormModulateParams& a, cudaStream_t stream) {
   switch (group_size(a.D, V)) {
     case 1: return launch_norm<1, V, TX, TM, TO>(a, stream);
     case 2: return launch_norm<2, V, TX, TM, TO>(a, stream);
@@ -202,60 +187,48 @@ int dispatch_group(const NormModulateArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-int rms_norm_modulate_cuda(const NormModulateArgs& a, void* stream) {
-  if (a.shift.dtype != a.scale.dtype) return cudaErrorInvalidValue;
+int rms_norm_modulate_cuda(const NormModulateParams& a, void* stream) {
+  constexpr const char* fn = "pid::rms_norm_modulate_cuda";
+  if (a.shift.dtype != a.scale.dtype)
+    throw_unsupported(fn, std::string("shift and scale must share a dtype, got ") + dtype_name(a.shift.dtype) +
+                              " and " + dtype_name(a.scale.dtype));
   if (a.B * a.L == 0 || a.D == 0) return cudaSuccess;
   auto st = static_cast<cudaStream_t>(stream);
   const bool v4 = a.D % 4 == 0 && vec4_ok(a.x) && vec4_ok(a.shift) && vec4_ok(a.scale) &&
                   vec4_ok(a.weight, DType::kFloat32) && vec4_ok(a.out, a.out_dtype);
-  int err = cudaSuccess;
-  with_type(a.x.dtype, [&](auto tx) {
-    with_type(a.scale.dtype, [&](auto tm) {
-      with_type(a.out_dtype, [&](auto to) {
-        using TX = decltype(tx);
-        using TM = decltype(tm);
-        using TO = decltype(to);
-        err = v4 ? dispatch_group<4, TX, TM, TO>(a, st) : dispatch_group<1, TX, TM, TO>(a, st);
-      });
-    });
+  return with_dtypes<nv_bf16>(fn, {a.x.dtype, a.scale.dtype, a.out_dtype}, [&](auto tx, auto tm, auto to) {
+    using TX = decltype(tx);
+    using TM = decltype(tm);
+    using TO = decltype(to);
+    return v4 ? dispatch_group<4, TX, TM, TO>(a, st) : dispatch_group<1, TX, TM, TO>(a, st);
   });
-  return err;
 }
 
-int gated_residual_cuda(const GatedResidualArgs& a, void* stream) {
+int gated_residual_cuda(const GatedResidualParams& a, void* stream) {
   if (a.B * a.L == 0 || a.D == 0) return cudaSuccess;
   auto st = static_cast<cudaStream_t>(stream);
   const bool v4 = a.D % 4 == 0 && vec4_ok(a.x) && vec4_ok(a.gate) && vec4_ok(a.y) && vec4_ok(a.out, a.out_dtype);
   const std::int64_t items = a.B * a.L * (v4 ? a.D / 4 : a.D);
   const std::int64_t blocks = std::min<std::int64_t>((items + kThreads - 1) / kThreads, 1 << 20);  // grid-stride beyond
-  int err = cudaSuccess;
-  with_type(a.x.dtype, [&](auto tx) {
-    with_type(a.gate.dtype, [&](auto tg) {
-      with_type(a.y.dtype, [&](auto ty) {
-        with_type(a.out_dtype, [&](auto to) {
-          using TX = decltype(tx);
-          using TG = decltype(tg);
-          using TY = decltype(ty);
-          using TO = decltype(to);
-          const auto* x = static_cast<const TX*>(a.x.data);
-          const auto* g = static_cast<const TG*>(a.gate.data);
-          const auto* y = static_cast<const TY*>(a.y.data);
-          auto* out = static_cast<TO*>(a.out);
-          const Rows r{a.B, a.L, a.D};
-          if (v4)
-            gated_residual_kernel<4><<<unsigned(blocks), kThreads, 0, st>>>(
-                x, a.x.stride_b, a.x.stride_l, g, a.gate.stride_b, a.gate.stride_l, y, a.y.stride_b,
-                a.y.stride_l, out, r);
-          else
-            gated_residual_kernel<1><<<unsigned(blocks), kThreads, 0, st>>>(
-                x, a.x.stride_b, a.x.stride_l, g, a.gate.stride_b, a.gate.stride_l, y, a.y.stride_b,
-                a.y.stride_l, out, r);
-          err = cudaGetLastError();
-        });
-      });
-    });
+  const DType tags[] = {a.x.dtype, a.gate.dtype, a.y.dtype, a.out_dtype};
+  return with_dtypes<nv_bf16>("pid::gated_residual_cuda", tags, [&](auto tx, auto tg, auto ty, auto to) -> int {
+    using TX = decltype(tx);
+    using TG = decltype(tg);
+    using TY = decltype(ty);
+    using TO = decltype(to);
+    const auto* x = static_cast<const TX*>(a.x.data);
+    const auto* g = static_cast<const TG*>(a.gate.data);
+    const auto* y = static_cast<const TY*>(a.y.data);
+    auto* out = static_cast<TO*>(a.out);
+    const Rows r{a.B, a.L, a.D};
+    if (v4)
+      gated_residual_kernel<4><<<unsigned(blocks), kThreads, 0, st>>>(
+          x, a.x.stride_b, a.x.stride_l, g, a.gate.stride_b, a.gate.stride_l, y, a.y.stride_b, a.y.stride_l, out, r);
+    else
+      gated_residual_kernel<1><<<unsigned(blocks), kThreads, 0, st>>>(
+          x, a.x.stride_b, a.x.stride_l, g, a.gate.stride_b, a.gate.stride_l, y, a.y.stride_b, a.y.stride_l, out, r);
+    return cudaGetLastError();
   });
-  return err;
 }
 
 }  // namespace pid

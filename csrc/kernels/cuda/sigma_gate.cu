@@ -1,6 +1,7 @@
 // CUDA implementation of pid::sigma_gate (see pid/sigma_gate.h). Per channel (G == D) with bfloat16 weights: the
 // tensor-core kernel of sigma_gate_mma.cuh; per token, float32 weights and sigma_gate_apply: the kernels below.
 #include "pid/sigma_gate.h"
+#include "../sigma_gate_dtypes.h"
 #include "load_store.cuh"
 #include "sigma_gate_mma.cuh"
 
@@ -167,44 +168,22 @@ int apply_launch(const T* x, const Q* lq, const Z* logit, const float* alpha, T*
 
 }  // namespace
 
-int sigma_gate_apply_cuda(const float* x, const float* lq, const float* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s, void* stream) {
-  return apply_launch(x, lq, logit, alpha_sigma, out, s, stream);
+int sigma_gate_apply_cuda(const SigmaGateApplyParams& p, void* stream) {
+  return with_sigma_gate_apply_dtypes<__nv_bfloat16>("pid::sigma_gate_apply_cuda", p, [&](auto x, auto lq, auto logit) {
+    using T = decltype(x);
+    return apply_launch(static_cast<const T*>(p.x), static_cast<const decltype(lq)*>(p.lq),
+                        static_cast<const decltype(logit)*>(p.logit), p.alpha_sigma, static_cast<T*>(p.out), p.sizes,
+                        stream);
+  });
 }
 
-int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const float* logit, const float* alpha_sigma,
-                          bf16* out, SigmaGateSizes s, void* stream) {
-  return apply_launch(dev(x), dev(lq), logit, alpha_sigma, dev(out), s, stream);
-}
-
-int sigma_gate_apply_cuda(const bf16* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
-                          bf16* out, SigmaGateSizes s, void* stream) {
-  return apply_launch(dev(x), dev(lq), dev(logit), alpha_sigma, dev(out), s, stream);
-}
-
-int sigma_gate_apply_cuda(const float* x, const bf16* lq, const float* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s, void* stream) {
-  return apply_launch(x, dev(lq), logit, alpha_sigma, out, s, stream);
-}
-
-int sigma_gate_apply_cuda(const float* x, const bf16* lq, const bf16* logit, const float* alpha_sigma,
-                          float* out, SigmaGateSizes s, void* stream) {
-  return apply_launch(x, dev(lq), dev(logit), alpha_sigma, out, s, stream);
-}
-
-int sigma_gate_cuda(const float* x, const float* lq, const float* lq_logit, const float* w_x,
-                    const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream) {
-  return launch(x, lq, lq_logit, w_x, alpha_sigma, out, s, stream);
-}
-
-int sigma_gate_cuda(const bf16* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
-                    const float* alpha_sigma, bf16* out, SigmaGateSizes s, void* stream) {
-  return launch(dev(x), dev(lq), dev(lq_logit), dev(w_x), alpha_sigma, dev(out), s, stream);
-}
-
-int sigma_gate_cuda(const float* x, const bf16* lq, const bf16* lq_logit, const bf16* w_x,
-                    const float* alpha_sigma, float* out, SigmaGateSizes s, void* stream) {
-  return launch(x, dev(lq), dev(lq_logit), dev(w_x), alpha_sigma, out, s, stream);
+int sigma_gate_cuda(const SigmaGateParams& p, void* stream) {
+  return with_sigma_gate_dtypes<__nv_bfloat16>("pid::sigma_gate_cuda", p, [&](auto x, auto lq) {
+    using X = decltype(x);
+    using P = decltype(lq);
+    return launch(static_cast<const X*>(p.x), static_cast<const P*>(p.lq), static_cast<const P*>(p.lq_logit),
+                  static_cast<const P*>(p.w_x), p.alpha_sigma, static_cast<X*>(p.out), p.sizes, stream);
+  });
 }
 
 }  // namespace pid
