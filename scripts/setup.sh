@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv in this checkout (unless it exists) and installs pid into it, editable, with its
-# compiled kernels and the dev + images extras. Re-run after changing C++/CUDA code (incremental).
+# compiled kernels and the dev + images extras. Re-run after changing C++/CUDA code or adding, moving or
+# removing a Python module (the editable install maps module files; incremental).
 #
 #   bash scripts/setup.sh
 #
