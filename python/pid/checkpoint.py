@@ -77,10 +77,15 @@ class Fingerprint:
                 f"conv input channels, {gate} gates, PiT gate {'yes' if self.pit_lq_inject else 'no'}, "
                 f"aux RGB head {'present' if self.has_aux_head else 'absent'}")
 
+    _FIELDS = ("hidden_size", "lq_hidden_dim", "latent_conv_in_channels", "gate_width", "pit_lq_inject")
+
+    def differences(self, config: PidConfig) -> list[str]:
+        """The structural fields on which the weights and `config` disagree, as "field: checkpoint a, config b"."""
+        return [f"{f}: checkpoint {getattr(self, f)}, config {getattr(config, f)}" for f in self._FIELDS
+                if getattr(self, f) != getattr(config, f)]
+
     def fits(self, config: PidConfig) -> bool:
-        return (self.hidden_size, self.lq_hidden_dim, self.latent_conv_in_channels, self.gate_width,
-                self.pit_lq_inject) == (config.hidden_size, config.lq_hidden_dim, config.latent_conv_in_channels,
-                                        config.gate_width, config.pit_lq_inject)
+        return not self.differences(config)
 
 
 def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> Fingerprint:
@@ -123,8 +128,8 @@ def resolve(state_dict: Mapping[str, torch.Tensor], *, variant: Optional[str] = 
     if config is not None:
         cfg = coerce_config(config)
         if not fp.fits(cfg):
-            raise CheckpointError(f"the checkpoint does not fit the given config: it is a {fp.describe()}; "
-                                  f"the config describes {_describe_config(cfg)}. {_generation_hint(fp, cfg)}")
+            raise CheckpointError(f"the checkpoint does not fit the given config ({'; '.join(fp.differences(cfg))}): "
+                                  f"it is a {fp.describe()}. {_generation_hint(fp, cfg)}".rstrip())
         return cfg, chosen
     source = f"variant={variant!r}"
     if chosen is None and metadata and metadata.get(VARIANT_METADATA_KEY):
@@ -151,12 +156,6 @@ def resolve(state_dict: Mapping[str, torch.Tensor], *, variant: Optional[str] = 
         f"the weights alone cannot tell which variant this is: they fit {names} (same shapes, different latent "
         "spaces). Choose with variant='<name>' (CLI: --variant), or keep the file in its official folder "
         "checkpoints/<experiment>/ so the folder name decides.")
-
-
-def _describe_config(cfg: PidConfig) -> str:
-    gate = "per-token" if cfg.gate_width == 1 else "per-token-per-dim"
-    return (f"LQ width {cfg.lq_hidden_dim}, {cfg.latent_conv_in_channels} latent conv input channels, {gate} "
-            f"gates, PiT gate {'yes' if cfg.pit_lq_inject else 'no'}")
 
 
 def _generation_hint(fp: Fingerprint, cfg: PidConfig) -> str:
@@ -205,13 +204,20 @@ def _clip(lines: list[str], limit: int = 20) -> str:
 # ------------------------------------------------------------------------------------------- writing
 def save_safetensors(decoder, path: "str | os.PathLike") -> None:
     """Write a loaded decoder's weights as bf16 safetensors without the `net.` prefix, with the variant name
-    (or, for a custom network, its reference kwargs) and the pid version in the metadata."""
+    (or, for a custom network, its reference kwargs) and the pid version in the metadata. `path` must end in
+    `.safetensors` (pid reads files by their suffix). Atomic: a failed or interrupted write leaves the old file."""
     from safetensors.torch import save_file
 
     from ._version import __version__
+    from .atomic import atomic_path
+
+    if Path(path).suffix != ".safetensors":
+        raise CheckpointError(f"{str(path)!r}: converted checkpoints are safetensors files, and pid reads a file by "
+                              f"its suffix; name it {Path(path).with_suffix('.safetensors').name!r}")
 
     tensors = {k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in decoder.net.state_dict().items()}
     metadata = {"pid.version": __version__, CONFIG_METADATA_KEY: json.dumps(decoder.config.to_reference_kwargs())}
     if decoder.variant is not None:
         metadata[VARIANT_METADATA_KEY] = decoder.variant.name
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)

@@ -1,30 +1,141 @@
-"""The `pid` command line (also `python -m pid`), built on the public API only."""
+"""The `pid` command line (also `python -m pid`), built on the public API only.
+
+A user error ends a command with one line on stderr that names the problem and the fix, and exit code 2 (a
+traceback only with --debug or PID_DEBUG=1). The cheap checks (input files, the output's folder and format, sizes,
+device, optional dependencies) run before a checkpoint is loaded. Every output is written atomically.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 log = logging.getLogger("pid.cli")
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+RAW_IMAGES = ".safetensors"  # float32 images in [-1, 1], [B, 3, H, W], under the key "images"
 
+
+def _error(message: str):
+    from pid.errors import PidError
+
+    return PidError(message)
+
+
+# ---------------------------------------------------------------------------------------------- checks
 def _load_config_arg(value: Optional[str]):
+    """--config: a JSON object of reference PidNet kwargs, or a golden case's JSON (its "net_kwargs")."""
     if value is None:
         return None
     path = Path(value)
     if not path.is_file():
-        raise SystemExit(f"pid: --config {value!r}: no such file (expected a JSON of reference PidNet kwargs)")
-    data = json.loads(path.read_text())
-    return data.get("net_kwargs", data)  # a golden case JSON works too
+        raise _error(f"--config {value!r}: no such file (expected a JSON object of reference PidNet kwargs)")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _error(f"--config {value!r} is not valid JSON ({e}); expected an object of reference PidNet "
+                     "kwargs") from e
+    if not isinstance(data, dict):
+        raise _error(f"--config {value!r} holds a JSON {type(data).__name__}, not an object of reference PidNet "
+                     "kwargs such as {\"hidden_size\": 1536, ...}")
+    data = data.get("net_kwargs", data)  # a golden case JSON works too
+    if not isinstance(data, dict):
+        raise _error(f"--config {value!r}: \"net_kwargs\" must be a JSON object")
+    return data
 
 
+def _check_input_file(path: str, what: str) -> None:
+    if not Path(path).is_file():
+        raise _error(f"{what} {path!r} does not exist or is not a file")
+
+
+def _check_output(path: str, suffixes: Sequence[str], what: str) -> Path:
+    """An output path with one of `suffixes`, in a folder that exists (created if needed) and is writable."""
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise _error(f"{what} {path!r}: unknown format {out.suffix or '(no suffix)'!r}; use "
+                     f"{', '.join(suffixes)}")
+    if out.is_dir():
+        raise _error(f"{what} {path!r} is a folder; give a file name such as {str(out / ('image' + suffixes[0]))!r}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _error(f"{what} {path!r}: cannot create the folder {str(out.parent)!r} ({e.strerror})") from e
+    try:  # a file can be created there (os.access says yes for root on read-only or virtual file systems)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".pid-probe-"):
+            pass
+    except OSError as e:
+        raise _error(f"{what} {path!r}: cannot write in the folder {str(out.parent)!r} ({e.strerror})") from e
+    return out
+
+
+def _check_device(device: str):
+    from pid.decode import check_device
+
+    return check_device(device)
+
+
+def _require(module: str, what: str, install: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise _error(f"{what} needs {module}, which is not installed: {install}")
+
+
+def _parse_size(value: Optional[str]):
+    """--size N or WxH → N or (height, width) as decode takes it."""
+    if value is None:
+        return None
+    try:
+        if "x" in value.lower():
+            w, h = (int(v) for v in value.lower().split("x"))
+            size = (h, w)
+        else:
+            w = h = int(value)
+            size = w
+    except ValueError:
+        raise _error(f"--size {value!r}: expected N or WxH (width x height), e.g. 2048 or 2688x1536") from None
+    if w < 1 or h < 1:
+        raise _error(f"--size {value!r}: width and height must be positive, e.g. 2048 or 2688x1536")
+    return size
+
+
+def _parse_pixel_chunk(value: str):
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    try:
+        chunk = int(value)
+    except ValueError:
+        chunk = 0
+    if chunk < 1:
+        raise _error(f"--pixel-chunk {value!r}: a positive number of patches, 'auto' or 'none'")
+    return chunk
+
+
+def _read_latent(path: str):
+    from pid.errors import LatentError
+    from pid.tensor_file import read_tensor_file
+
+    tensors = read_tensor_file(path, "latent file", error=LatentError).tensors
+    if "latent" in tensors:
+        return tensors["latent"]
+    if len(tensors) != 1:
+        raise LatentError(f"latent file {path!r} holds {len(tensors)} tensors ({sorted(tensors)}); expected one "
+                          "(or one named 'latent')")
+    return next(iter(tensors.values()))
+
+
+# ---------------------------------------------------------------------------------------------- commands
 def cmd_info(args) -> int:
     import pid
 
+    _check_input_file(args.checkpoint, "checkpoint")
     decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config))
     info = decoder.info()
     info["config"] = decoder.config.to_dict()
@@ -42,73 +153,94 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _read_latent(path: str):
-    from pid.errors import LatentError
-    from pid.tensor_file import read_tensor_file
-
-    tensors = read_tensor_file(path, "latent file", error=LatentError).tensors
-    if "latent" in tensors:
-        return tensors["latent"]
-    if len(tensors) != 1:
-        raise LatentError(f"latent file {path!r} holds {len(tensors)} tensors ({sorted(tensors)}); expected one "
-                          "(or one named 'latent')")
-    return next(iter(tensors.values()))
-
-
-def _parse_size(value: Optional[str]):
-    if value is None:
-        return None
-    try:
-        if "x" in value.lower():
-            w, h = value.lower().split("x")
-            return int(h), int(w)
-        return int(value)
-    except ValueError:
-        raise SystemExit(f"pid: --size {value!r}: expected N or WxH, e.g. 2048 or 2688x1536") from None
-
-
-def _add_attention_args(p) -> None:
-    p.add_argument("--window", type=int, help="windowed attention over w x w patch neighbourhoods, for very large "
-                   "outputs: changes the output (docs/attention.md); default global")
-    p.add_argument("--attention", choices=("kernel", "sdpa", "auto"),
-                   help="global attention: pid's kernel, torch SDPA, or auto (the faster, timed per shape); "
-                        "default: kernel on CPU, sdpa on CUDA")
-
-
 def cmd_decode(args) -> int:
+    # Everything cheap first: the inputs, the output, the options; then the checkpoint.
+    out = _check_output(args.out, [*IMAGE_FORMATS, RAW_IMAGES], "--out")
+    if out.suffix.lower() in IMAGE_FORMATS:
+        _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid[images]'), or write "
+                 f"{out.with_suffix(RAW_IMAGES).name} (float images)")
+    if args.caption is not None:
+        _require("transformers", "--caption (encoding with Gemma-2)", "pip install 'pid[text]', or pass "
+                 "--caption-embeds made by `pid encode-caption` on a machine that has it")
+    size = _parse_size(args.size)
+    chunk = _parse_pixel_chunk(args.pixel_chunk)
+    try:
+        sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
+    except ValueError:
+        raise _error(f"--sigma {args.sigma!r}: a number in [0, 1], or one per sample: 0.3,0.5") from None
+    device = _check_device(args.device)
+    _check_input_file(args.checkpoint, "checkpoint")
+    config = _load_config_arg(args.config)
+    latent = _read_latent(args.latent)
+    caption_embeds = None
+    if args.caption_embeds is not None:
+        from pid.text import load_caption_embeds
+
+        caption_embeds, _ = load_caption_embeds(args.caption_embeds, dim=None, txt_len=None)
+
     import pid
 
-    decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
-                       device=args.device, precision=args.precision, attention=args.attention)
-    latent = _read_latent(args.latent)
-    sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
-    images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=args.caption_embeds,
+    decoder = pid.load(args.checkpoint, variant=args.variant, config=config, device=device,
+                       precision=args.precision, attention=args.attention)
+    images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=caption_embeds,
                             steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, shift=args.shift,
-                            seed=args.seed, output_size=_parse_size(args.size), latent_format=args.latent_format,
-                            window=args.window, output="pil")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
-    for image, path in zip(images, paths):
-        image.save(path)
-        log.info("wrote %s (%dx%d)", path, image.width, image.height)
+                            seed=args.seed, output_size=size, latent_format=args.latent_format, window=args.window,
+                            pixel_chunk=chunk, check_memory=not args.force, output="tensor")
+    _write_images(images, out)
     return 0
+
+
+def _write_images(images, out: Path) -> None:
+    """PNG / JPEG / WebP files (batches: _0, _1, ... suffixes, truncated to uint8 as the reference saves), or one
+    safetensors file of the float images. Each file atomically."""
+    from pid.atomic import atomic_path
+
+    try:
+        if out.suffix.lower() == RAW_IMAGES:
+            from safetensors.torch import save_file
+
+            with atomic_path(out) as tmp:
+                save_file({"images": images.float().cpu().contiguous()}, str(tmp))
+            log.info("wrote %s (%d images %dx%d, float32 in [-1, 1])", out, images.shape[0], images.shape[3],
+                     images.shape[2])
+            return
+        from PIL import Image
+
+        from pid.decoder import to_pixels
+
+        pixels = to_pixels(images)
+        paths = [out] if len(pixels) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(pixels))]
+        for p, path in zip(pixels, paths):
+            image = Image.fromarray(p.numpy())
+            with atomic_path(path) as tmp:
+                image.save(tmp, format=IMAGE_FORMATS[out.suffix.lower()])
+            log.info("wrote %s (%dx%d)", path, image.width, image.height)
+    except OSError as e:
+        raise _error(f"could not write {str(out)!r}: {e.strerror or e} (any earlier file there is unchanged)") from e
 
 
 def cmd_convert(args) -> int:
     import pid
     from pid.checkpoint import save_safetensors
 
+    out = _check_output(args.out, [".safetensors"], "output")
+    _check_input_file(args.checkpoint, "checkpoint")
     decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config))
-    save_safetensors(decoder, args.out)
-    log.info("wrote %s", args.out)
+    try:
+        save_safetensors(decoder, out)
+    except OSError as e:
+        raise _error(f"could not write {str(out)!r}: {e.strerror or e} (any earlier file there is unchanged)") from e
+    log.info("wrote %s", out)
     return 0
 
 
 def cmd_encode_caption(args) -> int:
+    out = _check_output(args.out, [".safetensors"], "--out")
+    _require("transformers", "encode-caption", "pip install 'pid[text]'")
+    _check_device(args.device)
     from pid.text import encode_caption_command
 
-    encode_caption_command(args.caption, args.out, model_id=args.model, device=args.device)
+    encode_caption_command(args.caption, out, model_id=args.model, device=args.device)
     return 0
 
 
@@ -127,24 +259,33 @@ def cmd_variants(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    json_out = _check_output(args.json, [".json"], "--json") if args.json else None
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        raise _error(f"--sizes {args.sizes!r}: square output sides, comma-separated, e.g. 1024,2048") from None
+    device = _check_device(args.device)
+    if args.cuda_graph and device.type != "cuda":
+        raise _error("--cuda-graph needs --device cuda")
+
     import torch
 
     import pid
     from pid import bench
     from pid.archs import ARCHS, random_net
+    from pid.atomic import atomic_path
 
     if args.checkpoint:
+        _check_input_file(args.checkpoint, "checkpoint")
         decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
-                           device=args.device, precision=args.precision, attention=args.attention)
+                           device=device, precision=args.precision, attention=args.attention)
         what = decoder.variant.name if decoder.variant else args.checkpoint
     else:
-        net = random_net(ARCHS[args.arch], args.device)
+        net = random_net(ARCHS[args.arch], device)
         if args.precision == "fast":
             net = net.bfloat16()
         decoder = pid.PidDecoder(net, precision=args.precision, attention=args.attention)
         what = f"{args.arch} architecture, random weights"
-    if args.cuda_graph and decoder.device.type != "cuda":
-        raise ValueError("--cuda-graph needs --device cuda")
     attention = decoder.plan.attention_backend(decoder.device.type)
     window = "" if args.window is None else f", window {args.window}"
     if not args.verbose:
@@ -154,116 +295,184 @@ def cmd_bench(args) -> int:
     print(f"pid bench: {what}; precision {decoder.precision}{'; CUDA graph' if args.cuda_graph else ''}; "
           f"attention {attention}{window}; {name}; torch {torch.__version__}; batch {args.batch}; {args.steps} steps",
           flush=True)
-    rows = bench.bench_sizes(decoder, [int(s) for s in args.sizes.split(",")], batch=args.batch, steps=args.steps,
-                             repeats=args.repeats, warmup=args.warmup, cuda_graph=args.cuda_graph,
-                             memory=not args.no_memory, window=args.window)
+    rows = bench.bench_sizes(decoder, sizes, batch=args.batch, steps=args.steps, repeats=args.repeats,
+                             warmup=args.warmup, cuda_graph=args.cuda_graph, memory=not args.no_memory,
+                             window=args.window)
     print(bench.format_rows(rows, args.peak_tflops))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "what": what,
-                                               "precision": decoder.precision, "attention": attention,
-                                               "window": args.window, "rows": rows}, indent=1))
+    if json_out is not None:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps({"device": name, "torch": torch.__version__, "what": what,
+                                       "precision": decoder.precision, "attention": attention,
+                                       "window": args.window, "rows": rows}, indent=1))
     return 0
 
 
 def cmd_selftest(args) -> int:
     from pid.selftest import run_selftest
 
+    if args.golden_dir is not None and not (Path(args.golden_dir) / "FORMAT.md").is_file():
+        raise _error(f"--golden-dir {args.golden_dir!r} is not a folder of golden cases (it has no FORMAT.md)")
     return 0 if run_selftest(golden_dir=args.golden_dir) else 1
+
+
+# ---------------------------------------------------------------------------------------------- parser
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "%(default)" not in text and action.option_strings and not (
+                default is None or default is False or default is argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _add_attention_args(p) -> None:
+    p.add_argument("--window", type=int, help="windowed attention over w x w patch neighbourhoods, for very large "
+                   "outputs: changes the output (docs/attention.md); none: global attention, as trained")
+    p.add_argument("--attention", choices=("kernel", "sdpa", "auto"),
+                   help="global attention: pid's kernel, torch SDPA, or auto (the faster, timed per shape); "
+                        "none: the device's default (kernel on CPU, sdpa on CUDA)")
+
+
+def _add_model_args(p) -> None:
+    p.add_argument("--variant", help="registry name, experiment name or registry key (see `pid variants`)")
+    p.add_argument("--config", help="JSON file of reference PidNet kwargs, for checkpoints outside the registry")
 
 
 def build_parser() -> argparse.ArgumentParser:
     import pid
 
-    parser = argparse.ArgumentParser(prog="pid", description="PiD pixel-diffusion decoder engine")
+    fmt = _HelpFormatter
+    parser = argparse.ArgumentParser(prog="pid", description="PiD pixel-diffusion decoder engine", formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"pid {pid.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="a traceback for every error (also PID_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="what a checkpoint is: variant, generation, latent space, parameters")
+    p = sub.add_parser("info", help="what a checkpoint is: variant, generation, latent space, parameters",
+                       formatter_class=fmt)
     p.add_argument("checkpoint", help="model_ema_bf16.pth or .safetensors")
-    p.add_argument("--variant", help="registry name, experiment name or registry key (see `pid variants`)")
-    p.add_argument("--config", help="JSON file of reference PidNet kwargs, for checkpoints outside the registry")
-    p.add_argument("--json", action="store_true")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("decode", help="decode a latent file into PNG images")
+    p = sub.add_parser("decode", help="decode a latent file into images", formatter_class=fmt)
     p.add_argument("latent", help=".safetensors or .pt holding one [B, C, h, w] or [C, h, w] tensor")
     p.add_argument("--checkpoint", required=True, help="model_ema_bf16.pth or .safetensors")
-    p.add_argument("--variant", help="registry name, experiment name or registry key (see `pid variants`)")
-    p.add_argument("--config", help="JSON file of reference PidNet kwargs, for checkpoints outside the registry")
-    p.add_argument("--sigma", default="0.0", help="noise level of the latent, or one per sample: 0.3,0.5 (default 0)")
+    _add_model_args(p)
+    p.add_argument("--sigma", default="0.0", help="noise level of the latent, or one per sample: 0.3,0.5")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--caption", help="caption text (needs the Gemma encoder: pip install 'pid[text]')")
     group.add_argument("--caption-embeds", help="safetensors/.pt file of caption embeddings (pid encode-caption)")
     p.add_argument("--latent-format", choices=("normalized", "raw"), default="normalized",
-                   help="normalized (what the LDM denoises; default) or raw VAE moments")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--sampler", choices=("student", "dpm++2m"))
-    p.add_argument("--cfg-scale", type=float)
-    p.add_argument("--shift", type=float)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", help="output size N or WxH (default: the latent's natural size)")
-    p.add_argument("--device", default="cpu")
+                   help="normalized (what the LDM denoises) or raw VAE moments")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the variant's)")
+    p.add_argument("--sampler", choices=("student", "dpm++2m"), help="default: the variant's")
+    p.add_argument("--cfg-scale", type=float, help="teacher guidance (default: the variant's)")
+    p.add_argument("--shift", type=float, help="teacher flow shift (default: the variant's dynamic shift)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial and re-noising noise")
+    p.add_argument("--size", help="output size N or WxH (width x height; default: the latent's natural size)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("float32", "reference", "fast"),
                    help="float32 (CPU default), reference (official: fp32 weights + bf16 autocast; GPU default), "
                         "fast (bf16 weights + fused kernels)")
-    p.add_argument("--out", default="pid.png", help="PNG path (batches get _0, _1, ... suffixes)")
+    p.add_argument("--pixel-chunk", default="auto", help="patches per chunk of the pixel blocks (bounds memory): N, "
+                   "auto (from the free GPU memory) or none")
+    p.add_argument("--force", action="store_true", help="decode even when the memory estimate exceeds what the "
+                   "device has free")
+    p.add_argument("--out", default="pid.png", help="an image (.png, .jpg, .webp; batches get _0, _1, ... suffixes) "
+                   "or .safetensors (float32 images in [-1, 1], [B, 3, H, W], key 'images')")
     _add_attention_args(p)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("convert", help="write a checkpoint as bf16 safetensors (no net. prefix, variant metadata)")
+    p = sub.add_parser("convert", help="write a checkpoint as bf16 safetensors (no net. prefix, variant metadata)",
+                       formatter_class=fmt)
     p.add_argument("checkpoint")
-    p.add_argument("out")
-    p.add_argument("--variant")
-    p.add_argument("--config")
+    p.add_argument("out", help="the .safetensors file to write")
+    _add_model_args(p)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("encode-caption", help="encode a caption with Gemma-2 into an embeddings file")
+    p = sub.add_parser("encode-caption", help="encode a caption with Gemma-2 into an embeddings file",
+                       formatter_class=fmt)
     p.add_argument("caption", nargs="+", help="one or more captions")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.add_argument("--model", default="Efficient-Large-Model/gemma-2-2b-it", help="model id or local folder")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where Gemma-2 runs: cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_encode_caption)
 
-    p = sub.add_parser("variants", help="list the released checkpoints pid knows")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("variants", help="list the released checkpoints pid knows", formatter_class=fmt)
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_variants)
 
-    p = sub.add_parser("bench", help="time whole decodes: seconds, TFLOP/s, peak memory vs the estimate")
+    p = sub.add_parser("bench", help="time whole decodes: seconds, TFLOP/s, peak memory vs the estimate",
+                       formatter_class=fmt)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="a checkpoint to time (default: --arch with random weights)")
     source.add_argument("--arch", choices=("full", "small", "tiny"), default="full",
-                        help="random-weight network: full (the released 1.40 B), small, tiny (default full)")
-    p.add_argument("--variant")
-    p.add_argument("--config")
-    p.add_argument("--sizes", default="1024", help="square output sides, comma-separated (default 1024)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast")
+                        help="random-weight network: full (the released 1.40 B), small, tiny")
+    _add_model_args(p)
+    p.add_argument("--sizes", default="1024", help="square output sides, comma-separated")
+    p.add_argument("--batch", type=int, default=1, help="images per decode")
+    p.add_argument("--steps", type=int, default=4, help="sampler steps")
+    p.add_argument("--repeats", type=int, default=3, help="timed decodes per size")
+    p.add_argument("--warmup", type=int, default=1, help="untimed decodes first")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast", help="precision regime")
     p.add_argument("--cuda-graph", action="store_true", help="capture each size's decode once and replay it")
     p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the FLOP-floor ratio")
     p.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory run")
-    p.add_argument("--json", help="write the rows here")
+    p.add_argument("--json", help="write the rows here (.json)")
     _add_attention_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("selftest", help="check the install: compiled kernels, a tiny network, golden parity")
+    p = sub.add_parser("selftest", help="check the install: compiled kernels, a tiny network, golden parity",
+                       formatter_class=fmt)
     p.add_argument("--golden-dir", help="folder of reference parity cases (default: $PID_GOLDEN_DIR or "
                                         "../shared/golden)")
     p.set_defaults(func=cmd_selftest)
     return parser
 
 
+def _user_errors() -> tuple:
+    """Exceptions that are the user's to fix: bad input (pid.errors.PidError and other ValueErrors), files and
+    folders (OSError), a missing optional model or package, and running out of memory."""
+    import torch
+
+    from pid.text import TextEncoderUnavailable
+
+    return ValueError, OSError, ImportError, TextEncoderUnavailable, torch.OutOfMemoryError
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text += f": {e.filename}"
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PID_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except ValueError as e:  # pid.errors.PidError, and the ValueErrors of argument checks
-        log.error("%s", e)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        log.error("interrupted")
+        return 130
+    except _user_errors() as e:
+        if debug:
+            raise
+        import torch
+
+        message = _one_line(e)
+        if isinstance(e, torch.OutOfMemoryError):
+            message = ("out of memory: " + message.split(". ")[0] + ". Try --pixel-chunk with a smaller N, --window, "
+                       "a smaller --size or another --device (pid.estimate_memory gives the peak)")
+        log.error("%s", message)
         return 2
 
 

@@ -205,9 +205,13 @@ class PidConfig:
     @classmethod
     def from_reference_kwargs(cls, kwargs: Mapping[str, Any]) -> "PidConfig":
         """Build from the reference `PidNet(**kwargs)` arguments, with the reference defaults."""
+        if not isinstance(kwargs, Mapping):
+            raise ConfigError(f"reference PidNet arguments must be a dict (a JSON object), got {type(kwargs).__name__}")
         unknown = sorted(set(kwargs) - set(REFERENCE_DEFAULTS))
         if unknown:
             raise ConfigError(f"unknown reference PidNet arguments: {unknown}")
+        for key, value in kwargs.items():
+            _check_kwarg_type(key, value)
         a = {**REFERENCE_DEFAULTS, **kwargs}
         if a["lq_inject_mode"] != "controlnet":
             raise ConfigError(f"lq_inject_mode must be 'controlnet', got {a['lq_inject_mode']!r}")
@@ -287,6 +291,25 @@ class PidConfig:
         if unknown:
             raise ConfigError(f"unknown PidConfig fields: {unknown}")
         return cls(**d)
+
+
+def _check_kwarg_type(key: str, value: Any) -> None:
+    """ConfigError unless `value` has the type of the reference argument `key` (None only where its default is)."""
+    default = REFERENCE_DEFAULTS[key]
+    if value is None and default is None:
+        return
+    kind = int if default is None else type(default)  # None defaults are optional sizes
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"reference PidNet argument {key!r} must be {'an' if kind is int else 'a'} {kind.__name__}"
+                          f"{' or null' if default is None else ''}, got {value!r}")
 
 
 def coerce_config(config: "PidConfig | Mapping[str, Any]") -> PidConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -10,7 +11,9 @@ from .config import PidConfig
 TEXT_TOKENS = 300
 
 
+@functools.lru_cache(maxsize=32)
 def _param_count(cfg: PidConfig) -> int:
+    """Parameters of the network a config builds (counted on the meta device, once per config)."""
     import torch
 
     from .nn import PidNet
@@ -111,8 +114,13 @@ def pixel_chunk_for_budget(cfg: PidConfig, budget_bytes: int, precision: str = "
 
 def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, precision: str = "fast",
                     pixel_chunk: Optional[int] = None, txt_len: int = TEXT_TOKENS) -> MemoryEstimate:
-    """Peak memory of `decode` at height × width, before running it. `precision` as in `pid.load`
-    ("float32", "reference", "fast"); `pixel_chunk` as in `decode` (None: unchunked)."""
+    """Peak memory of `decode` at height × width, before running it. `variant_or_config`: a variant name (as
+    `pid.get_variant` takes), a Variant or a PidConfig; `precision` as in `pid.load` ("float32", "reference",
+    "fast"); `pixel_chunk` as in `decode` (None: unchunked)."""
+    if isinstance(variant_or_config, str):
+        from .variants import get_variant
+
+        variant_or_config = get_variant(variant_or_config)
     cfg = getattr(variant_or_config, "config", variant_or_config)
     act = 4 if precision == "float32" else 2  # matrix-product outputs: float32, or bf16 under autocast
     weights = _param_count(cfg) * (2 if precision == "fast" else 4)

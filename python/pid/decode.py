@@ -18,6 +18,7 @@ import torch
 from . import checkpoint
 from .config import PidConfig
 from .decoder import PidDecoder
+from .errors import PidError
 from .nn import PidNet
 from .plan import resolve_precision
 
@@ -38,7 +39,7 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tenso
     autocast regime; default on GPU) or "fast" (bf16 weights, bf16 autocast, fused kernels). `dtype` is the
     older spelling: float32 → the device default, bfloat16 → "fast". attention: the global-attention back end
     ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md)."""
-    device = _check_device(device)
+    device = check_device(device)
     precision = resolve_precision(precision, dtype, device)
     dtype = torch.bfloat16 if precision == "fast" else torch.float32
     path: Optional[Path] = None
@@ -70,11 +71,19 @@ def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[
                 attention=attention).decode(latent, **decode_kwargs)
 
 
-def _check_device(device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was requested but this torch ({torch.__version__}) sees no CUDA GPU; "
-                         "use device='cpu' or install a CUDA build of torch")
+def check_device(device) -> torch.device:
+    """`device` as a torch.device that this machine has; PidError naming the fix otherwise."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise PidError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PidError(f"device {device} was requested but this torch ({torch.__version__}) sees no CUDA GPU; "
+                           "use device='cpu' or install a CUDA build of torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PidError(f"device {device} was requested but this machine has {torch.cuda.device_count()} CUDA "
+                           f"GPU(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

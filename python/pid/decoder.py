@@ -12,6 +12,7 @@ import torch
 from . import sampling
 from . import text as captions
 from .config import PidConfig
+from .errors import LatentError, MemoryBudgetError, NonFiniteOutputError, PidError
 from .nn import PidNet
 from .ops import AttentionAutotune
 from .ops._attention import check_backend
@@ -125,7 +126,7 @@ class PidDecoder:
                output_size: "int | tuple[int, int] | None" = None, latent_format: str = "normalized",
                latent_space=None, output: str = "tensor", progress: bool = True, text_encoder=None,
                window: Optional[int] = None, pixel_window: "int | str | None" = "same",
-               pixel_chunk: "int | str | None" = "auto", cuda_graph: bool = False):
+               pixel_chunk: "int | str | None" = "auto", cuda_graph: bool = False, check_memory: bool = True):
         """Decode a latent [B, C, h, w] (or [C, h, w]) into images.
 
         sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
@@ -142,18 +143,24 @@ class PidDecoder:
         memory, None never chunks). `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
         on the first call for a given shape and setting and replays it afterwards, which removes the per-kernel
         launch cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4 are kept;
-        `release_graphs()` frees them). Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3]
-        (`"numpy"`) or PIL images."""
+        `release_graphs()` frees them). `output_size`: N, or (height, width), the default the latent's natural size.
+
+        Before anything is allocated, the decode's peak memory is estimated (`pid.estimate_memory`) and compared with
+        what the device has free: too much raises MemoryBudgetError with the options that fit (`check_memory=False`
+        tries anyway). A result with NaN or infinite values raises NonFiniteOutputError, never returns.
+        Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3] (`"numpy"`) or PIL images."""
         if output not in ("tensor", "numpy", "pil"):
-            raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
+            raise PidError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
         if cuda_graph and self.device.type != "cuda":
-            raise ValueError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {self.device}")
+            raise PidError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {self.device}")
         latent = self._prepare_latent(latent, latent_format, latent_space)
         B, _, h, w = latent.shape
         H, W = self._output_size(h, w, output_size)
         settings = self._sampler_settings(sampler, steps, cfg_scale, shift, H, W)
         plan = self._call_plan(window, pixel_window, pixel_chunk, B * (H // self.config.patch_size)
                                * (W // self.config.patch_size), cuda_graph)
+        if check_memory:
+            self._check_memory(B, H, W, plan)
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(int(seed))
         inputs = self._prepare_inputs(latent, sigma, caption, caption_embeds, negative_caption_embeds, text_encoder,
@@ -169,6 +176,7 @@ class PidDecoder:
             callback = _Progress(settings.name, settings.steps, B, H, W, enabled=progress)
             images = self._sample(inputs, settings, plan, time_conds, generator, callback)
             callback.close()
+        self._check_finite(images, inputs.latent)
         return _format_output(images.clamp(-1, 1), output)
 
     def release_graphs(self) -> None:
@@ -235,7 +243,7 @@ class PidDecoder:
         if noise is None:
             noise = torch.randn((B, 3, H, W), generator=generator, device=self.device, dtype=torch.float32)
         elif tuple(noise.shape) != (B, 3, H, W):
-            raise ValueError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
+            raise PidError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
         noise = self._to_device(noise, "noise").float()
         if cuda_graph and settings.name == "student" and step_noises is None:
             # A graph replays fixed buffers: draw the re-noising noises now, in the order the loop would.
@@ -259,13 +267,13 @@ class PidDecoder:
         if latent.ndim == 3:
             latent = latent[None]
         if latent.ndim != 4 or not latent.is_floating_point():
-            raise ValueError(f"latent must be a floating-point [B, C, h, w] tensor, got {latent.dtype} "
+            raise PidError(f"latent must be a floating-point [B, C, h, w] tensor, got {latent.dtype} "
                              f"{tuple(latent.shape)}")
         latent = self._to_device(latent, "latent")
         if not torch.isfinite(latent).all():
-            raise ValueError("latent contains NaN or Inf values: check the LDM output (e.g. a VAE run in float16)")
+            raise PidError("latent contains NaN or Inf values: check the LDM output (e.g. a VAE run in float16)")
         if latent_format not in ("normalized", "raw"):
-            raise ValueError(f"latent_format must be 'normalized' or 'raw', got {latent_format!r}")
+            raise PidError(f"latent_format must be 'normalized' or 'raw', got {latent_format!r}")
         space = latent_space
         if space is None and self.variant is not None:
             space = self.variant.latent
@@ -273,21 +281,26 @@ class PidDecoder:
             space = latent_spaces.get_latent_space(space)
         if latent_format == "raw":
             if space is None:
-                raise ValueError("latent_format='raw' needs the latent space: load a registry variant or pass "
+                raise PidError("latent_format='raw' needs the latent space: load a registry variant or pass "
                                  "latent_space= (a pid.latents object)")
             latent = space.normalize(latent)
         if space is not None:
             latent_spaces.check_latent(latent, space)
         C = self.config.lq_latent_channels
         if latent.shape[1] != C:
-            raise ValueError(f"this decoder takes {C}-channel latents, got {latent.shape[1]} channels")
+            raise PidError(f"this decoder takes {C}-channel latents, got {latent.shape[1]} channels")
         # The reference entry points hand PiD a bf16 latent; the network up-casts it.
-        return latent.to(torch.bfloat16).to(torch.float32)
+        rounded = latent.to(torch.bfloat16).to(torch.float32)
+        if not torch.isfinite(rounded).all():
+            raise LatentError(f"latent values up to {latent.abs().max().item():.3g} overflow bfloat16 (largest finite "
+                              "value 3.39e38), the dtype PiD takes latents in: a normalised latent is of order 1, so "
+                              "check its normalisation (latent_format='raw' for raw VAE moments)")
+        return rounded
 
     def _to_device(self, t: torch.Tensor, what: str) -> torch.Tensor:
         """CPU tensors move to the decoder's device; a tensor on another accelerator is an error."""
         if t.device.type != "cpu" and t.device != self.device:
-            raise ValueError(f"{what} is on {t.device} but the decoder is on {self.device}: move it with "
+            raise PidError(f"{what} is on {t.device} but the decoder is on {self.device}: move it with "
                              f".to({str(self.device)!r}), or load the decoder with device={str(t.device)!r}")
         return t.to(self.device)
 
@@ -298,18 +311,66 @@ class PidDecoder:
             H, W = natural
         else:
             H, W = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-            if H % cfg.patch_size or W % cfg.patch_size:
-                raise ValueError(f"output_size {H}x{W} must be a multiple of {cfg.patch_size} in both sides, e.g. "
-                                 f"{H // cfg.patch_size * cfg.patch_size}x{W // cfg.patch_size * cfg.patch_size}")
+            p = cfg.patch_size
+            if H < p or W < p or H % p or W % p:
+                raise PidError(f"output size {W}x{H} (width x height) must be a positive multiple of {p} in both "
+                                 f"sides, e.g. {max(p, W // p * p)}x{max(p, H // p * p)}")
             if (H, W) != natural:
-                log.warning("output size %dx%d differs from the latent's natural %dx%d: the latent features are "
-                            "nearest-resized to the patch grid, which is outside what PiD was trained on",
-                            H, W, *natural)
+                log.warning("output size %dx%d (width x height) differs from the latent's natural %dx%d: the latent "
+                            "features are nearest-resized to the patch grid, which is outside what PiD was trained on",
+                            W, H, natural[1], natural[0])
         if self.variant is not None and not self.variant.in_trained_envelope(H, W):
             log.warning("%dx%d is outside the sizes %s was trained at (%s); quality is not characterised there",
                         W, H, self.variant.name, "see Variant.trained_sizes" if self.variant.trained_sizes
                         else f"sides {self.variant.trained_side_range}")
         return H, W
+
+    def _check_memory(self, batch: int, H: int, W: int, plan: ExecutionPlan) -> None:
+        """MemoryBudgetError when the estimated peak (beyond the resident weights) exceeds the device's free memory."""
+        from .cost import estimate_memory, pixel_chunk_for_budget
+        from .memory import available_bytes
+
+        free = available_bytes(self.device)
+        if free is None:
+            return
+        est = estimate_memory(self.config, H, W, batch, self.precision, plan.pixel_chunk)
+        need = est.peak - est.weights
+        if need <= free:
+            return
+        gib = 2.0**30
+        options = []
+        if est.stage in ("pixel blocks", "final layer"):
+            chunk = pixel_chunk_for_budget(self.config, free // 2, self.precision)
+            chunked = estimate_memory(self.config, H, W, batch, self.precision, chunk)
+            if chunked.peak - chunked.weights <= free:
+                options.append(f"pixel_chunk={chunk} (CLI --pixel-chunk {chunk}: "
+                               f"{(chunked.peak - chunked.weights) / gib:.2f} GiB)")
+        if batch > 1:
+            options.append("a smaller batch")
+        options += ["a smaller output size", "another device"]
+        raise MemoryBudgetError(
+            f"a {W}x{H} decode of {batch} image(s) needs about {need / gib:.2f} GiB beyond the weights "
+            f"({est.stage} at its peak; pid.estimate_memory) but {self.device} has {free / gib:.2f} GiB free. "
+            f"Options: {'; '.join(options)}; or check_memory=False (CLI --force) to try anyway")
+
+    def _check_finite(self, images: torch.Tensor, latent: torch.Tensor) -> None:
+        """NonFiniteOutputError naming the likely cause when the decode produced NaN or infinite values."""
+        finite = torch.isfinite(images)
+        if bool(finite.all()):
+            return
+        bad = int((~finite).sum())
+        weights = [name for name, p in self.net.named_parameters() if not bool(torch.isfinite(p).all())]
+        if weights:
+            cause = (f"the network's weights hold NaN or Inf ({len(weights)} tensors, e.g. {weights[0]}): the "
+                     "checkpoint is damaged; download it again")
+        else:
+            cause = (f"the largest |latent| value is {latent.abs().max().item():.3g}, and the network overflowed: a "
+                     "normalised latent is of order 1, so check its normalisation (latent_format='raw' for raw VAE "
+                     "moments)")
+        if self.precision != "float32" and not weights:
+            cause += f"; or {self.precision} precision overflowed where float32 would not (precision='float32')"
+        raise NonFiniteOutputError(f"the decode produced {bad} NaN or infinite values of {images.numel()}, so no image "
+                                   f"is returned: {cause}")
 
     def _call_plan(self, window, pixel_window, pixel_chunk, patches: int, cuda_graph: bool) -> ExecutionPlan:
         """The decoder's plan with this decode's windows and pixel chunks."""
@@ -318,7 +379,7 @@ class PidDecoder:
         if pixel_chunk == "auto":
             pixel_chunk = self._auto_pixel_chunk(patches)
         elif pixel_chunk is not None and (not isinstance(pixel_chunk, int) or pixel_chunk < 1):
-            raise ValueError(f"pixel_chunk must be a positive number of patches, 'auto' or None, got {pixel_chunk!r}")
+            raise PidError(f"pixel_chunk must be a positive number of patches, 'auto' or None, got {pixel_chunk!r}")
         plan = self.plan.replace(window=window, pixel_window=pixel_window, pixel_chunk=pixel_chunk,
                                  autocast_cache=not cuda_graph)
         if (plan.window or plan.pixel_window) and self.device.type == "cuda":
@@ -341,11 +402,11 @@ class PidDecoder:
         defaults = self.variant.sampler if self.variant is not None else None
         name = sampler or (defaults.sampler if defaults else "student")
         if name not in ("student", "dpm++2m"):
-            raise ValueError(f"sampler must be 'student' or 'dpm++2m', got {name!r}")
+            raise PidError(f"sampler must be 'student' or 'dpm++2m', got {name!r}")
         if steps is None:
             steps = defaults.steps if defaults and defaults.sampler == name else (4 if name == "student" else 25)
         if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+            raise PidError(f"steps must be >= 1, got {steps}")
         if name == "student":
             if cfg_scale is not None or shift is not None:
                 log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
@@ -370,7 +431,7 @@ def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
     """The network's per-sample σ [B], validated for a decode: σ ∈ [0, 1]."""
     sigma = PidNet.sigma_per_sample(sigma, batch, device)
     if not torch.isfinite(sigma).all() or (sigma < 0).any() or (sigma > 1).any():
-        raise ValueError(f"sigma must lie in [0, 1] (0 = clean latent), got {sigma.tolist()}")
+        raise PidError(f"sigma must lie in [0, 1] (0 = clean latent), got {sigma.tolist()}")
     return sigma
 
 
@@ -434,8 +495,8 @@ def _copy_into(static, value) -> None:
 
 
 class _Progress:
-    """Sampler callback: a progress bar (tqdm, on stderr) when enabled, a debug log line per step, and one
-    info line with the total time."""
+    """Sampler callback: a progress bar (tqdm, on stderr) when enabled and stderr is a terminal (no carriage-return
+    noise in logs), a debug log line per step, and one info line with the total time."""
 
     def __init__(self, name: str, steps: int, batch: int, height: int, width: int, enabled: bool = True):
         self.name, self.start = name, time.perf_counter()
@@ -444,7 +505,7 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=steps, desc=f"pid {name}", unit="step", leave=False)
+            self.bar = tqdm(total=steps, desc=f"pid {name}", unit="step", leave=False, disable=None)  # None: TTY only
 
     def __call__(self, step: int, total: int, x: torch.Tensor) -> None:
         log.debug("%s step %d/%d", self.name, step + 1, total)
@@ -457,11 +518,16 @@ class _Progress:
         log.info("decoded %s with the %s sampler in %.2f s", self.what, self.name, time.perf_counter() - self.start)
 
 
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Images [B, 3, H, W] in [-1, 1] → uint8 pixels [B, H, W, 3] on the CPU, as the reference saves them:
+    (x + 1)·127.5 truncated."""
+    return ((images.float() + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
 def _format_output(images: torch.Tensor, output: str):
     if output == "tensor":
         return images
-    # The reference's image saving: (x + 1)·127.5 truncated to uint8.
-    pixels = ((images.float() + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    pixels = to_pixels(images)
     if output == "numpy":
         return pixels.numpy()
     try:

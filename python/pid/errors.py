@@ -26,6 +26,14 @@ class CaptionEmbedsError(PidError):
     """Caption embeddings that cannot be read or do not have the shape/values PiD needs."""
 
 
+class NonFiniteOutputError(PidError):
+    """A decode produced NaN or infinite values (never saved as an image): the message says where they came from."""
+
+
+class MemoryBudgetError(PidError):
+    """A decode that would need more memory than its device has; the message gives the estimate and what fits."""
+
+
 class UnknownVariantError(PidError, KeyError):
     """A variant name that is not in the registry (also a KeyError, as a failed lookup)."""
 

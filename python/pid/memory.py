@@ -42,3 +42,29 @@ class TensorMemoryTracker(TorchDispatchMode):
 
 def parameter_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def available_bytes(device: torch.device) -> "int | None":
+    """Memory a new allocation can use on `device`: on CUDA the device's free memory plus what PyTorch's caching
+    allocator holds unused; on the CPU the kernel's MemAvailable, capped by the memory cgroup's remaining limit where
+    there is one (containers). None where it cannot be known (another OS or device type)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)  # PyTorch's allocator reuses what it holds but does not use
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:  # cgroup v2
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            used = int(open("/sys/fs/cgroup/memory.current").read())
+            available = min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available

@@ -14,6 +14,7 @@ from typing import Optional
 
 import torch
 
+from .errors import PidError
 from .ops import AttentionAutotune, default_attention_backend
 from .ops._attention import check_backend
 
@@ -54,12 +55,12 @@ class ExecutionPlan:
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise PidError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         check_backend(self.attention)
         for name in ("window", "pixel_window", "pixel_chunk"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive int (patches) or None, got {value!r}")
+                raise PidError(f"{name} must be a positive int (patches) or None, got {value!r}")
 
     @classmethod
     def for_precision(cls, precision: str, **fields) -> "ExecutionPlan":
@@ -102,11 +103,11 @@ def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
         if dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16, or choose "
+            raise PidError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16, or choose "
                              f"precision= one of {PRECISIONS}")
         implied = "fast" if dtype == torch.bfloat16 else None
         if precision is not None and implied is not None and precision != implied:
-            raise ValueError(f"dtype={dtype} and precision={precision!r} contradict each other: bf16 weights are "
+            raise PidError(f"dtype={dtype} and precision={precision!r} contradict each other: bf16 weights are "
                              "the 'fast' regime; pass only precision=")
         precision = precision or implied
     if precision is None and weights_dtype == torch.bfloat16:
@@ -114,8 +115,8 @@ def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch
     if precision is None:
         precision = "reference" if torch.device(device).type == "cuda" else "float32"
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise PidError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if weights_dtype is not None and weights_dtype != (torch.bfloat16 if precision == "fast" else torch.float32):
-        raise ValueError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
+        raise PidError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
                          f"the network holds {weights_dtype}: convert it with net.to(...) or use pid.load(precision=...)")
     return precision

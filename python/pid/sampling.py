@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from pid import ops
+from pid.errors import PidError
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, number of steps, state after it)
@@ -31,7 +32,7 @@ def student_schedule(steps: int = STUDENT_STEPS, t_list: Optional[Sequence[float
     configured 4 steps; for other counts the entries at round(linspace(0, len − 1, steps + 1)) (round half to
     even, so steps > 4 repeat times); one step is the special single call at t = 1.0."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise PidError(f"steps must be >= 1, got {steps}")
     if steps == 1:
         return torch.tensor([STUDENT_ONE_STEP_TIME, 0.0])
     full = torch.tensor(STUDENT_T_LIST if t_list is None else list(t_list), dtype=torch.float32)
@@ -40,7 +41,7 @@ def student_schedule(steps: int = STUDENT_STEPS, t_list: Optional[Sequence[float
     else:
         grid = full[torch.linspace(0, len(full) - 1, steps + 1).round().long()]
     if abs(grid[-1].item()) > 1e-6:
-        raise ValueError(f"a student time list must end at 0, got {grid.tolist()}")
+        raise PidError(f"a student time list must end at 0, got {grid.tolist()}")
     return grid
 
 
@@ -65,13 +66,13 @@ def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int =
     to float32, then x_next = (1 − t_next)·x0 + t_next·ε in float32 (or x_next = x0 at t_next = 0); its PyTorch
     reference with `use_kernel=False`."""
     if mode not in ("sde", "ode"):
-        raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
+        raise PidError(f"mode must be 'sde' or 'ode', got {mode!r}")
     host_grid = student_schedule(steps, t_list)  # float32 on the CPU: the step scalars come from here
     times = host_grid.tolist()  # the float32 entries as Python floats (exact)
     n = len(times) - 1
     n_draws = sum(1 for t in times[1:] if t > 0) if mode == "sde" else 0
     if step_noises is not None and len(step_noises) != n_draws:
-        raise ValueError(f"step_noises must hold {n_draws} tensors for {steps} {mode} steps, got {len(step_noises)}")
+        raise PidError(f"step_noises must hold {n_draws} tensors for {steps} {mode} steps, got {len(step_noises)}")
     B = noise.shape[0]
     x = noise
     draw = 0
@@ -86,7 +87,7 @@ def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int =
             if step_noises is not None:
                 eps = step_noises[draw].to(device=x.device, dtype=x.dtype)
                 if eps.shape != x.shape:
-                    raise ValueError(f"step_noises[{draw}] has shape {tuple(eps.shape)}, expected {tuple(x.shape)}")
+                    raise PidError(f"step_noises[{draw}] has shape {tuple(eps.shape)}, expected {tuple(x.shape)}")
             else:
                 eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
             draw += 1
@@ -106,7 +107,7 @@ def flow_timesteps(steps: int, shift: float, t_start: float = 1.0, t_end: float 
     """The "time_uniform_flow" grid: u = 1 − linspace(t_start, t_end, N + 1), t = s·u / (1 + (s − 1)·u),
     flipped so it runs from ≈1 down to exactly 0 (float32)."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise PidError(f"steps must be >= 1, got {steps}")
     u = 1.0 - torch.linspace(t_start, t_end, steps + 1)
     return (shift * u / (1 + (shift - 1) * u)).flip(0)
 

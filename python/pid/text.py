@@ -20,7 +20,8 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from .errors import CaptionEmbedsError
+from .atomic import atomic_path
+from .errors import CaptionEmbedsError, PidError
 from .tensor_file import read_tensor_file
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,11 @@ def encode_with_chi_prompt(tokenizer: Any, model: Any, captions: Union[str, Sequ
     """
     captions = [captions] if isinstance(captions, str) else list(captions)
     if not captions:
-        raise ValueError("no captions to encode")
+        raise PidError("no captions to encode")
     if not all(isinstance(c, str) for c in captions):
         raise TypeError(f"captions must be strings, got {[type(c).__name__ for c in captions]}")
     if getattr(tokenizer, "padding_side", "right") != "right":
-        raise ValueError(f"the tokenizer pads on the {tokenizer.padding_side!r}; the reference token selection "
+        raise PidError(f"the tokenizer pads on the {tokenizer.padding_side!r}; the reference token selection "
                          "needs right padding (set tokenizer.padding_side = 'right')")
 
     if prefix:
@@ -90,7 +91,7 @@ def encode_with_chi_prompt(tokenizer: Any, model: Any, captions: Union[str, Sequ
     else:
         max_len = txt_len
     if max_len < txt_len:
-        raise ValueError(f"prefix {prefix!r} tokenizes to fewer than 2 tokens: the {txt_len}-token window would "
+        raise PidError(f"prefix {prefix!r} tokenizes to fewer than 2 tokens: the {txt_len}-token window would "
                          "overlap the BOS position")
 
     tokens = tokenizer([prefix + c for c in captions], max_length=max_len, padding="max_length",
@@ -105,7 +106,7 @@ def encode_with_chi_prompt(tokenizer: Any, model: Any, captions: Union[str, Sequ
     out = model(input_ids=input_ids, attention_mask=attention_mask)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     if hidden.ndim != 3 or tuple(hidden.shape[:2]) != (len(captions), max_len):
-        raise ValueError(f"model returned hidden states of shape {tuple(hidden.shape)}, expected "
+        raise PidError(f"model returned hidden states of shape {tuple(hidden.shape)}, expected "
                          f"[{len(captions)}, {max_len}, D] (did the tokenizer pad to max_length?)")
     keep = [0] + list(range(max_len - txt_len + 1, max_len))
     return hidden[:, keep]
@@ -172,7 +173,7 @@ class CaptionEncoder:
         """CHI-prefixed captions → `[B, 300, 2304]` in the encoder dtype, on the encoder device."""
         captions = [captions] if isinstance(captions, str) else list(captions)
         if not captions:
-            raise ValueError("no captions to encode")
+            raise PidError("no captions to encode")
         chunks = [encode_with_chi_prompt(self.tokenizer, self.model, captions[i:i + batch_size], device=self.device)
                   for i in range(0, len(captions), batch_size)]
         return torch.cat(chunks)
@@ -218,10 +219,11 @@ def _check_embeds(t: Any, what: str, *, dim: Optional[int] = TXT_DIM, txt_len: O
 def save_caption_embeds(path: PathLike, embeds: torch.Tensor, captions: Optional[Union[str, Sequence[str]]] = None,
                         model_id: str = DEFAULT_MODEL_ID) -> Path:
     """Write `[B, 300, D]` (or `[300, D]`) embeddings to `path` (`.safetensors`), dtype kept, tensor name
-    `caption_embeds`, with the caption texts (JSON list) and the text model id in the metadata."""
+    `caption_embeds`, with the caption texts (JSON list) and the text model id in the metadata. Atomic: a failed
+    or interrupted write leaves the old file."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"caption embeddings are written as .safetensors, got {str(path)!r}")
+        raise PidError(f"caption embeddings are written as .safetensors, got {str(path)!r}")
     from safetensors.torch import save_file
 
     embeds = _check_embeds(embeds, "caption embeddings", dim=None)
@@ -229,9 +231,10 @@ def save_caption_embeds(path: PathLike, embeds: torch.Tensor, captions: Optional
     if captions is not None:
         captions = [captions] if isinstance(captions, str) else list(captions)
         if len(captions) != embeds.shape[0]:
-            raise ValueError(f"{len(captions)} captions for {embeds.shape[0]} embeddings")
+            raise PidError(f"{len(captions)} captions for {embeds.shape[0]} embeddings")
         metadata[CAPTIONS_METADATA_KEY] = json.dumps(captions, ensure_ascii=False)
-    save_file({EMBEDS_KEY: embeds.detach().to("cpu").contiguous()}, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file({EMBEDS_KEY: embeds.detach().to("cpu").contiguous()}, str(tmp), metadata=metadata)
     return path
 
 
@@ -315,15 +318,13 @@ class CaptionCache:
     def put(self, model_id: str, caption: str, embeds: torch.Tensor) -> None:
         embeds = _check_embeds(embeds, f"embeddings for caption {caption!r}", dim=None)
         if embeds.shape[0] != 1:
-            raise ValueError(f"one caption's embeddings must be [300, D] or [1, 300, D], got {list(embeds.shape)}")
+            raise PidError(f"one caption's embeddings must be [300, D] or [1, 300, D], got {list(embeds.shape)}")
         entry = embeds[0].detach().to("cpu").clone()
         self._memory[(model_id, caption)] = entry
         file = self._file(model_id, caption)
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.safetensors")
-            save_caption_embeds(tmp, entry, [caption], model_id=model_id)
-            os.replace(tmp, file)  # atomic: a concurrent reader never sees half a file
+            save_caption_embeds(file, entry, [caption], model_id=model_id)  # atomic: readers never see half a file
 
     def encode(self, encoder: Any, captions: Union[str, Sequence[str]], model_id: Optional[str] = None
                ) -> torch.Tensor:
@@ -331,7 +332,7 @@ class CaptionCache:
         `model_id` defaults to `encoder.model_id`."""
         captions = [captions] if isinstance(captions, str) else list(captions)
         if not captions:
-            raise ValueError("no captions to encode")
+            raise PidError("no captions to encode")
         model_id = str(model_id if model_id is not None else encoder.model_id)
         misses = list(dict.fromkeys(c for c in captions if self.get(model_id, c) is None))
         if misses:
@@ -339,7 +340,7 @@ class CaptionCache:
                      len(set(captions)) - len(misses))
             fresh = encoder.encode(misses)
             if fresh.shape[0] != len(misses):
-                raise ValueError(f"encoder returned {fresh.shape[0]} embeddings for {len(misses)} captions")
+                raise PidError(f"encoder returned {fresh.shape[0]} embeddings for {len(misses)} captions")
             for caption, embeds in zip(misses, fresh):
                 self.put(model_id, caption, embeds)
         return torch.stack([self._memory[(model_id, c)] for c in captions])
@@ -370,7 +371,7 @@ def resolve_caption_embeds(batch_size: int, caption: Optional[Union[str, Sequenc
     (bf16; CPU for encoded captions): the caller casts.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise PidError(f"batch_size must be >= 1, got {batch_size}")
     if caption_embeds is not None:
         if caption is not None:
             log.warning("both caption and caption_embeds given: using caption_embeds")
@@ -382,17 +383,17 @@ def resolve_caption_embeds(batch_size: int, caption: Optional[Union[str, Sequenc
             return embeds
         if embeds.shape[0] == 1:
             return embeds.expand(batch_size, -1, -1).contiguous()
-        raise ValueError(f"caption_embeds holds {embeds.shape[0]} captions for a batch of {batch_size}; "
+        raise PidError(f"caption_embeds holds {embeds.shape[0]} captions for a batch of {batch_size}; "
                          "give one (broadcast) or one per batch item")
 
     if caption is None:
-        raise ValueError(_no_caption_message())
+        raise PidError(_no_caption_message())
     if isinstance(caption, str):
         captions = [caption] * batch_size
     else:
         captions = list(caption)
         if len(captions) != batch_size:
-            raise ValueError(f"{len(captions)} captions for a batch of {batch_size}; give one string (broadcast) "
+            raise PidError(f"{len(captions)} captions for a batch of {batch_size}; give one string (broadcast) "
                              "or one per batch item")
     cache = cache if cache is not None else CaptionCache()  # (an empty cache is falsy: it has __len__)
     embeds = cache.encode(encoder if encoder is not None else _LazyDefaultEncoder(), captions)
@@ -405,7 +406,7 @@ def encode_caption_command(captions: Sequence[str], out: PathLike, model_id: Pat
     """Body of `pid encode-caption`: encode `captions` with Gemma and write one `.safetensors` file to `out`."""
     captions = [captions] if isinstance(captions, str) else list(captions)
     if not captions:
-        raise ValueError("give at least one caption (\"\" is the 'no caption' condition)")
+        raise PidError("give at least one caption (\"\" is the 'no caption' condition)")
     encoder = CaptionEncoder(model_id, device=device, local_files_only=local_files_only)
     embeds = encoder.encode(captions)
     path = save_caption_embeds(out, embeds, captions, model_id=str(model_id))

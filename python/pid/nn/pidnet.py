@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import PidConfig
+from ..errors import PidError
 from ..plan import ExecutionPlan
 from .latent_adapter import GateInput, LatentProjection, SigmaGate
 from .layers import FinalLayer, PixelEmbedder, TimestepEmbedder, TokenEmbedder, pixel_sincos_axes
@@ -150,7 +151,7 @@ class PidNet(nn.Module):
         p = cfg.patch_size
         Hs, Ws = H // p, W // p
         if cond is not None and tuple(cond.grid) != (Hs, Ws):
-            raise ValueError(f"the latent condition was computed for a {cond.grid} patch grid, but x "
+            raise PidError(f"the latent condition was computed for a {cond.grid} patch grid, but x "
                              f"{H}x{W} has a {(Hs, Ws)} grid; call encode_condition with grid={(Hs, Ws)}")
         time = t if isinstance(t, TimeCondition) else self.encode_time(t, plan)
         img_rope = self.image_rope(Hs, Ws, x.device)
@@ -197,19 +198,19 @@ class PidNet(nn.Module):
     def _check_inputs(self, x, t, y, lq_latent):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"x must be [B, {cfg.in_channels}, H, W], got {tuple(x.shape)}")
+            raise PidError(f"x must be [B, {cfg.in_channels}, H, W], got {tuple(x.shape)}")
         B, _, H, W = x.shape
         if H % cfg.patch_size or W % cfg.patch_size:
-            raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {cfg.patch_size}; "
+            raise PidError(f"image size {H}x{W} is not a multiple of the patch size {cfg.patch_size}; "
                              f"use a size such as {H // cfg.patch_size * cfg.patch_size or cfg.patch_size}x"
                              f"{W // cfg.patch_size * cfg.patch_size or cfg.patch_size}")
         if t.numel() != B:
-            raise ValueError(f"t must hold one time per sample ([{B}]), got shape {tuple(t.shape)}")
+            raise PidError(f"t must hold one time per sample ([{B}]), got shape {tuple(t.shape)}")
         if y.ndim != 3 or y.shape[0] != B or y.shape[2] != cfg.txt_embed_dim:
-            raise ValueError(f"y must be [{B}, Ltxt, {cfg.txt_embed_dim}] caption embeddings, got {tuple(y.shape)}")
+            raise PidError(f"y must be [{B}, Ltxt, {cfg.txt_embed_dim}] caption embeddings, got {tuple(y.shape)}")
         if lq_latent is not None and (lq_latent.ndim != 4 or lq_latent.shape[0] != B
                                       or lq_latent.shape[1] != cfg.lq_latent_channels):
-            raise ValueError(f"lq_latent must be [{B}, {cfg.lq_latent_channels}, h, w] for this network, got "
+            raise PidError(f"lq_latent must be [{B}, {cfg.lq_latent_channels}, h, w] for this network, got "
                              f"{tuple(lq_latent.shape)}")
         return B, _, H, W
 
@@ -217,13 +218,13 @@ class PidNet(nn.Module):
     def sigma_per_sample(degrade_sigma, batch: int, device) -> torch.Tensor:
         """A float, a sequence or a tensor of noise levels → float32 [batch] (one value broadcasts)."""
         if degrade_sigma is None:
-            raise ValueError("degrade_sigma is required with lq_latent: pass 0.0 for a clean latent, or the "
+            raise PidError("degrade_sigma is required with lq_latent: pass 0.0 for a clean latent, or the "
                              "noise level of a partially denoised one")
         sigma = torch.as_tensor(degrade_sigma, dtype=torch.float32).reshape(-1).to(device)
         if sigma.numel() == 1:
             sigma = sigma.expand(batch).contiguous()
         if sigma.numel() != batch:
-            raise ValueError(f"degrade_sigma must be a float or hold one value per sample ({batch}), "
+            raise PidError(f"degrade_sigma must be a float or hold one value per sample ({batch}), "
                              f"got {sigma.numel()} values")
         return sigma
 

@@ -17,7 +17,7 @@ import torch
 
 from pid import _extension, timing
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, kernel_applies
+from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, kernel_applies
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ def qk_norm_rope(
     results are written to rows ``offsets[i]`` .. ``offsets[i] + N`` of the buffers, which are returned:
     two calls fill the two halves of one joint [text, image] buffer. ``use_kernel=False`` runs the reference.
     """
+    check_one_device("pid.ops.qk_norm_rope", qkv=qkv, q_weight=q_weight, k_weight=k_weight,
+                     **({} if rope is None else {"cos": rope[0], "sin": rope[1]}),
+                     **({} if out is None else {"q_out": out[0], "k_out": out[1]}))
     B, N, three, H, d = qkv.shape
     if three != 3:
         raise ValueError(f"qkv must have shape [B, N, 3, H, head_dim], got {list(qkv.shape)}")
@@ -144,6 +147,7 @@ def attention(
     Computes in the promoted dtype of q, k and v, whatever autocast says. The compiled kernel returns a tensor laid
     out as [B, Sq, H, d] (merging heads is then a free view).
     """
+    check_one_device("pid.ops.attention", q=q, k=k, v=v)
     _check_window(q, k, window, grid, n_text)
     check_backend(backend)
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
@@ -240,11 +244,14 @@ if _extension.available():
 
     @torch.library.register_fake("pid::qk_norm_rope")
     def _qk_norm_rope_fake(qkv, q_weight, k_weight, cos, sin, eps, q_out, q_offset, k_out, k_offset):
+        check_one_device("pid::qk_norm_rope", qkv=qkv, q_weight=q_weight, k_weight=k_weight, cos=cos, sin=sin,
+                         q_out=q_out, k_out=k_out)
         torch._check(qkv.dim() == 5, lambda: f"pid::qk_norm_rope: qkv must be [B, N, 3, H, d], got {list(qkv.shape)}")
         return None
 
     @torch.library.register_fake("pid::attention")
     def _attention_fake(q, k, v, window, grid_h, grid_w, n_text):
+        check_one_device("pid::attention", q=q, k=k, v=v)
         torch._check(q.dim() == 4, lambda: f"pid::attention: q must be [B, H, Sq, d], got {list(q.shape)}")
         B, H, Sq, d = q.shape
         return q.new_empty((B, Sq, H, d)).permute(0, 2, 1, 3)  # the kernel's [B, Sq, H, d] layout

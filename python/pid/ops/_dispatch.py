@@ -33,3 +33,14 @@ def unit_last(t: torch.Tensor) -> torch.Tensor:
 
 def contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if t is None else t.contiguous()
+
+
+def check_one_device(op: str, **tensors: Optional[torch.Tensor]) -> None:
+    """RuntimeError naming `op` unless every given tensor is on one device, as the compiled ops' own checks say. The
+    faces and the fake kernels call it: a meta tensor among CPU ones would otherwise reach an op's fake kernel and
+    come back as an uninitialised CPU tensor."""
+    devices = [(name, t.device) for name, t in tensors.items() if t is not None]
+    first_name, first = devices[0]
+    for name, device in devices[1:]:
+        if device != first:
+            raise RuntimeError(f"{op}: all inputs must be on {first_name}'s device {first}, but {name} is on {device}")

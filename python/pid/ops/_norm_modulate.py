@@ -7,7 +7,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, kernel_applies, unit_last
+from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, kernel_applies, unit_last
 
 
 def _norm_kernel_applies(x, weight, mod_dtype, out_dtype) -> bool:
@@ -37,6 +37,7 @@ def rms_norm_modulate(
     is rounded as :func:`pid.ops.reference.rms_norm_modulate` rounds it; the result is float32 (the
     reference's promoted dtype) or out_dtype (float32 or bfloat16, e.g. the dtype the next Linear computes in).
     """
+    check_one_device("pid.ops.rms_norm_modulate", x=x, weight=weight, shift=shift, scale=scale)
     if (
         x.dim() == 3
         and shift.dim() == 3
@@ -68,6 +69,7 @@ def rms_norm_modulate_pixels(
     chunk k in channels [k*c, (k+1)*c); shift and scale are read from chunks shift_chunk and scale_chunk
     without copies. Returns [N, P*c], float32 or out_dtype.
     """
+    check_one_device("pid.ops.rms_norm_modulate_pixels", x=x, weight=weight, mods=mods)
     if (
         x.dim() == 3
         and mods.dim() == 3
@@ -86,6 +88,7 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, *, use_
     x, y: [B, L, D]; gate: [B, 1, D] (MMDiT, broadcast over L) or [B, L, D], e.g. the strided view
     ``mods[..., k*c:(k+1)*c]`` of a per-pixel modulation chunk (PiT), read in place. float32 or bfloat16.
     """
+    check_one_device("pid.ops.gated_residual", x=x, gate=gate, y=y)
     if (
         x.dim() == 3
         and gate.dim() == 3
@@ -103,11 +106,13 @@ if _extension.available():
 
     @torch.library.register_fake("pid::rms_norm_modulate")
     def _rms_norm_modulate_fake(x, weight, shift, scale, eps, out_dtype=None):
+        check_one_device("pid::rms_norm_modulate", x=x, weight=weight, shift=shift, scale=scale)
         torch._check(x.dim() == 3, lambda: f"pid::rms_norm_modulate: x must have shape [B, L, D], got {list(x.shape)}")
         return x.new_empty(x.shape, dtype=out_dtype or torch.float32)
 
     @torch.library.register_fake("pid::rms_norm_modulate_pixels")
     def _rms_norm_modulate_pixels_fake(x, weight, mods, shift_chunk, scale_chunk, eps, out_dtype=None):
+        check_one_device("pid::rms_norm_modulate_pixels", x=x, weight=weight, mods=mods)
         torch._check(
             x.dim() == 3, lambda: f"pid::rms_norm_modulate_pixels: x must have shape [N, P, c], got {list(x.shape)}"
         )
@@ -115,5 +120,6 @@ if _extension.available():
 
     @torch.library.register_fake("pid::gated_residual")
     def _gated_residual_fake(x, gate, y):
+        check_one_device("pid::gated_residual", x=x, gate=gate, y=y)
         torch._check(x.dim() == 3, lambda: f"pid::gated_residual: x must have shape [B, L, D], got {list(x.shape)}")
         return x.new_empty(x.shape)

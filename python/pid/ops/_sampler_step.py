@@ -9,7 +9,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, contiguous, kernel_applies
+from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, contiguous, kernel_applies
 
 
 def _kernel_ok(use_kernel: bool, x: torch.Tensor, velocities, f32_tensors) -> bool:
@@ -40,6 +40,7 @@ def student_step(
     ``x_next = x0`` when ``eps`` is None (the last step). x, eps: float32; v: float32 or bfloat16, x's shape;
     t, t_next: the schedule's float32 entries (Python floats). Returns x_next, or ``(x_next, x0)``.
     """
+    check_one_device("pid.ops.student_step", x=x, v=v, eps=eps)
     if _kernel_ok(use_kernel, x, [v], [eps]):
         x0 = torch.empty_like(x, memory_format=torch.contiguous_format) if return_x0 and eps is not None else None
         x_next = torch.ops.pid.student_step(x.contiguous(), v.contiguous(), contiguous(eps), float(t), float(t_next), x0)
@@ -62,6 +63,7 @@ def dpm_data_prediction(
     """DPM-Solver++ data prediction on the flow schedule: ``v = v_u + s·(v_c − v_u)`` (or v_c when v_u is None),
     ``ε̂ = (1 − t)·v + x``, ``D = (x − t·ε̂)/(1 − t)``, float32 in this order. x float32; v_c, v_u float32 or
     bfloat16 (one dtype); guidance s and t Python floats (rounded to float32)."""
+    check_one_device("pid.ops.dpm_data_prediction", x=x, v_c=v_c, v_u=v_u)
     if _kernel_ok(use_kernel, x, [v_c, v_u], []):
         return torch.ops.pid.dpm_data_prediction(x.contiguous(), v_c.contiguous(), contiguous(v_u), float(guidance), float(t))
     return reference.dpm_data_prediction(x, v_c, v_u, guidance, t)
@@ -85,6 +87,7 @@ def dpm_step(
     ``x_next = t_ratio·x − αφ·D`` and, at second order (``d_prev`` given), ``x_next −= 0.5αφ·((1/r)·(D − d_prev))``.
     The scalars are float32 values computed by the caller (see pid.sampling.sample_dpmpp_2m). Returns
     ``(x_next, D)``."""
+    check_one_device("pid.ops.dpm_step", x=x, v_c=v_c, v_u=v_u, d_prev=d_prev)
     if _kernel_ok(use_kernel, x, [v_c, v_u], [d_prev]):
         return torch.ops.pid.dpm_step(
             x.contiguous(), v_c.contiguous(), contiguous(v_u), contiguous(d_prev), float(guidance), float(t),
@@ -100,11 +103,13 @@ if _extension.available():
 
     @torch.library.register_fake("pid::student_step")
     def _student_step_fake(x, v, eps, t, t_next, x0_out=None):
+        check_one_device("pid::student_step", x=x, v=v, eps=eps, x0_out=x0_out)
         _check_float32_x("student_step", x)
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake("pid::dpm_step")
     def _dpm_step_fake(x, v_c, v_u, d_prev, guidance, t, t_ratio, alpha_phi, half_alpha_phi, inv_r):
+        check_one_device("pid::dpm_step", x=x, v_c=v_c, v_u=v_u, d_prev=d_prev)
         _check_float32_x("dpm_step", x)
         return (
             torch.empty_like(x, memory_format=torch.contiguous_format),
@@ -113,5 +118,6 @@ if _extension.available():
 
     @torch.library.register_fake("pid::dpm_data_prediction")
     def _dpm_data_prediction_fake(x, v_c, v_u, guidance, t):
+        check_one_device("pid::dpm_data_prediction", x=x, v_c=v_c, v_u=v_u)
         _check_float32_x("dpm_data_prediction", x)
         return torch.empty_like(x, memory_format=torch.contiguous_format)

@@ -6,7 +6,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, kernel_applies
+from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, kernel_applies
 
 _LOGIT_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -35,6 +35,7 @@ def sigma_gate(
     what the official network's ``content_proj`` Linear computes under bfloat16 autocast (G = 1 ignores it).
     ``use_kernel=False`` runs the PyTorch reference (``pid.ops.reference.sigma_gate``).
     """
+    check_one_device("pid.ops.sigma_gate", x=x, lq=lq, lq_logit=lq_logit, w_x=w_x, alpha_sigma=alpha_sigma)
     if logit_dtype not in _LOGIT_DTYPES:
         raise ValueError(f"logit_dtype must be torch.float32 or torch.bfloat16, got {logit_dtype}")
     mixed = x.dtype == torch.float32 and lq.dtype == torch.bfloat16
@@ -64,6 +65,7 @@ def sigma_gate_apply(
     [B, L, G], G = 1 or D, float32 or lq's dtype; alpha_sigma: [B] float32. Math in float32; the result has x's
     dtype.
     """
+    check_one_device("pid.ops.sigma_gate_apply", x=x, lq=lq, logit=logit, alpha_sigma=alpha_sigma)
     if (
         x.dtype in KERNEL_DTYPES
         and (lq.dtype == x.dtype or (x.dtype == torch.float32 and lq.dtype == torch.bfloat16))
@@ -79,10 +81,12 @@ if _extension.available():
 
     @torch.library.register_fake("pid::sigma_gate")
     def _sigma_gate_fake(x, lq, lq_logit, w_x, alpha_sigma):
+        check_one_device("pid::sigma_gate", x=x, lq=lq, lq_logit=lq_logit, w_x=w_x, alpha_sigma=alpha_sigma)
         torch._check(x.dim() == 3, lambda: f"pid::sigma_gate: x must have shape [B, L, D], got {list(x.shape)}")
         return x.new_empty(x.shape)
 
     @torch.library.register_fake("pid::sigma_gate_apply")
     def _sigma_gate_apply_fake(x, lq, logit, alpha_sigma):
+        check_one_device("pid::sigma_gate_apply", x=x, lq=lq, logit=logit, alpha_sigma=alpha_sigma)
         torch._check(x.dim() == 3, lambda: f"pid::sigma_gate_apply: x must have shape [B, L, D], got {list(x.shape)}")
         return x.new_empty(x.shape)
