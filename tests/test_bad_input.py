@@ -3,6 +3,7 @@ traceback), nothing is lost on a failed or interrupted write, no NaN image, no o
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -86,9 +87,19 @@ CLI_CASES = [
     ("bad sigma", [*DECODE, "--sigma", "high"], "--sigma 'high'"),
     ("sigma out of range", [*DECODE, "--sigma", "1.5"], "sigma must lie in [0, 1]"),
     ("bad pixel chunk", [*DECODE, "--pixel-chunk", "0"], "--pixel-chunk '0'"),
+    ("no steps", [*DECODE, "--steps", "0"], "steps must be >= 1"),
+    ("NaN guidance", [*DECODE, "--sampler", "dpm++2m", "--cfg-scale", "nan"], "cfg_scale must be a finite number"),
+    ("negative shift", [*DECODE, "--sampler", "dpm++2m", "--shift", "-1"], "shift must be a positive number"),
+    ("window zero", [*DECODE, "--window", "0"], "window must be a positive int"),
+    ("bench repeats", ["bench", "--arch", "tiny", "--repeats", "0"], "--repeats must be at least 1"),
+    ("bench sizes", ["bench", "--arch", "tiny", "--sizes", "100"], "size 100 must be a multiple of 32"),
     ("latent overflows the network", ["decode", "huge.safetensors", *CKPT, "--caption-embeds", "y.safetensors"],
      "the decode produced 18432 NaN or infinite values"),
     ("golden folder missing", ["selftest", "--golden-dir", "no-such-folder"], "is not a folder of golden cases"),
+    ("caption without transformers", ["decode", "lat.safetensors", *CKPT, "--caption", "a fox"],
+     "--caption (encoding with Gemma-2) needs transformers, which is not installed"),
+    ("encode-caption without transformers", ["encode-caption", "a fox", "--out", "e.safetensors"],
+     "encode-caption needs transformers"),
 ]
 
 
@@ -100,10 +111,15 @@ def _argv(argv, files, tiny_checkpoint):
 
 
 _NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+_NO_TRANSFORMERS = pytest.mark.skipif(importlib.util.find_spec("transformers") is not None,
+                                      reason="transformers is installed")
 
 
-@pytest.mark.parametrize("argv,message", [pytest.param(*c[1:], id=c[0], marks=[_NO_GPU] if "CUDA" in c[0] else [])
-                                          for c in CLI_CASES])
+def _marks(case_id: str) -> list:
+    return [_NO_GPU] if "CUDA" in case_id else [_NO_TRANSFORMERS] if "transformers" in case_id else []
+
+
+@pytest.mark.parametrize("argv,message", [pytest.param(*c[1:], id=c[0], marks=_marks(c[0])) for c in CLI_CASES])
 def test_cli_user_errors(files, tiny_checkpoint, argv, message):
     out = run_pid(*_argv(argv, files, tiny_checkpoint), cwd=files)
     errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR")]

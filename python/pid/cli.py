@@ -264,6 +264,11 @@ def cmd_bench(args) -> int:
         sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
         raise _error(f"--sizes {args.sizes!r}: square output sides, comma-separated, e.g. 1024,2048") from None
+    for name in ("batch", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            raise _error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise _error(f"--warmup must be 0 or more, got {args.warmup}")
     device = _check_device(args.device)
     if args.cuda_graph and device.type != "cuda":
         raise _error("--cuda-graph needs --device cuda")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -419,6 +420,11 @@ class PidDecoder:
                 shift = sampling.dynamic_shift(H, W, *teacher.dynamic_shift)
             else:
                 shift = teacher.shift if teacher else 6.0
+        if not math.isfinite(cfg_scale):
+            raise PidError(f"cfg_scale must be a finite number (1: no guidance; the teachers' default 5), got {cfg_scale}")
+        if not (math.isfinite(shift) and shift > 0):
+            raise PidError(f"shift must be a positive number (the flow schedule's; the teachers' default 6 at 2048²), "
+                           f"got {shift}")
         return SamplerSettings(name, int(steps), float(cfg_scale), float(shift))
 
     def __repr__(self) -> str:
