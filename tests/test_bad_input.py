@@ -44,7 +44,12 @@ def files(tiny_checkpoint, tmp_path_factory):
     (d / "nan.safetensors").write_bytes(b"")
     save_file({"latent": torch.full((1, 16, 2, 3), float("nan"))}, str(d / "nan.safetensors"))
     (d / "old.png").write_bytes(b"the old image")
+    torch.save({"latent": torch.zeros(1, 16, 2, 3), "code": _Code()}, d / "pickle.pt")
     return d
+
+
+class _Code:  # not a tensor: weights_only refuses to unpickle it
+    pass
 
 
 CKPT = ["--checkpoint", "{ckpt}", "--config", "{config}"]
@@ -56,6 +61,8 @@ CLI_CASES = [
      "latent file 'missing.pt' does not exist"),
     ("latent file garbage", ["decode", "garbage.pt", *CKPT, "--caption-embeds", "y.safetensors"],
      "neither a .safetensors file nor a torch.save archive"),
+    ("latent file with code", ["decode", "pickle.pt", *CKPT, "--caption-embeds", "y.safetensors"],
+     "cannot be loaded safely"),
     ("latent file with two tensors", ["decode", "two.safetensors", *CKPT, "--caption-embeds", "y.safetensors"],
      "holds 2 tensors"),
     ("latent with NaN", ["decode", "nan.safetensors", *CKPT, "--caption-embeds", "y.safetensors"], "NaN or Inf"),
@@ -203,6 +210,14 @@ def test_every_writer_is_atomic(tmp_path, tiny_checkpoint):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.safetensors", "model.safetensors"]
     with pytest.raises(CheckpointError, match="name it 'model.safetensors'"):
         save_safetensors(decoder, tmp_path / "model.pth")
+
+
+def test_convert_into_a_new_folder(files, tiny_checkpoint):
+    out = run_pid("convert", tiny_checkpoint.pth, "new/folder/model.safetensors", "--config",
+                  tiny_checkpoint.config_json, cwd=files)
+    assert out.returncode == 0, out.stderr
+    assert pid.load(files / "new/folder/model.safetensors").config == pid.load(
+        tiny_checkpoint.pth, config=tiny_checkpoint.kwargs).config
 
 
 def test_raw_image_output(files, tiny_checkpoint):
