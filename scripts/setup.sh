@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv in this checkout (unless it exists) and installs pid into it, editable, with its
-# compiled kernels and the dev + images extras. Re-run after changing C++/CUDA code or adding, moving or
-# removing a Python module (the editable install maps module files; incremental).
+# compiled kernels and the dev, images, text and diffusers extras (the tests use them all). Re-run after
+# changing C++/CUDA code or adding, moving or removing a Python module (the editable install maps module
+# files; incremental).
 #
 #   bash scripts/setup.sh
 #
@@ -28,5 +29,5 @@ if "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is None
   # Headers only; --no-deps keeps its generator's dependencies (and a cuda-bindings downgrade) out.
   pip install --progress-bar off --no-deps nvidia-cutlass==4.2.0.0
 fi
-pip install --progress-bar off --no-build-isolation -e '.[dev,images]'
+pip install --progress-bar off --no-build-isolation -e '.[dev,images,text,diffusers]'
 "$VENV/bin/python" -c 'import pid._extension as e; print("pid: compiled kernels loaded:", e.available(), "| CUDA kernels:", e.has_cuda_kernels())'

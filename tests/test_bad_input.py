@@ -3,7 +3,6 @@ traceback), nothing is lost on a failed or interrupted write, no NaN image, no o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -23,9 +22,9 @@ from conftest import needs_ext
 ENV = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
 
 
-def run_pid(*args, cwd=None, preexec_fn=None) -> subprocess.CompletedProcess:
+def run_pid(*args, cwd=None, preexec_fn=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pid", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=ENV, preexec_fn=preexec_fn)
+                          env=env or ENV, preexec_fn=preexec_fn)
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +117,24 @@ def _argv(argv, files, tiny_checkpoint):
 
 
 _NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-_NO_TRANSFORMERS = pytest.mark.skipif(importlib.util.find_spec("transformers") is not None,
-                                      reason="transformers is installed")
 
 
 def _marks(case_id: str) -> list:
-    return [_NO_GPU] if "CUDA" in case_id else [_NO_TRANSFORMERS] if "transformers" in case_id else []
+    return [_NO_GPU] if "CUDA" in case_id else []
+
+
+@pytest.fixture(scope="module")
+def without_transformers(tmp_path_factory):
+    """An environment in which `import transformers` fails, whether or not it is installed."""
+    d = tmp_path_factory.mktemp("no_transformers")
+    (d / "sitecustomize.py").write_text("import sys\nsys.modules['transformers'] = None  # the import fails\n")
+    return dict(ENV, PYTHONPATH=os.pathsep.join([str(d), ENV.get("PYTHONPATH", "")]))
 
 
 @pytest.mark.parametrize("argv,message", [pytest.param(*c[1:], id=c[0], marks=_marks(c[0])) for c in CLI_CASES])
-def test_cli_user_errors(files, tiny_checkpoint, argv, message):
-    out = run_pid(*_argv(argv, files, tiny_checkpoint), cwd=files)
+def test_cli_user_errors(files, tiny_checkpoint, without_transformers, argv, message):
+    env = without_transformers if "transformers" in message else None
+    out = run_pid(*_argv(argv, files, tiny_checkpoint), cwd=files, env=env)
     errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR")]
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
