@@ -280,3 +280,34 @@ def test_generate_needs_a_caption_and_a_size():
         pd.generate(pipe, decoder, stop_at_step=9, **kwargs, height=H, width=W, num_inference_steps=STEPS,
                     caption_embeds=torch.zeros(12, 32))
     assert pd._captions_of({"prompt": ["a", "b"], "num_images_per_prompt": 2}) == ["a", "a", "b", "b"]
+
+
+def test_cli_generate(tmp_path, monkeypatch, tiny_checkpoint):
+    """`pid generate` runs the pipeline it loads (here the tiny FLUX.1 one, its prompt encoder replaced: there is no
+    text model offline) and writes what pid.diffusers.generate returns."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from pid.cli import main
+    from pid.decoder import to_pixels
+
+    pipe, kwargs = flux()
+    pipe.set_progress_bar_config(disable=True)
+    text_ids = torch.zeros(8, 3)
+    monkeypatch.setattr(pipe, "encode_prompt", lambda **kw: (kwargs["prompt_embeds"], kwargs["pooled_prompt_embeds"],
+                                                             text_ids))
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", lambda *a, **kw: pipe)
+    y = torch.randn(12, 32, generator=torch.Generator().manual_seed(2))
+    save_file({"y": y}, str(tmp_path / "y.safetensors"))
+    args = ["generate", "--pipeline", "tiny-flux", "--prompt", "a fox", "--height", str(H), "--width", str(W),
+            "--steps", str(STEPS), "--stop-at-step", "2", "--checkpoint", str(tiny_checkpoint.safetensors),
+            "--config", str(tiny_checkpoint.config_json), "--caption-embeds", str(tmp_path / "y.safetensors"),
+            "--seed", "7", "--out", str(tmp_path / "fox.png")]
+    assert main(args) == 0
+    decoder = pid.load(tiny_checkpoint.safetensors, config=tiny_checkpoint.kwargs)
+    expected = pd.generate(pipe, decoder, stop_at_step=2, caption_embeds=y, prompt="a fox", height=H, width=W,
+                           num_inference_steps=STEPS, generator=torch.Generator().manual_seed(7),
+                           decode_kwargs=dict(seed=7, output="tensor"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "fox.png")), to_pixels(expected.images)[0].numpy())
+    assert main([*args[:-2], "--stop-at-step", "9", "--out", str(tmp_path / "x.png")]) == 2  # a one-line error

@@ -219,6 +219,55 @@ def _write_images(images, out: Path) -> None:
         raise _error(f"could not write {str(out)!r}: {e.strerror or e} (any earlier file there is unchanged)") from e
 
 
+def cmd_generate(args) -> int:
+    """A diffusers pipeline, optionally stopped after --stop-at-step transformer evaluations, decoded by PiD."""
+    out = _check_output(args.out, [*IMAGE_FORMATS, RAW_IMAGES], "--out")
+    if out.suffix.lower() in IMAGE_FORMATS:
+        _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid[images]')")
+    _require("diffusers", "pid generate", "pip install 'pid[diffusers]'")
+    if args.caption_embeds is None:
+        _require("transformers", "the caption (the prompt, encoded with Gemma-2)", "pip install 'pid[text]', or "
+                 "pass --caption-embeds made by `pid encode-caption`")
+    for name in ("height", "width", "steps"):
+        if getattr(args, name) < 1:
+            raise _error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.stop_at_step is not None and not 1 <= args.stop_at_step <= args.steps:
+        raise _error(f"--stop-at-step must lie in 1..--steps ({args.steps}), got {args.stop_at_step}")
+    device = _check_device(args.device)
+    _check_input_file(args.checkpoint, "checkpoint")
+    config = _load_config_arg(args.config)
+    caption_embeds = None
+    if args.caption_embeds is not None:
+        from pid.text import load_caption_embeds
+
+        caption_embeds, _ = load_caption_embeds(args.caption_embeds, dim=None, txt_len=None)
+
+    import diffusers
+    import torch
+
+    import pid
+    import pid.diffusers
+
+    decoder = pid.load(args.checkpoint, variant=args.variant, config=config, device=device, precision=args.precision,
+                       attention=args.attention)
+    pipe = diffusers.DiffusionPipeline.from_pretrained(args.pipeline, torch_dtype=getattr(torch, args.pipeline_dtype))
+    pid.diffusers.check_decoder(pipe, decoder)  # before the pipeline runs
+    pipe = pipe.to(device)
+    pipe_kwargs = dict(prompt=args.prompt, height=args.height, width=args.width, num_inference_steps=args.steps,
+                       generator=torch.Generator(device).manual_seed(args.seed))
+    if args.guidance_scale is not None:
+        pipe_kwargs["guidance_scale"] = args.guidance_scale
+    if args.negative_prompt is not None:
+        pipe_kwargs["negative_prompt"] = args.negative_prompt
+    result = pid.diffusers.generate(pipe, decoder, stop_at_step=args.stop_at_step, caption=args.caption,
+                                    caption_embeds=caption_embeds, decode_kwargs=dict(
+                                        seed=args.seed, window=args.window, pixel_chunk=_parse_pixel_chunk(
+                                            args.pixel_chunk), check_memory=not args.force, output="tensor"),
+                                    **pipe_kwargs)
+    _write_images(result.images, out)
+    return 0
+
+
 def cmd_convert(args) -> int:
     import pid
     from pid.checkpoint import save_safetensors
@@ -391,6 +440,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "or .safetensors (float32 images in [-1, 1], [B, 3, H, W], key 'images')")
     _add_attention_args(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("generate", help="run a diffusers pipeline (optionally stopped early) and decode with PiD",
+                       formatter_class=fmt)
+    p.add_argument("--pipeline", required=True, help="a diffusers pipeline: Hugging Face id or local folder "
+                   "(FLUX.1, Z-Image, FLUX.2, FLUX.2-klein, SD3, SDXL, Qwen-Image)")
+    p.add_argument("--prompt", required=True, help="the prompt (also PiD's caption unless --caption / "
+                   "--caption-embeds)")
+    p.add_argument("--negative-prompt", help="the pipeline's negative prompt, where it takes one")
+    p.add_argument("--height", type=int, default=1024, help="the pipeline's image height (PiD's is 4x)")
+    p.add_argument("--width", type=int, default=1024, help="the pipeline's image width (PiD's is 4x)")
+    p.add_argument("--steps", type=int, default=28, help="the pipeline's num_inference_steps")
+    p.add_argument("--guidance-scale", type=float, help="the pipeline's guidance_scale (default: its own)")
+    p.add_argument("--stop-at-step", type=int, help="stop after K transformer evaluations and decode the still-noisy "
+                   "latent (e.g. 24 of 28 for FLUX.1); default: the finished latent")
+    p.add_argument("--pipeline-dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
+    p.add_argument("--checkpoint", required=True, help="the PiD checkpoint for the pipeline's latent space")
+    _add_model_args(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--caption", help="PiD's caption, if not the prompt")
+    group.add_argument("--caption-embeds", help="safetensors/.pt file of caption embeddings (pid encode-caption)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pipeline's and PiD's noise")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("float32", "reference", "fast"), help="PiD's precision regime")
+    p.add_argument("--pixel-chunk", default="auto", help="patches per chunk of the pixel blocks: N, auto or none")
+    p.add_argument("--force", action="store_true", help="decode even when the memory estimate exceeds what the "
+                   "device has free")
+    p.add_argument("--out", default="pid.png", help="an image (.png, .jpg, .webp) or .safetensors (float32 images)")
+    _add_attention_args(p)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("convert", help="write a checkpoint as bf16 safetensors (no net. prefix, variant metadata)",
                        formatter_class=fmt)
