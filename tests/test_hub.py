@@ -170,7 +170,8 @@ def test_download(hf, tiny_checkpoint, monkeypatch, caplog):
          {"revision": None, "token": None})]
     licence = [r for r in caplog.records if "NSCLv1" in r.getMessage()]
     assert len(licence) == 1 and licence[0].levelno == logging.WARNING
-    assert "non-commercial" in licence[0].getMessage() and "https://huggingface.co/nvidia/PiD" in licence[0].getMessage()
+    message = licence[0].getMessage()
+    assert "non-commercial" in message and "https://huggingface.co/nvidia/PiD" in message
 
 
 def test_no_connection(hf, monkeypatch):
@@ -202,7 +203,10 @@ API_CASES = [
      "checkpoint 'flux-v3' does not exist or is not a file; a released variant's name (e.g. 'flux-v1.5', see "
      "`pid variants`) also works"),
     ("revision with a file", lambda: pid.load(__file__, revision="v0"), PidError,
-     "revision 'v0' selects a version of a released checkpoint on the Hugging Face Hub, but"),
+     f"revision 'v0' selects a version of a released checkpoint on the Hugging Face Hub, but {__file__!r} names a "
+     "file: name a variant instead, or drop the revision"),
+    ("revision with a missing file", lambda: pid.load("nope.pth", revision="v0"), CheckpointError,
+     "checkpoint 'nope.pth' does not exist"),
     ("revision with a state dict", lambda: pid.load({}, revision="v0"), PidError, "the checkpoint is a state dict"),
     ("unknown variant to download", lambda: hub.checkpoint_path("flux-v3"), PidError, "unknown PiD variant 'flux-v3'"),
 ]
@@ -283,7 +287,7 @@ CLI_CASES = [
                                        "y.safetensors"], "offline mode (HF_HUB_OFFLINE=1) forbids downloading it"),
     ("a variant that disagrees", ["info", "flux-v1.5", "--variant", "qwenimage-v1.5"],
      "variant='qwenimage-v1.5' names 'qwenimage-v1.5'"),
-    ("revision with a file", ["info", "y.safetensors", "--revision", "v0"], "'y.safetensors' is a file"),
+    ("revision with a file", ["info", "y.safetensors", "--revision", "v0"], "'y.safetensors' names a file"),
     # cheap checks first: the bad output format is reported, not the missing download
     ("output format before the download", ["decode", "lat.safetensors", "--variant", NOT_CACHED, "--out", "x.bmpx"],
      "unknown format '.bmpx'"),

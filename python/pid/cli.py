@@ -71,7 +71,7 @@ def _checkpoint_source(value: Optional[str], args):
         variant = hub.named_variant(value)
     if variant is None:
         _check_input_file(value, "checkpoint", hint=hub.VARIANT_HINT)
-        hub.refuse_revision(args.revision, f"{value!r} is a file")
+        hub.refuse_revision(args.revision, f"{value!r} names a file")
         return value
     hub.require_huggingface_hub(variant)
     return variant

@@ -61,9 +61,9 @@ def resolve_checkpoint(source: "str | os.PathLike | Variant", *, variant: Option
     only to a variant name."""
     named = named_variant(source)
     if named is None:
-        refuse_revision(revision, f"{str(source)!r} is a file")
         if isinstance(source, str) and not Path(source).is_file():
             raise CheckpointError(f"checkpoint {source!r} does not exist or is not a file; {VARIANT_HINT}")
+        refuse_revision(revision, f"{str(source)!r} names a file")
         return Path(source), None
     if variant is not None and get_variant(variant) is not named:
         raise CheckpointError(f"{source if isinstance(source, str) else named.name!r} is the released checkpoint of "
