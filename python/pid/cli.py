@@ -2,7 +2,7 @@
 
 A user error ends a command with one line on stderr that names the problem and the fix, and exit code 2 (a
 traceback only with --debug or PID_DEBUG=1). The cheap checks (input files, the output's folder and format, sizes,
-device, optional dependencies) run before a checkpoint is loaded. Every output is written atomically.
+device, optional dependencies) run before a checkpoint is loaded or downloaded. Every output is written atomically.
 """
 
 from __future__ import annotations
@@ -50,9 +50,31 @@ def _load_config_arg(value: Optional[str]):
     return data
 
 
-def _check_input_file(path: str, what: str) -> None:
+def _check_input_file(path: str, what: str, hint: str = "") -> None:
     if not Path(path).is_file():
-        raise _error(f"{what} {path!r} does not exist or is not a file")
+        raise _error(f"{what} {path!r} does not exist or is not a file{f'; {hint}' if hint else ''}")
+
+
+def _checkpoint_source(value: Optional[str], args):
+    """The checkpoint to load, checked without reading or downloading anything: a file (its path), or the released
+    Variant that `value` (or --variant, when there is no --checkpoint) names, which pid.load fetches from the Hugging
+    Face cache or Hub."""
+    from pid import hub
+    from pid.variants import get_variant
+
+    if value is None:
+        if args.variant is None:
+            raise _error("give --checkpoint FILE, or --variant NAME alone to use that variant's released checkpoint "
+                         "(from the Hugging Face cache or Hub; see `pid variants`)")
+        variant = get_variant(args.variant)
+    else:
+        variant = hub.named_variant(value)
+    if variant is None:
+        _check_input_file(value, "checkpoint", hint=hub.VARIANT_HINT)
+        hub.refuse_revision(args.revision, f"{value!r} names a file")
+        return value
+    hub.require_huggingface_hub(variant)
+    return variant
 
 
 def _check_output(path: str, suffixes: Sequence[str], what: str) -> Path:
@@ -135,8 +157,9 @@ def _read_latent(path: str):
 def cmd_info(args) -> int:
     import pid
 
-    _check_input_file(args.checkpoint, "checkpoint")
-    decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config))
+    source = _checkpoint_source(args.checkpoint, args)
+    decoder = pid.load(source, variant=args.variant, config=_load_config_arg(args.config), revision=args.revision,
+                       token=args.token)
     info = decoder.info()
     info["config"] = decoder.config.to_dict()
     if args.json:
@@ -169,7 +192,7 @@ def cmd_decode(args) -> int:
     except ValueError:
         raise _error(f"--sigma {args.sigma!r}: a number in [0, 1], or one per sample: 0.3,0.5") from None
     device = _check_device(args.device)
-    _check_input_file(args.checkpoint, "checkpoint")
+    source = _checkpoint_source(args.checkpoint, args)
     config = _load_config_arg(args.config)
     latent = _read_latent(args.latent)
     caption_embeds = None
@@ -180,8 +203,8 @@ def cmd_decode(args) -> int:
 
     import pid
 
-    decoder = pid.load(args.checkpoint, variant=args.variant, config=config, device=device,
-                       precision=args.precision, attention=args.attention)
+    decoder = pid.load(source, variant=args.variant, config=config, device=device, precision=args.precision,
+                       attention=args.attention, revision=args.revision, token=args.token)
     images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=caption_embeds,
                             steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, shift=args.shift,
                             seed=args.seed, output_size=size, latent_format=args.latent_format, window=args.window,
@@ -273,13 +296,21 @@ def cmd_convert(args) -> int:
     from pid.checkpoint import save_safetensors
 
     out = _check_output(args.out, [".safetensors"], "output")
-    _check_input_file(args.checkpoint, "checkpoint")
-    decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config))
+    source = _checkpoint_source(args.checkpoint, args)
+    decoder = pid.load(source, variant=args.variant, config=_load_config_arg(args.config), revision=args.revision,
+                       token=args.token)
     try:
         save_safetensors(decoder, out)
     except OSError as e:
         raise _error(f"could not write {str(out)!r}: {e.strerror or e} (any earlier file there is unchanged)") from e
     log.info("wrote %s", out)
+    return 0
+
+
+def cmd_download(args) -> int:
+    from pid import hub
+
+    print(hub.checkpoint_path(args.variant, revision=args.revision, token=args.token))
     return 0
 
 
@@ -395,6 +426,17 @@ def _add_model_args(p) -> None:
     p.add_argument("--config", help="JSON file of reference PidNet kwargs, for checkpoints outside the registry")
 
 
+def _add_hub_args(p) -> None:
+    p.add_argument("--revision", help="branch, tag or commit of nvidia/PiD on the Hugging Face Hub, for a variant's "
+                   "released checkpoint (default: main)")
+    p.add_argument("--token", help="Hugging Face access token (default: huggingface_hub's: HF_TOKEN or `hf auth "
+                   "login`)")
+
+
+_CHECKPOINT_HELP = ("model_ema_bf16.pth, .safetensors, or a variant name: its released checkpoint, from the Hugging "
+                    "Face cache or downloaded (pip install 'pid[hub]')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import pid
 
@@ -407,15 +449,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="what a checkpoint is: variant, generation, latent space, parameters",
                        formatter_class=fmt)
-    p.add_argument("checkpoint", help="model_ema_bf16.pth or .safetensors")
+    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     _add_model_args(p)
+    _add_hub_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("decode", help="decode a latent file into images", formatter_class=fmt)
     p.add_argument("latent", help=".safetensors or .pt holding one [B, C, h, w] or [C, h, w] tensor")
-    p.add_argument("--checkpoint", required=True, help="model_ema_bf16.pth or .safetensors")
+    p.add_argument("--checkpoint", help=_CHECKPOINT_HELP + "; without it, --variant's released checkpoint")
     _add_model_args(p)
+    _add_hub_args(p)
     p.add_argument("--sigma", default="0.0", help="noise level of the latent, or one per sample: 0.3,0.5")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--caption", help="caption text (needs the Gemma encoder: pip install 'pid[text]')")
@@ -472,10 +516,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="write a checkpoint as bf16 safetensors (no net. prefix, variant metadata)",
                        formatter_class=fmt)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     p.add_argument("out", help="the .safetensors file to write")
     _add_model_args(p)
+    _add_hub_args(p)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("download", help="fetch a variant's released checkpoint from the Hugging Face Hub (nvidia/PiD) "
+                       "into the Hugging Face cache, or find it there; print its path", formatter_class=fmt)
+    p.add_argument("variant", help="registry name, experiment name or registry key (see `pid variants`)")
+    _add_hub_args(p)
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("encode-caption", help="encode a caption with Gemma-2 into an embeddings file",
                        formatter_class=fmt)

@@ -15,21 +15,29 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, hub
 from .config import PidConfig
 from .decoder import PidDecoder
 from .errors import PidError
 from .nn import PidNet
 from .plan import resolve_precision
+from .variants import Variant
 
 log = logging.getLogger(__name__)
 
 
-def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tensor]", variant: Optional[str] = None,
-         config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
-         dtype: Optional[torch.dtype] = None, precision: Optional[str] = None,
-         attention: Optional[str] = None) -> PidDecoder:
-    """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict).
+def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, torch.Tensor]",
+         variant: Optional[str] = None, config: "PidConfig | Mapping[str, Any] | None" = None,
+         device: "str | torch.device" = "cpu", dtype: Optional[torch.dtype] = None, precision: Optional[str] = None,
+         attention: Optional[str] = None, revision: Optional[str] = None,
+         token: "str | bool | None" = None) -> PidDecoder:
+    """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict), or a released
+    variant by name: `pid.load("flux-v1.5")`.
+
+    A str that is not an existing file but a variant name (registry name, experiment name or official registry
+    key) is `checkpoints/<experiment>/model_ema_bf16.pth` of `nvidia/PiD`, taken from the Hugging Face cache or
+    downloaded (needs `pip install 'pid[hub]'`; `revision=` a branch, tag or commit, `token=` a Hugging Face token;
+    `HF_HUB_OFFLINE=1`: the cache only). The name then decides the variant. See pid.hub.
 
     The network is chosen by `config` (a PidConfig or the reference PidNet kwargs), else `variant` (a registry
     name such as "flux-v1.5", an experiment name, or an official registry key), else the file's metadata or
@@ -45,10 +53,12 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tenso
     path: Optional[Path] = None
     metadata: dict[str, str] = {}
     if isinstance(checkpoint_or_state_dict, Mapping):
+        hub.refuse_revision(revision, "the checkpoint is a state dict")
         raw = checkpoint_or_state_dict
         source = "<state dict>"
     else:
-        path = Path(checkpoint_or_state_dict)
+        path, named = hub.resolve_checkpoint(checkpoint_or_state_dict, variant=variant, revision=revision, token=token)
+        variant = variant if named is None else named.name
         log.info("reading %s", path)
         raw, metadata = checkpoint.read_checkpoint(path)
         source = str(path)
@@ -65,10 +75,11 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Mapping[str, torch.Tenso
 
 def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[str] = None,
            config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
-           precision: Optional[str] = None, attention: Optional[str] = None, **decode_kwargs):
+           precision: Optional[str] = None, attention: Optional[str] = None, revision: Optional[str] = None,
+           token: "str | bool | None" = None, **decode_kwargs):
     """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
     return load(checkpoint_or_state_dict, variant=variant, config=config, device=device, precision=precision,
-                attention=attention).decode(latent, **decode_kwargs)
+                attention=attention, revision=revision, token=token).decode(latent, **decode_kwargs)
 
 
 def check_device(device) -> torch.device:
