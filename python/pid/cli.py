@@ -257,7 +257,7 @@ def cmd_generate(args) -> int:
     if args.stop_at_step is not None and not 1 <= args.stop_at_step <= args.steps:
         raise _error(f"--stop-at-step must lie in 1..--steps ({args.steps}), got {args.stop_at_step}")
     device = _check_device(args.device)
-    _check_input_file(args.checkpoint, "checkpoint")
+    source = _checkpoint_source(args.checkpoint, args)
     config = _load_config_arg(args.config)
     caption_embeds = None
     if args.caption_embeds is not None:
@@ -271,8 +271,8 @@ def cmd_generate(args) -> int:
     import pid
     import pid.diffusers
 
-    decoder = pid.load(args.checkpoint, variant=args.variant, config=config, device=device, precision=args.precision,
-                       attention=args.attention)
+    decoder = pid.load(source, variant=args.variant, config=config, device=device, precision=args.precision,
+                       attention=args.attention, revision=args.revision, token=args.token)
     pipe = diffusers.DiffusionPipeline.from_pretrained(args.pipeline, torch_dtype=getattr(torch, args.pipeline_dtype))
     pid.diffusers.check_decoder(pipe, decoder)  # before the pipeline runs
     pipe = pipe.to(device)
@@ -499,8 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at-step", type=int, help="stop after K transformer evaluations and decode the still-noisy "
                    "latent (e.g. 24 of 28 for FLUX.1); default: the finished latent")
     p.add_argument("--pipeline-dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
-    p.add_argument("--checkpoint", required=True, help="the PiD checkpoint for the pipeline's latent space")
+    p.add_argument("--checkpoint", help=_CHECKPOINT_HELP + "; without it, --variant's released checkpoint (a variant "
+                   "of the pipeline's family)")
     _add_model_args(p)
+    _add_hub_args(p)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--caption", help="PiD's caption, if not the prompt")
     group.add_argument("--caption-embeds", help="safetensors/.pt file of caption embeddings (pid encode-caption)")
