@@ -450,6 +450,59 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert text.default_cache_dir() == tmp_path / "home" / ".cache" / "pid" / "captions"
 
 
+def test_decoder_caption_cache_argument(monkeypatch, tmp_path, tiny_checkpoint):
+    import pid
+    from pid.archs import TINY, random_net
+
+    monkeypatch.setenv("PID_CACHE_DIR", str(tmp_path))
+    net = random_net(TINY)
+    assert pid.PidDecoder(net).caption_cache.folder == tmp_path / "captions"
+    assert pid.PidDecoder(net, caption_cache="default").caption_cache.folder == tmp_path / "captions"
+    assert pid.PidDecoder(net, caption_cache=None).caption_cache.folder is None  # memory only
+    mine = CaptionCache(tmp_path / "mine")
+    assert pid.PidDecoder(net, caption_cache=mine).caption_cache is mine
+    with pytest.raises(ValueError, match="caption_cache must be 'default'.*CaptionCache.*None"):
+        pid.PidDecoder(net, caption_cache=str(tmp_path))
+    loaded = pid.load(tiny_checkpoint.safetensors, config=TINY, caption_cache=mine)
+    assert loaded.caption_cache is mine
+
+
+def test_a_cached_caption_decodes_in_another_process_without_transformers(tmp_path, tiny_checkpoint):
+    """`pid decode --caption ""` with the entry in the default folder (here written by this process): the command
+    neither imports transformers (a stub that refuses to import stands in for it) nor asks for it."""
+    import os
+    import subprocess
+
+    from pid.archs import TINY
+
+    cache_dir = tmp_path / "cache"
+    y = torch.randn(TXT_LEN, TINY.txt_embed_dim, generator=torch.Generator().manual_seed(3)).bfloat16()
+    CaptionCache(cache_dir / "captions").put(encoder_cache_key(), "", y)
+    stub = tmp_path / "stub" / "transformers"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('transformers is blocked in this test')\n")
+    latent = torch.randn(1, TINY.lq_latent_channels, 2, 3, generator=torch.Generator().manual_seed(4))
+    save_file({"latent": latent}, str(tmp_path / "lat.safetensors"))
+    env = dict(os.environ, PID_CACHE_DIR=str(cache_dir),
+               PYTHONPATH=os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-m", "pid", "decode", str(tmp_path / "lat.safetensors"), "--checkpoint",
+                          str(tiny_checkpoint.safetensors), "--config", str(tiny_checkpoint.config_json),
+                          "--caption", "", "--out", str(tmp_path / "out.safetensors")],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import pid
+
+    expected = pid.load(tiny_checkpoint.safetensors, config=TINY, caption_cache=None).decode(
+        latent, caption_embeds=y, progress=False)
+    from safetensors.torch import load_file
+
+    assert torch.equal(next(iter(load_file(str(tmp_path / "out.safetensors")).values())), expected)
+    # the same command for an uncached caption says what to install
+    out = subprocess.run([*out.args[:-4], "--caption", "a fox", "--out", str(tmp_path / "fox.safetensors")],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "pid[text]" in out.stderr
+
+
 # ------------------------------------------------------------------------------------------ resolving
 @pytest.mark.parametrize("shape", [(TXT_LEN, TXT_DIM), (1, TXT_LEN, TXT_DIM)])
 def test_resolve_broadcasts_one_embedding(shape):
