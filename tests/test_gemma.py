@@ -206,7 +206,7 @@ def test_the_default_encoder_is_made_on_a_miss_on_the_decoders_device_and_releas
     during = []
     sample = decoder._sample
     monkeypatch.setattr(decoder, "_sample", lambda *a, **k: during.append(len(spy.alive())) or sample(*a, **k))
-    guided = dict(sampler="dpm++2m", steps=2, cfg_scale=3.0, progress=False)  # caption + the negative prompt
+    guided = dict(sampler="dpm++2m", steps=1, cfg_scale=3.0, progress=False)  # caption + the negative prompt
     first = decoder.decode(_latent(), caption=SHORT, **guided)
     assert len(spy.made) == 1 and spy.made[0][2] == decoder.device  # one encoder for both captions
     assert during == [0]  # released before the sampling ran: nothing kept the encoder or its weights
@@ -224,10 +224,10 @@ def test_the_default_cache_folder_serves_the_empty_caption_across_decoders(monke
     monkeypatch.setenv("PID_CACHE_DIR", str(tmp_path))
     spy = Spy(monkeypatch, gemma_dir)
     net = random_net(TINY)
-    first = pid.PidDecoder(net).decode(_latent(), caption="", progress=False)
+    first = pid.PidDecoder(net).decode(_latent(), caption="", steps=1, progress=False)
     assert len(spy.made) == 1 and spy.alive() == []
     assert [p.parent for p in tmp_path.rglob("*.safetensors")] == [tmp_path / "captions"]
-    again = pid.PidDecoder(net).decode(_latent(), caption="", progress=False)
+    again = pid.PidDecoder(net).decode(_latent(), caption="", steps=1, progress=False)
     assert len(spy.made) == 1 and torch.equal(first, again)
 
 
@@ -235,7 +235,7 @@ def test_a_users_encoder_is_left_where_it_is(monkeypatch, gemma_dir, encoder, ru
     spy = Spy(monkeypatch, gemma_dir)
     params = [p.data_ptr() for p in encoder.model.parameters()]
     decoder = pid.PidDecoder(random_net(TINY), caption_cache=None)
-    decoder.decode(_latent(), caption=SHORT, text_encoder=encoder, progress=False)
+    decoder.decode(_latent(), caption=SHORT, text_encoder=encoder, steps=1, progress=False)
     assert len(runs) == 1 and spy.made == []  # the user's encoder ran; no default one was made
     assert encoder.device == torch.device("cpu") and encoder.model is not None
     assert [p.data_ptr() for p in encoder.model.parameters()] == params  # not moved, not freed

@@ -445,7 +445,7 @@ def _caption_cache(cache) -> "captions.CaptionCache":
         return cache
     if cache is None:
         return captions.CaptionCache()
-    if isinstance(cache, str) and cache == "default":
+    if cache == "default":
         return captions.CaptionCache(captions.default_cache_dir())
     raise PidError(f"caption_cache must be 'default' (the folder of pid.text.default_cache_dir()), a "
                    f"pid.text.CaptionCache (e.g. CaptionCache('/some/folder')) or None (memory only), got {cache!r}")
