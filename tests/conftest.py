@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 needs_ext = pytest.mark.skipif(not _extension.available(), reason=f"no compiled pid._C: {_extension.LOAD_ERROR}")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 SHARED = REPO.parent / "shared"
+
+# Decoders keep caption embeddings in $PID_CACHE_DIR/captions: the tests' (and their subprocesses') go to a temporary
+# folder, removed at exit, never to the user's cache. Set before any test module is imported (some copy os.environ).
+_CACHE_DIR = tempfile.TemporaryDirectory(prefix="pid-tests-cache-")
+os.environ["PID_CACHE_DIR"] = _CACHE_DIR.name
 
 if os.environ.get("PID_FATAL_STACKS") == "1":
     # C++ stack traces of every thread on SIGSEGV and the like (benchmarks/device/run.sh sets this: a crash

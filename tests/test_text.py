@@ -4,6 +4,8 @@ caption cache and resolving embeddings. No transformers and no download: a fake 
 import hashlib
 import json
 import logging
+import os
+import subprocess
 import sys
 import types
 
@@ -17,7 +19,8 @@ from safetensors.torch import save_file
 from pid import text
 from pid.text import (CHI_PROMPT, DEFAULT_MODEL_ID, DEFAULT_NEGATIVE_PROMPT, TXT_DIM, TXT_LEN, CaptionCache,
                       CaptionEmbedsError, CaptionEncoder, TextEncoderUnavailable, encode_caption_command,
-                      encode_with_chi_prompt, load_caption_embeds, resolve_caption_embeds, save_caption_embeds)
+                      encode_with_chi_prompt, encoder_cache_key, load_caption_embeds, resolve_caption_embeds,
+                      save_caption_embeds)
 
 BOS, PAD, OFFSET = 2, 0, 10
 
@@ -365,6 +368,137 @@ def test_cache_ignores_a_corrupt_entry(tmp_path):
     assert CaptionCache(tmp_path).get("fake/model", "x") is not None  # rewritten
 
 
+def _entry(folder, key, caption):
+    return folder / f"{text.caption_cache_key(key, caption)}.safetensors"
+
+
+@pytest.mark.parametrize("damage", ["other caption", "other encoder", "two embeddings", "NaN", "other width",
+                                    "truncated"])
+def test_cache_ignores_a_damaged_entry_with_a_warning(tmp_path, caplog, damage):
+    enc = CountingEncoder()
+    key = enc.model_id
+    file = _entry(tmp_path, key, "x")
+    good = rand_embeds(TXT_LEN, TXT_DIM)
+    meta = {text.CACHE_KEY_METADATA_KEY: key}
+    if damage == "other caption":
+        save_caption_embeds(file, good, ["y"], model_id=None, metadata=meta)
+    elif damage == "other encoder":
+        save_caption_embeds(file, good, ["x"], model_id=None, metadata={text.CACHE_KEY_METADATA_KEY: "another"})
+    elif damage == "two embeddings":
+        save_caption_embeds(file, torch.stack([good, good]), ["x", "x"], model_id=None, metadata=meta)
+    elif damage == "NaN":
+        save_caption_embeds(file, good, ["x"], model_id=None, metadata=meta)
+        raw = bytearray(file.read_bytes())
+        raw[-2:] = torch.tensor([float("nan")], dtype=torch.bfloat16).view(torch.uint8).numpy().tobytes()
+        file.write_bytes(bytes(raw))
+    elif damage == "other width":
+        save_caption_embeds(file, rand_embeds(TXT_LEN, 16), ["x"], model_id=None, metadata=meta)
+    elif damage == "truncated":
+        save_caption_embeds(file, good, ["x"], model_id=None, metadata=meta)
+        file.write_bytes(file.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="pid.text"):
+        out = CaptionCache(tmp_path).encode(enc, ["x"], dim=TXT_DIM)
+    assert enc.calls == [["x"]] and out[0, 0, 0] == enc.value("x")  # encoded again, never a failure
+    assert "ignoring caption cache entry" in caplog.text and "encoded again" in caplog.text
+    assert CaptionCache(tmp_path).get(key, "x", dim=TXT_DIM)[0, 0] == enc.value("x")  # and rewritten
+
+
+def test_cache_survives_a_folder_it_cannot_write(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    enc, cache = CountingEncoder(), CaptionCache(blocked / "captions")
+    with caplog.at_level(logging.WARNING, logger="pid.text"):
+        out = cache.encode(enc, ["x", "y"])
+        again = cache.encode(enc, ["x", "y"])
+    assert enc.calls == [["x", "y"]] and torch.equal(out, again)  # kept in memory
+    assert caplog.text.count("could not write caption cache entry") == 1  # one warning, not one per entry
+
+
+def test_cache_entries_name_their_encoder_and_caption(tmp_path):
+    enc = CountingEncoder()
+    CaptionCache(tmp_path).encode(enc, "ünïcode ✓")
+    with safe_open(str(_entry(tmp_path, enc.model_id, "ünïcode ✓")), framework="pt") as f:
+        meta = f.metadata()
+    assert meta[text.CACHE_KEY_METADATA_KEY] == enc.model_id and json.loads(meta["pid.captions"]) == ["ünïcode ✓"]
+    assert "pid.text_model_id" not in meta
+
+
+def test_encoder_key(tmp_path):
+    hub = encoder_cache_key()
+    assert hub.startswith(DEFAULT_MODEL_ID + "|bfloat16|chi-") and hub.endswith(f"-{TXT_LEN}")
+    assert encoder_cache_key(DEFAULT_MODEL_ID, torch.float32) != hub
+    assert text._LazyDefaultEncoder().cache_key == hub
+    # a local folder: by its absolute path and its files, so a replaced model gets new entries
+    (tmp_path / "config.json").write_text("{}")
+    folder_key = encoder_cache_key(tmp_path)
+    assert folder_key.startswith(f"{tmp_path.resolve()}@") and folder_key == encoder_cache_key(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"new weights")
+    assert encoder_cache_key(tmp_path) != folder_key
+    # pid's prompt rule is part of every key
+    assert text._PROMPT_TAG == f"chi-{hashlib.sha256(CHI_PROMPT.encode()).hexdigest()[:12]}-300" and \
+        text._PROMPT_TAG in hub
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("PID_CACHE_DIR", str(tmp_path / "pid"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert text.default_cache_dir() == tmp_path / "pid" / "captions"
+    monkeypatch.delenv("PID_CACHE_DIR")
+    assert text.default_cache_dir() == tmp_path / "xdg" / "pid" / "captions"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, as the XDG specification says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert text.default_cache_dir() == tmp_path / "home" / ".cache" / "pid" / "captions"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert text.default_cache_dir() == tmp_path / "home" / ".cache" / "pid" / "captions"
+
+
+def test_decoder_caption_cache_argument(monkeypatch, tmp_path, tiny_checkpoint):
+    import pid
+    from pid.archs import TINY, random_net
+
+    monkeypatch.setenv("PID_CACHE_DIR", str(tmp_path))
+    net = random_net(TINY)
+    assert pid.PidDecoder(net).caption_cache.folder == tmp_path / "captions"
+    assert pid.PidDecoder(net, caption_cache="default").caption_cache.folder == tmp_path / "captions"
+    assert pid.PidDecoder(net, caption_cache=None).caption_cache.folder is None  # memory only
+    mine = CaptionCache(tmp_path / "mine")
+    assert pid.PidDecoder(net, caption_cache=mine).caption_cache is mine
+    with pytest.raises(ValueError, match="caption_cache must be 'default'.*CaptionCache.*None"):
+        pid.PidDecoder(net, caption_cache=str(tmp_path))
+    loaded = pid.load(tiny_checkpoint.safetensors, config=TINY, caption_cache=mine)
+    assert loaded.caption_cache is mine
+
+
+def test_a_cached_caption_decodes_in_another_process_without_transformers(tmp_path, tiny_checkpoint):
+    """`pid decode --caption ""` with the entry in the default folder (here written by this process): the command
+    neither imports transformers (a stub that refuses to import stands in for it) nor asks for it. (Uncached, it
+    asks for it: test_bad_input.py, where transformers is not installed.)"""
+    from pid.archs import TINY
+
+    cache_dir = tmp_path / "cache"
+    y = torch.randn(TXT_LEN, TINY.txt_embed_dim, generator=torch.Generator().manual_seed(3)).bfloat16()
+    CaptionCache(cache_dir / "captions").put(encoder_cache_key(), "", y)
+    stub = tmp_path / "stub" / "transformers"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('transformers is blocked in this test')\n")
+    latent = torch.randn(1, TINY.lq_latent_channels, 2, 3, generator=torch.Generator().manual_seed(4))
+    save_file({"latent": latent}, str(tmp_path / "lat.safetensors"))
+    env = dict(os.environ, PID_CACHE_DIR=str(cache_dir),
+               PYTHONPATH=os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-m", "pid", "decode", str(tmp_path / "lat.safetensors"), "--checkpoint",
+                          str(tiny_checkpoint.safetensors), "--config", str(tiny_checkpoint.config_json),
+                          "--caption", "", "--steps", "1", "--out", str(tmp_path / "out.safetensors")],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import pid
+
+    expected = pid.load(tiny_checkpoint.safetensors, config=TINY, caption_cache=None).decode(
+        latent, caption_embeds=y, steps=1, progress=False)
+    from safetensors.torch import load_file
+
+    assert torch.equal(next(iter(load_file(str(tmp_path / "out.safetensors")).values())), expected)
+
+
 # ------------------------------------------------------------------------------------------ resolving
 @pytest.mark.parametrize("shape", [(TXT_LEN, TXT_DIM), (1, TXT_LEN, TXT_DIM)])
 def test_resolve_broadcasts_one_embedding(shape):
@@ -405,7 +539,7 @@ def test_resolve_captions_through_encoder_and_cache():
 def test_resolve_default_encoder_is_lazy(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     cache = CaptionCache()
-    cache.put(DEFAULT_MODEL_ID, "", rand_embeds(TXT_LEN, TXT_DIM))
+    cache.put(encoder_cache_key(), "", rand_embeds(TXT_LEN, TXT_DIM))  # the default encoder's key
     assert resolve_caption_embeds(2, caption="", cache=cache).shape == (2, TXT_LEN, TXT_DIM)  # no Gemma needed
     with pytest.raises(TextEncoderUnavailable, match=r"pid\[text\]"):
         resolve_caption_embeds(1, caption="a cat", cache=cache)

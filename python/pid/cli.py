@@ -110,6 +110,14 @@ def _require(module: str, what: str, install: str) -> None:
         raise _error(f"{what} needs {module}, which is not installed: {install}")
 
 
+def _caption_cached(caption: str) -> bool:
+    """Whether the default encoder's embeddings of `caption` are in the default caption cache: a decode then needs
+    no Gemma (nor transformers)."""
+    from pid.text import CaptionCache, default_cache_dir, encoder_cache_key
+
+    return CaptionCache(default_cache_dir()).get(encoder_cache_key(), caption) is not None
+
+
 def _parse_size(value: Optional[str]):
     """--size N or WxH → N or (height, width) as decode takes it."""
     if value is None:
@@ -182,7 +190,7 @@ def cmd_decode(args) -> int:
     if out.suffix.lower() in IMAGE_FORMATS:
         _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid[images]'), or write "
                  f"{out.with_suffix(RAW_IMAGES).name} (float images)")
-    if args.caption is not None:
+    if args.caption is not None and not _caption_cached(args.caption):
         _require("transformers", "--caption (encoding with Gemma-2)", "pip install 'pid[text]', or pass "
                  "--caption-embeds made by `pid encode-caption` on a machine that has it")
     size = _parse_size(args.size)

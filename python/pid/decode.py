@@ -21,6 +21,7 @@ from .decoder import PidDecoder
 from .errors import PidError
 from .nn import PidNet
 from .plan import resolve_precision
+from .text import CaptionCache
 from .variants import Variant
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, torch.Tensor]",
          variant: Optional[str] = None, config: "PidConfig | Mapping[str, Any] | None" = None,
          device: "str | torch.device" = "cpu", dtype: Optional[torch.dtype] = None, precision: Optional[str] = None,
-         attention: Optional[str] = None, revision: Optional[str] = None,
-         token: "str | bool | None" = None) -> PidDecoder:
+         attention: Optional[str] = None, revision: Optional[str] = None, token: "str | bool | None" = None,
+         caption_cache: "CaptionCache | str | None" = "default") -> PidDecoder:
     """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict), or a released
     variant by name: `pid.load("flux-v1.5")`.
 
@@ -46,7 +47,9 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     precision: "float32" (float32 math; default on CPU), "reference" (the official float32-weights + bf16
     autocast regime; default on GPU) or "fast" (bf16 weights, bf16 autocast, fused kernels). `dtype` is the
     older spelling: float32 → the device default, bfloat16 → "fast". attention: the global-attention back end
-    ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md)."""
+    ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md). caption_cache: where encoded captions
+    are kept, "default" (memory and `pid.text.default_cache_dir()`: $PID_CACHE_DIR/captions, else
+    $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.text.CaptionCache`, or None (memory only)."""
     device = check_device(device)
     precision = resolve_precision(precision, dtype, device)
     dtype = torch.bfloat16 if precision == "fast" else torch.float32
@@ -68,7 +71,7 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
         net = PidNet(cfg)
     net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
     net.eval().requires_grad_(False)
-    decoder = PidDecoder(net, chosen, source, precision, attention)
+    decoder = PidDecoder(net, chosen, source, precision, attention, caption_cache)
     log.info("loaded %r", decoder)
     return decoder
 
@@ -76,10 +79,12 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
 def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[str] = None,
            config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
            precision: Optional[str] = None, attention: Optional[str] = None, revision: Optional[str] = None,
-           token: "str | bool | None" = None, **decode_kwargs):
+           token: "str | bool | None" = None, caption_cache: "CaptionCache | str | None" = "default",
+           **decode_kwargs):
     """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
     return load(checkpoint_or_state_dict, variant=variant, config=config, device=device, precision=precision,
-                attention=attention, revision=revision, token=token).decode(latent, **decode_kwargs)
+                attention=attention, revision=revision, token=token,
+                caption_cache=caption_cache).decode(latent, **decode_kwargs)
 
 
 def check_device(device) -> torch.device:

@@ -64,12 +64,15 @@ class PidDecoder:
     precision   "float32", "reference" or "fast" (see `pid.load`);
     attention   the global-attention back end ("kernel", "sdpa", "auto"; None: the device's default);
     autotune    what attention="auto" measured, kept for this decoder's lifetime;
-    caption_cache  caption embeddings encoded for this decoder's decodes (by text model and caption).
+    caption_cache  caption embeddings by text encoder and caption (`pid.text.CaptionCache`): by default in memory
+                and in `pid.text.default_cache_dir()`, so a caption encoded once (the empty one above all) never
+                needs Gemma again, in any process; another `CaptionCache`, or None (memory only, nothing on disk).
 
     `plan` combines them into the ExecutionPlan of a network call; `decode` adds its window and pixel chunks."""
 
     def __init__(self, net: PidNet, variant: Optional[Variant] = None, source: Optional[str] = None,
-                 precision: Optional[str] = None, attention: Optional[str] = None):
+                 precision: Optional[str] = None, attention: Optional[str] = None,
+                 caption_cache: "captions.CaptionCache | str | None" = "default"):
         self.net = net
         self.config: PidConfig = net.config
         self.variant = variant
@@ -77,7 +80,7 @@ class PidDecoder:
         self.precision = resolve_precision(precision, device=self.device, weights_dtype=self.dtype)
         self.attention = check_backend(attention)
         self.autotune = AttentionAutotune()
-        self.caption_cache = captions.CaptionCache()
+        self.caption_cache = _caption_cache(caption_cache)
         self._times: dict = {}  # timestep conditions by network time, reused across steps and decodes
         self._graphs: dict = {}  # captured decodes (cuda_graph=True) by shapes and settings
 
@@ -132,7 +135,9 @@ class PidDecoder:
 
         sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
         frame (flow; VP for SDXL). Captions: `caption_embeds` ([300, 2304] or [B, 300, 2304], or a file) or
-        `caption` text (needs the optional Gemma encoder; encodings are kept in `caption_cache`). Sampler defaults
+        `caption` text (encodings are kept in `caption_cache`; a miss needs the optional Gemma encoder: `text_encoder`,
+        left where it is, or else the default one, created on this decoder's device and released before the decode
+        runs, so that its ~5 GB never sit beside the decode; `pid.text.encoder_session`). Sampler defaults
         come from the variant: 4-step student, or for the teachers DPM-Solver++ with CFG 5 and the dynamic shift.
         Randomness: `noise` (the initial [B, 3, H, W] state) and `step_noises`, else `generator`, else a generator
         on the decoder's device seeded with `seed` — the reference's draw order (initial noise, then one draw per
@@ -236,11 +241,12 @@ class PidDecoder:
                         settings: SamplerSettings, generator, noise, step_noises, size, cuda_graph) -> DecodeInputs:
         B = latent.shape[0]
         H, W = size
-        y = self._caption_embeds(B, caption, caption_embeds, text_encoder, "caption_embeds")
-        null_y = None
-        if settings.guided:
-            default = captions.DEFAULT_NEGATIVE_PROMPT if negative_caption_embeds is None else None
-            null_y = self._caption_embeds(B, default, negative_caption_embeds, text_encoder, "negative_caption_embeds")
+        with captions.encoder_session(text_encoder, self.device) as encoder:  # one default encoder at most, freed here
+            y = self._caption_embeds(B, caption, caption_embeds, encoder, "caption_embeds")
+            null_y = None
+            if settings.guided:
+                default = captions.DEFAULT_NEGATIVE_PROMPT if negative_caption_embeds is None else None
+                null_y = self._caption_embeds(B, default, negative_caption_embeds, encoder, "negative_caption_embeds")
         if noise is None:
             noise = torch.randn((B, 3, H, W), generator=generator, device=self.device, dtype=torch.float32)
         elif tuple(noise.shape) != (B, 3, H, W):
@@ -431,6 +437,18 @@ class PidDecoder:
         name = self.variant.name if self.variant else "custom"
         return (f"PidDecoder({name}, {self.num_parameters() / 1e6:.1f}M params, device={self.device}, "
                 f"precision={self.precision})")
+
+
+def _caption_cache(cache) -> "captions.CaptionCache":
+    """A decoder's caption cache from its `caption_cache=` argument."""
+    if isinstance(cache, captions.CaptionCache):
+        return cache
+    if cache is None:
+        return captions.CaptionCache()
+    if cache == "default":
+        return captions.CaptionCache(captions.default_cache_dir())
+    raise PidError(f"caption_cache must be 'default' (the folder of pid.text.default_cache_dir()), a "
+                   f"pid.text.CaptionCache (e.g. CaptionCache('/some/folder')) or None (memory only), got {cache!r}")
 
 
 def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:

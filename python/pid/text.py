@@ -10,13 +10,14 @@ condition is the encoding of the CHI-prefixed empty caption `""`, not a zero ten
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import gc
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -53,6 +54,7 @@ DEFAULT_NEGATIVE_PROMPT = (
 EMBEDS_KEY = "caption_embeds"  # tensor name in our safetensors files
 CAPTIONS_METADATA_KEY = "pid.captions"  # JSON list of the caption strings
 MODEL_ID_METADATA_KEY = "pid.text_model_id"
+CACHE_KEY_METADATA_KEY = "pid.caption_cache_key"  # the encoder key of a caption-cache entry
 INSTALL_HINT = "pip install 'pid[text]'"
 
 PathLike = Union[str, os.PathLike]
@@ -128,11 +130,42 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
+def _dtype_argument(transformers: Any) -> str:
+    """The `from_pretrained` argument that sets the weights' dtype: `dtype` since transformers 4.56 (where
+    `torch_dtype`, the reference's spelling under 4.57.1, is deprecated), `torch_dtype` before. Same effect."""
+    try:
+        major, minor = (int(part) for part in str(transformers.__version__).split(".")[:2])
+    except (AttributeError, ValueError):
+        return "torch_dtype"
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+# Names pid's prompt and token window in the caption-cache keys: editing the CHI prefix or the 300-token rule
+# changes every key, so no embedding made under the old rule is reused.
+_PROMPT_TAG = f"chi-{hashlib.sha256(CHI_PROMPT.encode()).hexdigest()[:12]}-{TXT_LEN}"
+
+
+def encoder_cache_key(model_id: PathLike = DEFAULT_MODEL_ID, dtype: torch.dtype = torch.bfloat16) -> str:
+    """What identifies a `CaptionEncoder`'s embeddings in a `CaptionCache`, computed without loading it: the model
+    (a Hugging Face id as given, its revision not included; or a local folder — where transformers looks first — by
+    its absolute path and its files' names, sizes and modification times, so a replaced model is not mistaken for
+    the old one), the dtype it runs in, and pid's prompt and token window. Not the device: a GPU and a CPU encode
+    the same function (their bf16 roundings differ)."""
+    name = str(model_id)
+    if os.path.isdir(name):
+        folder = Path(name).resolve()
+        files = sorted((p.name, p.stat()) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        stamp = json.dumps([[n, st.st_size, st.st_mtime_ns] for n, st in files])
+        name = f"{folder}@{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    return f"{name}|{str(dtype).removeprefix('torch.')}|{_PROMPT_TAG}"
+
+
 class CaptionEncoder:
     """Gemma-2-2B-it (the Sana copy) loaded like the reference: `AutoTokenizer` padding on the right and
     `AutoModelForCausalLM(..., torch_dtype=bf16).get_decoder()`. `model_id` may be a Hugging Face id or a
     local folder holding the downloaded model. `HF_HUB_OFFLINE=1` (or `local_files_only=True`) never touches
-    the network. `attn_implementation=None` keeps transformers' default, as the reference does.
+    the network. `attn_implementation=None` keeps transformers' default, as the reference does. `cache_key`
+    identifies its embeddings in a `CaptionCache` (`encoder_cache_key`).
     """
 
     def __init__(self, model_id: PathLike = DEFAULT_MODEL_ID, device: Union[str, torch.device] = "cpu",
@@ -142,11 +175,12 @@ class CaptionEncoder:
         self.model_id = str(model_id)
         self.device = torch.device(device)
         self.dtype = dtype
+        self.cache_key = encoder_cache_key(self.model_id, dtype)
         offline = local_files_only or _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
         kwargs: dict[str, Any] = {"local_files_only": offline}
         if cache_dir is not None:
             kwargs["cache_dir"] = str(cache_dir)
-        model_kwargs: dict[str, Any] = {"torch_dtype": dtype}
+        model_kwargs: dict[str, Any] = {_dtype_argument(transformers): dtype}
         if attn_implementation is not None:
             model_kwargs["attn_implementation"] = attn_implementation
 
@@ -182,19 +216,50 @@ class CaptionEncoder:
         return f"CaptionEncoder({self.model_id!r}, device={str(self.device)!r}, dtype={self.dtype})"
 
 
-@functools.lru_cache(maxsize=1)
-def default_caption_encoder() -> CaptionEncoder:
-    """The `CaptionEncoder()` shared by calls that pass no encoder (loaded once, on first use)."""
-    return CaptionEncoder()
-
-
 class _LazyDefaultEncoder:
-    """Stands in for the default encoder so that a fully cached request never loads (or needs) Gemma."""
+    """Stands in for the default encoder, `CaptionEncoder(model_id, device, dtype)`, during one request: it is
+    created at the request's first cache miss (a fully cached request never loads, or needs, Gemma) and dropped by
+    `release()` at the request's end, so that its ~5 GB never sit beside a decode."""
 
     model_id = DEFAULT_MODEL_ID
+    dtype = torch.bfloat16
+
+    def __init__(self, device: Union[str, torch.device] = "cpu"):
+        self.device = torch.device(device)
+        self.encoder: Optional[CaptionEncoder] = None
+
+    @property
+    def cache_key(self) -> str:
+        return encoder_cache_key(self.model_id, self.dtype)
 
     def encode(self, captions: list[str]) -> torch.Tensor:
-        return default_caption_encoder().encode(captions)
+        if self.encoder is None:
+            self.encoder = CaptionEncoder(self.model_id, device=self.device, dtype=self.dtype)
+        return self.encoder.encode(captions)
+
+    def release(self) -> None:
+        if self.encoder is None:
+            return
+        log.info("releasing text encoder %s", self.encoder.model_id)
+        self.encoder = None
+        gc.collect()  # transformers' modules may hold reference cycles: free the weights now, not at some later GC
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the freed blocks back, so the decode (and other processes) can use them
+
+
+@contextlib.contextmanager
+def encoder_session(encoder: Any = None, device: Union[str, torch.device] = "cpu") -> Iterator[Any]:
+    """The encoder of one request: `encoder` as given (left where its owner put it: pid neither moves nor frees
+    it), else the default Gemma encoder, created on `device` only if a caption misses the cache and released when
+    the block ends."""
+    if encoder is not None:
+        yield encoder
+        return
+    default = _LazyDefaultEncoder(device)
+    try:
+        yield default
+    finally:
+        default.release()
 
 
 # ------------------------------------------------------------------------------------ embedding files
@@ -217,17 +282,20 @@ def _check_embeds(t: Any, what: str, *, dim: Optional[int] = TXT_DIM, txt_len: O
 
 
 def save_caption_embeds(path: PathLike, embeds: torch.Tensor, captions: Optional[Union[str, Sequence[str]]] = None,
-                        model_id: str = DEFAULT_MODEL_ID) -> Path:
+                        model_id: Optional[str] = DEFAULT_MODEL_ID, *,
+                        metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Write `[B, 300, D]` (or `[300, D]`) embeddings to `path` (`.safetensors`), dtype kept, tensor name
-    `caption_embeds`, with the caption texts (JSON list) and the text model id in the metadata. Atomic: a failed
-    or interrupted write leaves the old file."""
+    `caption_embeds`, with the caption texts (JSON list), the text model id (unless None) and `metadata` in the
+    file's metadata. Atomic: a failed or interrupted write leaves the old file."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise PidError(f"caption embeddings are written as .safetensors, got {str(path)!r}")
     from safetensors.torch import save_file
 
     embeds = _check_embeds(embeds, "caption embeddings", dim=None)
-    metadata = {MODEL_ID_METADATA_KEY: str(model_id)}
+    metadata = dict(metadata or {})
+    if model_id is not None:
+        metadata[MODEL_ID_METADATA_KEY] = str(model_id)
     if captions is not None:
         captions = [captions] if isinstance(captions, str) else list(captions)
         if len(captions) != embeds.shape[0]:
@@ -261,6 +329,14 @@ def _read_captions(metadata: dict[str, str], n: int, path: Path) -> Optional[lis
     return captions
 
 
+def _read_embeds_file(path: Path, dim: Optional[int], txt_len: Optional[int]
+                      ) -> tuple[torch.Tensor, Optional[list[str]], dict[str, str]]:
+    f = read_tensor_file(path, "caption embeddings file", error=CaptionEmbedsError)
+    embeds = _check_embeds(_pick_tensor(f.tensors, path), f"caption embeddings in {str(path)!r}",
+                           dim=dim, txt_len=txt_len)
+    return embeds, _read_captions(f.metadata, embeds.shape[0], path), f.metadata
+
+
 def load_caption_embeds(path: PathLike, *, dim: Optional[int] = TXT_DIM, txt_len: Optional[int] = TXT_LEN
                         ) -> tuple[torch.Tensor, Optional[list[str]]]:
     """Read caption embeddings → (`[B, 300, D]` tensor in its stored dtype, captions or None).
@@ -270,83 +346,129 @@ def load_caption_embeds(path: PathLike, *, dim: Optional[int] = TXT_DIM, txt_len
     dim. `dim` / `txt_len` = None accept any width / length.
     """
     path = Path(path)
-    f = read_tensor_file(path, "caption embeddings file", error=CaptionEmbedsError)
-    tensors, metadata = f.tensors, f.metadata
-    embeds = _check_embeds(_pick_tensor(tensors, path), f"caption embeddings in {str(path)!r}",
-                           dim=dim, txt_len=txt_len)
+    embeds, captions, metadata = _read_embeds_file(path, dim, txt_len)
     model_id = metadata.get(MODEL_ID_METADATA_KEY)
     if model_id is not None and model_id != DEFAULT_MODEL_ID:
         log.info("%s was encoded with %s (PiD's text encoder is %s)", path, model_id, DEFAULT_MODEL_ID)
-    return embeds, _read_captions(metadata, embeds.shape[0], path)
+    return embeds, captions
 
 
 # ------------------------------------------------------------------------------------------- cache
-def caption_cache_key(model_id: str, caption: str) -> str:
-    """sha256 hex of `model_id + "\\0" + caption` (the on-disk file stem)."""
-    return hashlib.sha256(f"{model_id}\0{caption}".encode("utf-8")).hexdigest()
+def default_cache_dir() -> Path:
+    """Where a decoder keeps caption embeddings across processes: `$PID_CACHE_DIR/captions`, else
+    `$XDG_CACHE_HOME/pid/captions` (an absolute path, as the XDG specification asks), else `~/.cache/pid/captions`."""
+    if os.environ.get("PID_CACHE_DIR"):
+        return Path(os.environ["PID_CACHE_DIR"]).expanduser() / "captions"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "pid" / "captions"
+
+
+def caption_cache_key(encoder_key: str, caption: str) -> str:
+    """sha256 hex of `encoder_key + "\\0" + caption` (the on-disk file stem)."""
+    return hashlib.sha256(f"{encoder_key}\0{caption}".encode("utf-8")).hexdigest()
+
+
+def _encoder_key(encoder: Any) -> str:
+    """An encoder's key in a `CaptionCache`: its `cache_key` (a `CaptionEncoder`'s: `encoder_cache_key`), else its
+    `model_id`."""
+    return str(getattr(encoder, "cache_key", None) or encoder.model_id)
 
 
 class CaptionCache:
-    """Caption embeddings by (model id, caption): in memory, and in `folder` (one `<sha256>.safetensors` per
-    entry) when given, so that they survive across processes. Entries are `[300, D]` CPU tensors."""
+    """Caption embeddings by (encoder key, caption): in memory, and in `folder` (one `<sha256>.safetensors` per
+    entry, written atomically) when given, so that they survive across processes. Entries are `[300, D]` CPU
+    tensors; the encoder key (`encoder_cache_key`) names the model, its dtype and pid's prompt rule.
+
+    The folder only ever saves work: an entry that cannot be read, or does not hold what its name promises, is
+    ignored with a warning (the caption is encoded again and the entry rewritten), and one that cannot be written
+    is kept in memory only, with a warning."""
 
     def __init__(self, folder: Optional[PathLike] = None):
-        self.folder = Path(folder) if folder is not None else None
+        self.folder = Path(folder).expanduser() if folder is not None else None
         self._memory: dict[tuple[str, str], torch.Tensor] = {}
+        self._write_failed = False
 
-    def _file(self, model_id: str, caption: str) -> Optional[Path]:
-        return self.folder / f"{caption_cache_key(model_id, caption)}.safetensors" if self.folder else None
+    def _file(self, key: str, caption: str) -> Optional[Path]:
+        return self.folder / f"{caption_cache_key(key, caption)}.safetensors" if self.folder else None
 
-    def get(self, model_id: str, caption: str) -> Optional[torch.Tensor]:
-        hit = self._memory.get((model_id, caption))
+    def get(self, key: str, caption: str, *, dim: Optional[int] = None) -> Optional[torch.Tensor]:
+        """The `[300, D]` embeddings of `caption` under encoder `key`, or None. `dim`: an entry on disk of another
+        width is unusable."""
+        hit = self._memory.get((key, caption))
         if hit is not None:
             return hit
-        file = self._file(model_id, caption)
-        if file is None or not file.is_file():
+        file = self._file(key, caption)
+        if file is None:
             return None
         try:
-            embeds, captions = load_caption_embeds(file, dim=None)
-        except CaptionEmbedsError as e:
-            log.warning("ignoring unreadable cache entry %s: %s", file, e)
+            if not file.is_file():
+                return None
+            embeds, captions, metadata = _read_embeds_file(file, dim, TXT_LEN)
+            problem = _entry_problem(embeds, captions, metadata, key, caption)
+        except Exception as e:  # a damaged entry, whatever the damage, is only a miss
+            problem = f"{type(e).__name__}: {e}"
+        if problem:
+            log.warning("ignoring caption cache entry %s: %s; the caption is encoded again", file, problem)
             return None
-        if captions != [caption]:
-            log.warning("ignoring cache entry %s: it holds a different caption", file)
-            return None
-        self._memory[(model_id, caption)] = embeds[0]
+        self._memory[(key, caption)] = embeds[0]
         return embeds[0]
 
-    def put(self, model_id: str, caption: str, embeds: torch.Tensor) -> None:
+    def put(self, key: str, caption: str, embeds: torch.Tensor) -> None:
         embeds = _check_embeds(embeds, f"embeddings for caption {caption!r}", dim=None)
         if embeds.shape[0] != 1:
             raise PidError(f"one caption's embeddings must be [300, D] or [1, 300, D], got {list(embeds.shape)}")
         entry = embeds[0].detach().to("cpu").clone()
-        self._memory[(model_id, caption)] = entry
-        file = self._file(model_id, caption)
-        if file is not None:
+        self._memory[(key, caption)] = entry
+        file = self._file(key, caption)
+        if file is None:
+            return
+        try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            save_caption_embeds(file, entry, [caption], model_id=model_id)  # atomic: readers never see half a file
+            # atomic: a reader (another process) sees the whole entry or none
+            save_caption_embeds(file, entry, [caption], model_id=None, metadata={CACHE_KEY_METADATA_KEY: key})
+        except Exception as e:  # an unwritable cache costs a later re-encode, never this decode
+            report = log.debug if self._write_failed else log.warning
+            report("could not write caption cache entry %s (%s: %s); kept in memory only. Choose another folder "
+                   "with $PID_CACHE_DIR or caption_cache=", file, type(e).__name__, e)
+            self._write_failed = True
 
-    def encode(self, encoder: Any, captions: Union[str, Sequence[str]], model_id: Optional[str] = None
-               ) -> torch.Tensor:
+    def encode(self, encoder: Any, captions: Union[str, Sequence[str]], key: Optional[str] = None, *,
+               dim: Optional[int] = None) -> torch.Tensor:
         """`[B, 300, D]` (CPU) for `captions` in order; `encoder.encode(list)` runs once, on the distinct misses.
-        `model_id` defaults to `encoder.model_id`."""
+        `key` defaults to the encoder's (`cache_key`, else `model_id`); `dim` as in `get`."""
         captions = [captions] if isinstance(captions, str) else list(captions)
         if not captions:
             raise PidError("no captions to encode")
-        model_id = str(model_id if model_id is not None else encoder.model_id)
-        misses = list(dict.fromkeys(c for c in captions if self.get(model_id, c) is None))
+        key = str(key) if key is not None else _encoder_key(encoder)
+        misses = list(dict.fromkeys(c for c in captions if self.get(key, c, dim=dim) is None))
         if misses:
-            log.info("encoding %d caption(s) with %s (%d cached)", len(misses), model_id,
+            log.info("encoding %d caption(s) with %s (%d cached)", len(misses), key,
                      len(set(captions)) - len(misses))
             fresh = encoder.encode(misses)
             if fresh.shape[0] != len(misses):
                 raise PidError(f"encoder returned {fresh.shape[0]} embeddings for {len(misses)} captions")
             for caption, embeds in zip(misses, fresh):
-                self.put(model_id, caption, embeds)
-        return torch.stack([self._memory[(model_id, c)] for c in captions])
+                self.put(key, caption, embeds)
+        return torch.stack([self._memory[(key, c)] for c in captions])
 
     def __len__(self) -> int:
         return len(self._memory)
+
+    def __repr__(self) -> str:
+        return f"CaptionCache({str(self.folder) if self.folder else 'memory only'}, {len(self)} entries)"
+
+
+def _entry_problem(embeds: torch.Tensor, captions: Optional[list[str]], metadata: Mapping[str, str], key: str,
+                   caption: str) -> Optional[str]:
+    """Why a cache file's content is not the entry (key, caption), or None."""
+    if embeds.shape[0] != 1:
+        return f"it holds {embeds.shape[0]} embeddings, not one"
+    if metadata.get(CACHE_KEY_METADATA_KEY) != key:
+        return "it was written for another encoder"
+    if captions != [caption]:
+        return "it holds another caption"
+    return None
 
 
 # ------------------------------------------------------------------------------------------ resolving
@@ -361,14 +483,16 @@ def _no_caption_message() -> str:
 def resolve_caption_embeds(batch_size: int, caption: Optional[Union[str, Sequence[str]]] = None,
                            caption_embeds: Optional[Union[torch.Tensor, PathLike]] = None, encoder: Any = None,
                            cache: Optional[CaptionCache] = None, *, dim: Optional[int] = TXT_DIM,
-                           txt_len: Optional[int] = TXT_LEN) -> torch.Tensor:
+                           txt_len: Optional[int] = TXT_LEN, device: Union[str, torch.device] = "cpu"
+                           ) -> torch.Tensor:
     """The `[batch_size, 300, D]` caption embeddings for one decode call (`txt_len=None` accepts any length).
 
     Precomputed `caption_embeds` win (a path is loaded; `[300, D]` or `[1, 300, D]` broadcast to the batch,
     `[B, 300, D]` must have B == batch_size). Otherwise `caption` (a str for the whole batch, or a list of
-    batch_size strings) is encoded with `encoder` (default: a `CaptionEncoder()` created on first need)
-    through `cache` (default: a throwaway in-memory one). Neither → ValueError. Dtype/device as produced
-    (bf16; CPU for encoded captions): the caller casts.
+    batch_size strings) is encoded with `encoder` (default: a `CaptionEncoder()` created on `device` at the first
+    cache miss and released before this returns, `encoder_session`) through `cache` (default: a throwaway
+    in-memory one). Neither → ValueError. Dtype/device as produced (bf16; CPU for encoded captions): the caller
+    casts.
     """
     if batch_size < 1:
         raise PidError(f"batch_size must be >= 1, got {batch_size}")
@@ -396,7 +520,8 @@ def resolve_caption_embeds(batch_size: int, caption: Optional[Union[str, Sequenc
             raise PidError(f"{len(captions)} captions for a batch of {batch_size}; give one string (broadcast) "
                              "or one per batch item")
     cache = cache if cache is not None else CaptionCache()  # (an empty cache is falsy: it has __len__)
-    embeds = cache.encode(encoder if encoder is not None else _LazyDefaultEncoder(), captions)
+    with encoder_session(encoder, device) as session:
+        embeds = cache.encode(session, captions, dim=dim)
     return _check_embeds(embeds, "encoded captions", dim=dim)
 
 
