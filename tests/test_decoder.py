@@ -23,7 +23,7 @@ def io():
 
 @pytest.fixture(scope="module")
 def decoder(tiny_checkpoint):
-    return pid.load(tiny_checkpoint.pth, config=tiny_checkpoint.kwargs)
+    return pid.load(tiny_checkpoint.pth, config=tiny_checkpoint.kwargs, precision="float32")
 
 
 def _bf16(t):

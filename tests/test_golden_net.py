@@ -100,7 +100,7 @@ def test_checkpoint_container_loads_and_matches(plan):
     cases = [c for c in golden.list_cases(GOLDEN, "net_forward") if c.ckpt_path]
     assert cases, "no golden case ships a checkpoint container"
     for case in cases:
-        decoder = pid.load(case.ckpt_path, config=case.meta["net_kwargs"])
+        decoder = pid.load(case.ckpt_path, config=case.meta["net_kwargs"], precision="float32")
         assert decoder.dtype == torch.float32 and decoder.variant is None
         _assert_close(golden.run_net_case(case, decoder.net, plan), case.io["output_ckpt"], case)
 

@@ -48,13 +48,23 @@ def test_plan_autocast_is_the_regime_whatever_the_caller_had():
         assert (a @ b).dtype == torch.bfloat16
 
 
-def test_resolve_precision():
-    assert resolve_precision(None, device="cpu") == "float32"
-    assert resolve_precision(None, device="cuda") == "reference"
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_resolve_precision(monkeypatch, native_bf16):
+    import pid.plan
+
+    monkeypatch.setattr(pid.plan, "native_bf16_cpu", lambda: native_bf16)
+    # Fast by default where bfloat16 is native: CUDA, and CPUs with AMX / AVX512-BF16; float32 on other CPUs.
+    assert resolve_precision(None, device="cpu") == ("fast" if native_bf16 else "float32")
+    assert resolve_precision(None, device="cuda") == "fast"
+    # Weights in memory, or a dtype= spelling, decide between their regimes.
     assert resolve_precision(None, torch.bfloat16) == "fast"
     assert resolve_precision(None, "torch.float32", "cpu") == "float32"
+    assert resolve_precision(None, torch.float32, "cuda") == "reference"
     assert resolve_precision(None, weights_dtype=torch.bfloat16) == "fast"
+    assert resolve_precision(None, device="cpu", weights_dtype=torch.float32) == "float32"
+    assert resolve_precision(None, device="cuda", weights_dtype=torch.float32) == "reference"
     assert resolve_precision("reference", weights_dtype=torch.float32) == "reference"
+    assert resolve_precision("reference", torch.float32) == "reference"
     with pytest.raises(ValueError, match="contradict"):
         resolve_precision("reference", torch.bfloat16)
     with pytest.raises(ValueError, match="not supported"):

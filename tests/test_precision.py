@@ -69,10 +69,16 @@ def test_reference_regime_is_bf16_autocast_within_the_golden_budget():
     assert e["mean_abs_rel"] > meta["tolerance"]["float32"]["mean_abs_rel"], e  # and autocast did round
 
 
-def test_precision_arguments(tiny_checkpoint):
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_arguments(tiny_checkpoint, monkeypatch, native_bf16):
+    import pid.plan
+
+    monkeypatch.setattr(pid.plan, "native_bf16_cpu", lambda: native_bf16)
     kw = dict(config=tiny_checkpoint.kwargs)
     path = tiny_checkpoint.pth
-    assert pid.load(path, **kw).precision == "float32"  # CPU default
+    default = pid.load(path, **kw)  # the CPU default: fast where bfloat16 is native, else float32
+    assert (default.precision, default.dtype) == (("fast", torch.bfloat16) if native_bf16 else ("float32", torch.float32))
+    assert pid.load(path, precision="float32", **kw).precision == "float32"
     assert pid.load(path, precision="reference", **kw).precision == "reference"
     assert pid.load(path, dtype=torch.bfloat16, **kw).precision == "fast"
     with pytest.raises(ValueError, match="contradict"):

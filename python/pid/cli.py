@@ -482,8 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="output size N or WxH (width x height; default: the latent's natural size)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("float32", "reference", "fast"),
-                   help="float32 (CPU default), reference (official: fp32 weights + bf16 autocast; GPU default), "
-                        "fast (bf16 weights + fused kernels)")
+                   help="fast (bf16 weights + fused kernels; the default on CUDA and on CPUs with AMX / AVX512-BF16), "
+                        "float32 (the parity regime; the default on other CPUs), reference (official: fp32 weights + "
+                        "bf16 autocast)")
     p.add_argument("--pixel-chunk", default="auto", help="patches per chunk of the pixel blocks (bounds memory): N, "
                    "auto (from the free GPU memory) or none")
     p.add_argument("--force", action="store_true", help="decode even when the memory estimate exceeds what the "
@@ -516,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--caption-embeds", help="safetensors/.pt file of caption embeddings (pid encode-caption)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pipeline's and PiD's noise")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("float32", "reference", "fast"), help="PiD's precision regime")
+    p.add_argument("--precision", choices=("float32", "reference", "fast"), help="PiD's precision regime (as decode's)")
     p.add_argument("--pixel-chunk", default="auto", help="patches per chunk of the pixel blocks: N, auto or none")
     p.add_argument("--force", action="store_true", help="decode even when the memory estimate exceeds what the "
                    "device has free")

@@ -18,9 +18,10 @@ from .errors import PidError
 from .ops import AttentionAutotune, default_attention_backend
 from .ops._attention import check_backend
 
-# float32:   float32 weights and math (golden parity; the CPU default).
-# reference: the official regime: float32 weights holding the bf16 values, bf16 autocast (the CUDA default).
-# fast:      bf16 weights (no float32 copy), bf16 autocast, float32 residual streams, the fused norm kernels.
+# float32:   float32 weights and math (golden parity; the default on CPUs without native bfloat16).
+# reference: the official regime: float32 weights holding the bf16 values, bf16 autocast.
+# fast:      bf16 weights (no float32 copy), bf16 autocast, float32 residual streams, the fused norm kernels (the
+#            default on CUDA and on CPUs with AMX / AVX512-BF16: default_precision).
 PRECISIONS = ("float32", "reference", "fast")
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -93,30 +94,48 @@ class ExecutionPlan:
         return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=self.autocast_cache)
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes in bfloat16 natively (x86 AMX or AVX512-BF16): PyTorch's bfloat16 matrix products
+    then run well ahead of its float32 ones, and the fast regime is the default on the CPU too."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu's (private) feature probes
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def default_precision(device: "str | torch.device", weights_dtype: Optional[torch.dtype] = None) -> str:
+    """The regime a decoder takes when none is asked for: "fast" on CUDA and on CPUs with native bfloat16
+    arithmetic, "float32" on other CPUs. Weights already in memory decide between their regimes: bfloat16 weights
+    are "fast", float32 weights "reference" on CUDA and "float32" on the CPU. "float32" (the parity regime) is always
+    one precision= away."""
+    cuda = torch.device(device).type == "cuda"
+    if weights_dtype == torch.bfloat16:
+        return "fast"
+    if weights_dtype == torch.float32:
+        return "reference" if cuda else "float32"
+    return "fast" if cuda or native_bf16_cpu() else "float32"
+
+
 def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch.device" = "cpu",
                       weights_dtype: Optional[torch.dtype] = None) -> str:
     """The precision regime for a decoder: `precision` if given, else the one `dtype` implies (torch.bfloat16 →
-    "fast"; float32 → the device's default), else the one the weights imply (bfloat16 → "fast"), else the device's
-    default ("reference" on CUDA, "float32" elsewhere). Validated, also against `weights_dtype` when given (the
-    fast regime holds bfloat16 weights, the others float32)."""
+    "fast"; float32 → the regime of float32 weights on the device), else `default_precision(device,
+    weights_dtype)`. Validated, also against `weights_dtype` when given (the fast regime holds bfloat16 weights, the
+    others float32)."""
     if dtype is not None:
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
         if dtype not in SUPPORTED_DTYPES:
             raise PidError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16, or choose "
-                             f"precision= one of {PRECISIONS}")
-        implied = "fast" if dtype == torch.bfloat16 else None
-        if precision is not None and implied is not None and precision != implied:
+                           f"precision= one of {PRECISIONS}")
+        implied = default_precision(device, dtype)
+        if precision is not None and precision != implied and (dtype == torch.bfloat16 or precision == "fast"):
             raise PidError(f"dtype={dtype} and precision={precision!r} contradict each other: bf16 weights are "
-                             "the 'fast' regime; pass only precision=")
+                           "the 'fast' regime; pass only precision=")
         precision = precision or implied
-    if precision is None and weights_dtype == torch.bfloat16:
-        precision = "fast"
     if precision is None:
-        precision = "reference" if torch.device(device).type == "cuda" else "float32"
+        precision = default_precision(device, weights_dtype)
     if precision not in PRECISIONS:
         raise PidError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if weights_dtype is not None and weights_dtype != (torch.bfloat16 if precision == "fast" else torch.float32):
         raise PidError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
-                         f"the network holds {weights_dtype}: convert it with net.to(...) or use pid.load(precision=...)")
+                       f"the network holds {weights_dtype}: convert it with net.to(...) or use pid.load(precision=...)")
     return precision
