@@ -3,6 +3,7 @@ windowed attention vs its explicit mask, fake kernels, fallback, input errors.""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -677,3 +678,31 @@ def test_cuda_bad_device_error():
         torch.ops.pid.attention(q, k, v.cpu(), 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match="head_dim 64 or 72"):
         torch.ops.pid.attention(q[..., :8], k[..., :8], v[..., :8], 0, 0, 0, 0)
+
+
+@needs_ext
+def test_auto_choices_outlive_the_process(tmp_path, caplog):
+    """With a file, what "auto" timed is not timed again by a new AttentionAutotune (a new process, a new decoder); a
+    damaged file is ignored with a warning; another machine or version keys its own entries."""
+    path = tmp_path / "attention.json"
+    q, k, v = make_qkv(1, 2, 40, 40, 64, torch.float32)
+    sdpa_faster = iter([9.0, 1.0])
+    first = pid.ops.AttentionAutotune(path=path, timer=lambda fn, device: next(sdpa_faster))
+    assert first.choose(q, k, v) == "sdpa"
+    entry = json.loads(path.read_text())
+    assert list(entry.values()) == ["sdpa"]
+    key = next(iter(entry))
+    assert f"torch {torch.__version__}" in key and "float32 | q [1, 2, 40, 64] | k [1, 2, 40, 64]" in key
+    again = pid.ops.AttentionAutotune(path=path, timer=lambda fn, device: pytest.fail("timed again"))
+    assert again.choose(q, k, v) == "sdpa"
+    assert torch.equal(pid.ops.attention(q, k, v, backend="auto", autotune=again),
+                       F.scaled_dot_product_attention(q, k, v))
+    path.write_text(json.dumps({key.replace(torch.__version__, "0.0"): "kernel"}))  # another torch: its own entry
+    kernel_faster = iter([1.0, 9.0])
+    other = pid.ops.AttentionAutotune(path=path, timer=lambda fn, device: next(kernel_faster))
+    assert other.choose(q, k, v) == "kernel" and len(json.loads(path.read_text())) == 2
+    path.write_text("{damaged")
+    with caplog.at_level("WARNING", logger="pid.ops._attention"):
+        fresh = pid.ops.AttentionAutotune(path=path, timer=lambda fn, device: 1.0)
+        assert fresh.choose(q, k, v) in ("kernel", "sdpa")
+    assert "ignoring the attention timings" in caplog.text and json.loads(path.read_text())  # rewritten whole

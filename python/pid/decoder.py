@@ -63,7 +63,7 @@ class PidDecoder:
 
     precision   "float32", "reference" or "fast" (see `pid.load`);
     attention   the global-attention back end ("kernel", "sdpa", "auto"; None: the device's default);
-    autotune    what attention="auto" measured, kept for this decoder's lifetime;
+    autotune    what attention="auto" measured, in memory and in the machine's file (AttentionAutotune.default_path());
     caption_cache  caption embeddings by text encoder and caption (`pid.text.CaptionCache`): by default in memory
                 and in `pid.text.default_cache_dir()`, so a caption encoded once (the empty one above all) never
                 needs Gemma again, in any process; another `CaptionCache`, or None (memory only, nothing on disk).
@@ -79,7 +79,7 @@ class PidDecoder:
         self.source = source
         self.precision = resolve_precision(precision, device=self.device, weights_dtype=self.dtype)
         self.attention = check_backend(attention)
-        self.autotune = AttentionAutotune()
+        self.autotune = AttentionAutotune(path=AttentionAutotune.default_path())  # kept across processes
         self.caption_cache = _caption_cache(caption_cache)
         self._times: dict = {}  # timestep conditions by network time, reused across steps and decodes
         self._graphs: dict = {}  # captured decodes (cuda_graph=True) by shapes and settings

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import torch
 
 from .atomic import atomic_path
+from .cache_dir import pid_cache_dir
 from .errors import CaptionEmbedsError, PidError
 from .tensor_file import read_tensor_file
 
@@ -357,11 +358,7 @@ def load_caption_embeds(path: PathLike, *, dim: Optional[int] = TXT_DIM, txt_len
 def default_cache_dir() -> Path:
     """Where a decoder keeps caption embeddings across processes: `$PID_CACHE_DIR/captions`, else
     `$XDG_CACHE_HOME/pid/captions` (an absolute path, as the XDG specification asks), else `~/.cache/pid/captions`."""
-    if os.environ.get("PID_CACHE_DIR"):
-        return Path(os.environ["PID_CACHE_DIR"]).expanduser() / "captions"
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "pid" / "captions"
+    return pid_cache_dir() / "captions"
 
 
 def caption_cache_key(encoder_key: str, caption: str) -> str:

@@ -8,9 +8,14 @@ see docs/attention.md). Windowed attention always runs the kernel when it can (S
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
+import platform
 import statistics
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -194,50 +199,126 @@ class AttentionAutotune:
     of pid's kernel and torch SDPA was faster, timed on the first call of that shape (one untimed and ``calls``
     timed calls of each, interleaved, on the caller's inputs; the medians decide).
 
-    It keeps at most ``max_shapes`` shapes (the least recently used is forgotten). Its owner sets its scope: a
-    PidDecoder keeps one for its lifetime, in its ExecutionPlan. ``timer(fn, device) -> seconds`` replaces the
-    measurement (tests)."""
+    It keeps at most ``max_shapes`` shapes in memory (the least recently used is forgotten). With ``path`` (a JSON
+    file; `default_path()` is the machine's) the choices also outlive the process: keyed by the device's name, the
+    torch and pid versions, dtype and shapes, so a new process, or a new decoder, does not time again, and a new
+    GPU, torch or pid does. Its owner sets its scope: a PidDecoder keeps one for its lifetime, in its
+    ExecutionPlan. ``timer(fn, device) -> seconds`` replaces the measurement (tests)."""
 
     def __init__(self, calls: int = 3, max_shapes: int = 64,
-                 timer: Optional[Callable[[Callable[[], object], torch.device], float]] = None):
+                 timer: Optional[Callable[[Callable[[], object], torch.device], float]] = None,
+                 path: "str | os.PathLike | None" = None):
         self.calls = calls
         self.max_shapes = max_shapes
+        self.path = None if path is None else Path(path)
         self._timer = timer
         self._choices: OrderedDict[tuple, str] = OrderedDict()
+        self._on_disk: Optional[dict[str, str]] = None  # read at the first lookup
+
+    @staticmethod
+    def default_path() -> Path:
+        """The machine's file of timed choices: `pid_cache_dir()/attention.json`."""
+        from pid.cache_dir import pid_cache_dir
+
+        return pid_cache_dir() / "attention.json"
 
     def __len__(self) -> int:
         return len(self._choices)
 
     def __repr__(self) -> str:
-        return f"AttentionAutotune({len(self)} shapes)"
+        return f"AttentionAutotune({len(self)} shapes{f', {self.path}' if self.path else ''})"
 
     def choose(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_kernel: bool = True) -> str:
-        """"kernel" or "sdpa" for these inputs: remembered, else timed now. Inputs the kernel cannot take get
-        SDPA untimed; while a CUDA graph is captured or torch.compile traces, nothing can be timed: SDPA, not
-        remembered."""
+        """"kernel" or "sdpa" for these inputs: remembered (in memory, else on disk), else timed now. Inputs the
+        kernel cannot take get SDPA untimed; while a CUDA graph is captured or torch.compile traces, nothing can be
+        timed: SDPA, not remembered."""
         if not _kernel_can_run(q, k, v, use_kernel):
             return "sdpa"
         key = (q.device, q.dtype, tuple(q.shape), tuple(k.shape))
-        choice = self._choices.get(key)
+        choice = self._choices.get(key) or self._from_disk(key)
         if choice is not None:
-            self._choices.move_to_end(key)
+            self._remember(key, choice)
             return choice
         if torch.compiler.is_compiling() or (q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
             return "sdpa"
         kernel_s, sdpa_s = self._median_seconds([lambda: _kernel(q, k, v, None, None, 0), lambda: _sdpa(q, k, v)],
                                                 q.device)
-        choice = self._choices[key] = "kernel" if kernel_s < sdpa_s else "sdpa"
-        if len(self._choices) > self.max_shapes:
-            self._choices.popitem(last=False)
+        choice = "kernel" if kernel_s < sdpa_s else "sdpa"
+        self._remember(key, choice)
+        self._to_disk(key, choice)
         log.info("global attention %s %s q %s k %s: pid kernel %.3f ms, torch SDPA %.3f ms: using %s", q.device,
                  str(q.dtype).removeprefix("torch."), list(q.shape), list(k.shape), kernel_s * 1e3, sdpa_s * 1e3,
                  choice)
         return choice
 
+    def _remember(self, key: tuple, choice: str) -> None:
+        self._choices[key] = choice
+        self._choices.move_to_end(key)
+        if len(self._choices) > self.max_shapes:
+            self._choices.popitem(last=False)
+
     def _median_seconds(self, fns: list[Callable[[], object]], device: torch.device) -> list[float]:
         if self._timer is not None:
             return [self._timer(fn, device) for fn in fns]
         return [statistics.median(times) for times in timing.time_calls(fns, device, self.calls, warmup=1)]
+
+    # ---- the file: {"<device name> | torch <v> | pid <v> | <dtype> | q [..] | k [..]": "kernel" or "sdpa"}
+    @staticmethod
+    def _disk_key(key: tuple) -> str:
+        from pid._version import __version__
+
+        device, dtype, q_shape, k_shape = key
+        return (f"{_device_name(device)} | torch {torch.__version__} | pid {__version__} | "
+                f"{str(dtype).removeprefix('torch.')} | q {list(q_shape)} | k {list(k_shape)}")
+
+    def _read(self) -> dict[str, str]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return {str(k): v for k, v in data.items() if v in ("kernel", "sdpa")}
+        except (OSError, ValueError) as e:
+            log.warning("ignoring the attention timings in %s (%s); timing again", self.path, e)
+            return {}
+
+    def _from_disk(self, key: tuple) -> Optional[str]:
+        if self.path is None:
+            return None
+        if self._on_disk is None:
+            self._on_disk = self._read()
+        return self._on_disk.get(self._disk_key(key))
+
+    def _to_disk(self, key: tuple, choice: str) -> None:
+        if self.path is None:
+            return
+        from pid.atomic import atomic_path
+
+        data = {**self._read(), self._disk_key(key): choice}  # other processes may have written meanwhile
+        self._on_disk = data
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        except OSError as e:
+            log.warning("cannot keep the attention timings in %s (%s); they stay in memory", self.path, e)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(device: torch.device) -> str:
+    """The hardware a timing belongs to: the GPU's name, or the CPU's model and vector capability."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        model = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+        except OSError:
+            pass
+        return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    return device.type
 
 
 if _extension.available():
