@@ -141,3 +141,26 @@ def test_bench_command(tmp_path):
     assert bad.returncode == 2 and "multiple of 32" in bad.stderr
     bad = run_pid("bench", "--arch", "tiny", "--sizes", "64", "--cuda-graph")
     assert bad.returncode == 2 and "--cuda-graph needs --device cuda" in bad.stderr
+
+
+def test_compare_command(tmp_path, tiny_files):
+    """pid compare: each regime against the baseline with identical noise; the baseline against itself is exact, the
+    others are the decodes pid.load(precision=...) gives."""
+    f = tiny_files
+    out = run_pid("compare", f["latent_file"], "--checkpoint", f["ckpt"], "--config", f["config"], "--caption-embeds",
+                  f["y_file"], "--precisions", "fast,float32", "--seed", "2", "--json", tmp_path / "c.json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["precision"]: r for r in json.loads((tmp_path / "c.json").read_text())["rows"]}
+    assert list(rows) == ["reference", "fast", "float32"] and rows["reference"]["psnr_db"] == float("inf")
+    from pid.compare import psnr
+
+    decode = {p: pid.load(f["ckpt"], config=f["kwargs"], precision=p).decode(f["latent"], caption_embeds=f["y"], seed=2,
+                                                                              progress=False)
+              for p in rows}
+    for p in ("fast", "float32"):
+        assert rows[p]["psnr_db"] == pytest.approx(psnr(decode[p], decode["reference"]))
+        assert 20 < rows[p]["psnr_db"] < float("inf")
+    assert "PSNR dB" in out.stdout
+    bad = run_pid("compare", f["latent_file"], "--checkpoint", f["ckpt"], "--caption-embeds", f["y_file"],
+                  "--precisions", "fp8")
+    assert bad.returncode == 2 and "precision 'fp8'" in bad.stderr

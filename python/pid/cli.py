@@ -299,6 +299,44 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """The same latent, caption and noise decoded in several precision regimes, measured against one."""
+    from pid.plan import PRECISIONS
+
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    for p in [*precisions, args.against]:
+        if p not in PRECISIONS:
+            raise _error(f"precision {p!r}: use {', '.join(PRECISIONS)}")
+    json_out = _check_output(args.json, [".json"], "--json") if args.json else None
+    device = _check_device(args.device)
+    source = _checkpoint_source(args.checkpoint, args)
+    config = _load_config_arg(args.config)
+    latent = _read_latent(args.latent)
+    from pid.text import load_caption_embeds
+
+    caption_embeds, _ = load_caption_embeds(args.caption_embeds, dim=None, txt_len=None)
+    try:
+        sigma = float(args.sigma)
+    except ValueError:
+        raise _error(f"--sigma {args.sigma!r}: a number in [0, 1]") from None
+
+    from pid.compare import compare_precisions
+
+    rows = compare_precisions(source, latent, precisions, against=args.against, seed=args.seed, sigma=sigma,
+                              caption_embeds=caption_embeds, load_kwargs=dict(
+                                  variant=args.variant, config=config, device=device, revision=args.revision,
+                                  token=args.token))
+    print(f"{'precision':10} {'seconds':>8} {'PSNR dB':>8} {'max |diff|':>11}   (against {args.against}, seed {args.seed})")
+    for r in rows:
+        print(f"{r['precision']:10} {r['seconds']:8.2f} {r['psnr_db']:8.2f} {r['max_abs_diff']:11.4g}")
+    if json_out is not None:
+        from pid.atomic import atomic_path
+
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps({"against": args.against, "seed": args.seed, "rows": rows}, indent=1))
+    return 0
+
+
 def cmd_convert(args) -> int:
     import pid
     from pid.checkpoint import save_safetensors
@@ -524,6 +562,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="pid.png", help="an image (.png, .jpg, .webp) or .safetensors (float32 images)")
     _add_attention_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("compare", help="decode one latent in several precision regimes: PSNR and time against one",
+                       formatter_class=fmt)
+    p.add_argument("latent", help=".safetensors or .pt holding one [B, C, h, w] or [C, h, w] tensor")
+    p.add_argument("--checkpoint", help=_CHECKPOINT_HELP + "; without it, --variant's released checkpoint")
+    _add_model_args(p)
+    _add_hub_args(p)
+    p.add_argument("--caption-embeds", required=True, help="safetensors/.pt file of caption embeddings")
+    p.add_argument("--precisions", default="fast,float32", help="the regimes to measure, comma-separated")
+    p.add_argument("--against", default="reference", help="the baseline regime")
+    p.add_argument("--sigma", default="0.0", help="noise level of the latent")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise, the same in every regime")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", help="write the rows here (.json)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("convert", help="write a checkpoint as bf16 safetensors (no net. prefix, variant metadata)",
                        formatter_class=fmt)
