@@ -161,6 +161,21 @@ def _read_latent(path: str):
     return next(iter(tensors.values()))
 
 
+def _read_caption_embeds(path: Optional[str]):
+    """--caption-embeds: the embeddings of a file (any length and width; the decoder checks them), or None."""
+    if path is None:
+        return None
+    from pid.text import load_caption_embeds
+
+    return load_caption_embeds(path, dim=None, txt_len=None)[0]
+
+
+def _require_at_least(args, minimum: int, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < minimum:
+            raise _error(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(args, name)}")
+
+
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_info(args) -> int:
     import pid
@@ -203,11 +218,7 @@ def cmd_decode(args) -> int:
     source = _checkpoint_source(args.checkpoint, args)
     config = _load_config_arg(args.config)
     latent = _read_latent(args.latent)
-    caption_embeds = None
-    if args.caption_embeds is not None:
-        from pid.text import load_caption_embeds
-
-        caption_embeds, _ = load_caption_embeds(args.caption_embeds, dim=None, txt_len=None)
+    caption_embeds = _read_caption_embeds(args.caption_embeds)
 
     import pid
 
@@ -259,19 +270,13 @@ def cmd_generate(args) -> int:
     if args.caption_embeds is None:
         _require("transformers", "the caption (the prompt, encoded with Gemma-2)", "pip install 'pid[text]', or "
                  "pass --caption-embeds made by `pid encode-caption`")
-    for name in ("height", "width", "steps"):
-        if getattr(args, name) < 1:
-            raise _error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    _require_at_least(args, 1, "height", "width", "steps")
     if args.stop_at_step is not None and not 1 <= args.stop_at_step <= args.steps:
         raise _error(f"--stop-at-step must lie in 1..--steps ({args.steps}), got {args.stop_at_step}")
     device = _check_device(args.device)
     source = _checkpoint_source(args.checkpoint, args)
     config = _load_config_arg(args.config)
-    caption_embeds = None
-    if args.caption_embeds is not None:
-        from pid.text import load_caption_embeds
-
-        caption_embeds, _ = load_caption_embeds(args.caption_embeds, dim=None, txt_len=None)
+    caption_embeds = _read_caption_embeds(args.caption_embeds)
 
     import diffusers
     import torch
@@ -312,9 +317,7 @@ def cmd_compare(args) -> int:
     source = _checkpoint_source(args.checkpoint, args)
     config = _load_config_arg(args.config)
     latent = _read_latent(args.latent)
-    from pid.text import load_caption_embeds
-
-    caption_embeds, _ = load_caption_embeds(args.caption_embeds, dim=None, txt_len=None)
+    caption_embeds = _read_caption_embeds(args.caption_embeds)
     try:
         sigma = float(args.sigma)
     except ValueError:
@@ -390,11 +393,8 @@ def cmd_bench(args) -> int:
         sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
         raise _error(f"--sizes {args.sizes!r}: square output sides, comma-separated, e.g. 1024,2048") from None
-    for name in ("batch", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            raise _error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise _error(f"--warmup must be 0 or more, got {args.warmup}")
+    _require_at_least(args, 1, "batch", "steps", "repeats")
+    _require_at_least(args, 0, "warmup")
     device = _check_device(args.device)
     if args.cuda_graph and device.type != "cuda":
         raise _error("--cuda-graph needs --device cuda")
