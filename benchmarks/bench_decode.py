@@ -36,13 +36,13 @@ from pid.plan import ExecutionPlan
 # The official eager path: float32 weights under bf16 autocast, PyTorch ops only.
 OFFICIAL = ExecutionPlan(precision="reference", kernels=False)
 
-def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device):
+def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device, steps: int):
     """The official student loop: full forward per step under bf16 autocast (entered once around the loop), float32
     weights, PyTorch ops only."""
     def velocity(x, t):
         return net(x, t * 1000, y, lq_latent=latent, degrade_sigma=sigma, plan=OFFICIAL)
     with torch.no_grad(), OFFICIAL.autocast(device.type):
-        return sampling.sample_student(velocity, noise, step_noises=eps, use_kernel=False).clamp(-1, 1)
+        return sampling.sample_student(velocity, noise, steps=steps, step_noises=eps, use_kernel=False).clamp(-1, 1)
 
 
 def print_row(r: dict, paths: list[str]) -> None:
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         noise = torch.randn(shape, generator=gen).to(device)
         eps = [torch.randn(shape, generator=gen).to(device) for _ in range(args.steps - 1)]
         runs = {
-            "reference": lambda: reference_decode(ref_net, latent, sigma, y, noise, eps, device),
+            "reference": lambda: reference_decode(ref_net, latent, sigma, y, noise, eps, device, args.steps),
             "fast": lambda: fast.decode(latent, sigma=sigma, caption_embeds=y, noise=noise, step_noises=eps,
                                         steps=args.steps, progress=False),
             "graph": lambda: fast.decode(latent, sigma=sigma, caption_embeds=y, noise=noise, step_noises=eps,

@@ -104,7 +104,7 @@ def test_the_tokenizer_is_gemma_shaped(encoder):
     assert tok.padding_side == "right"
     assert tok.encode(CHI_PROMPT)[0] == BOS and EOS not in tok.encode(CHI_PROMPT)
     assert UNK not in tok.encode(CHI_PROMPT + SHORT) and UNK not in tok.encode(CHI_PROMPT + DEFAULT_NEGATIVE_PROMPT)
-    # The spec's intended case: the prefix's trailing space is its own token alone, merged with the caption's first
+    # The reference's intended case: the prefix's trailing space is its own token alone, merged with the caption's first
     # word after it, so the window starts at the caption.
     alone = tok.convert_ids_to_tokens(tok.encode(CHI_PROMPT))
     joint = tok.convert_ids_to_tokens(tok.encode(CHI_PROMPT + SHORT))

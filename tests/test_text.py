@@ -551,3 +551,19 @@ def test_resolve_without_caption_or_embeds_says_both_ways_out():
     msg = str(e.value)
     for needle in ("caption_embeds=", "pid encode-caption", "pid[text]", "caption=", 'caption=""', "empty caption"):
         assert needle in msg
+
+
+def test_cache_memory_is_bounded():
+    class Encoder:
+        model_id, calls = "bounded", []
+
+        def encode(self, captions):
+            Encoder.calls.append(list(captions))
+            return torch.stack([torch.full((TXT_LEN, 8), float(len(c))) for c in captions])
+
+    cache = CaptionCache(max_in_memory=2)
+    out = cache.encode(Encoder(), ["a", "bb", "ccc", "a"])  # more distinct captions than memory keeps
+    assert [float(e[0, 0]) for e in out] == [1.0, 2.0, 3.0, 1.0] and len(cache) == 2
+    assert Encoder.calls == [["a", "bb", "ccc"]]
+    cache.encode(Encoder(), ["ccc"])  # the most recent ones are kept: no new call
+    assert len(Encoder.calls) == 1

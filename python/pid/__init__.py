@@ -6,11 +6,13 @@ from .config import PidConfig
 from .cost import decode_flops, estimate_memory, forward_flops
 from .decode import load
 from .decoder import PidDecoder
-from .errors import CaptionEmbedsError, CheckpointError, ConfigError, LatentError, PidError, TensorFileError
+from .errors import (CaptionEmbedsError, CheckpointError, ConfigError, LatentError, MemoryBudgetError,
+                     NonFiniteOutputError, PidError, TensorFileError, UnknownVariantError)
 from .nn import PidNet
 from .plan import ExecutionPlan
 from .variants import VARIANTS, Variant, get_variant
 
-__all__ = ["CaptionEmbedsError", "CheckpointError", "ConfigError", "ExecutionPlan", "LatentError", "PidConfig",
-           "PidDecoder", "PidError", "PidNet", "TensorFileError", "VARIANTS", "Variant", "__version__", "decode",
-           "decode_flops", "estimate_memory", "forward_flops", "get_variant", "load"]
+__all__ = ["CaptionEmbedsError", "CheckpointError", "ConfigError", "ExecutionPlan", "LatentError", "MemoryBudgetError",
+           "NonFiniteOutputError", "PidConfig", "PidDecoder", "PidError", "PidNet", "TensorFileError",
+           "UnknownVariantError", "VARIANTS", "Variant", "__version__", "decode", "decode_flops", "estimate_memory",
+           "forward_flops", "get_variant", "load"]

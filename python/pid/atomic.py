@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import threading
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +24,7 @@ def atomic_path(path: "str | os.PathLike") -> Iterator[Path]:
     block raises or is interrupted, the temporary file is removed and `path` is untouched. The target's folder
     must exist."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")  # one per writer
     with _sigterm_raises():
         try:
             yield tmp
@@ -36,13 +37,14 @@ def atomic_path(path: "str | os.PathLike") -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """In the main thread, SIGTERM raises inside the block (as Ctrl-C does), so that its cleanup runs; the process
-    then ends by the signal as before."""
+    """In the main thread, where SIGTERM would end the process at once (its default action), it raises inside the
+    block instead (as Ctrl-C does), so that the cleanup runs; the process then ends by the signal as before. A
+    program that handles or ignores SIGTERM itself keeps its handling."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
-    if previous is None:  # a handler installed outside Python: leave it alone
+    if previous is not signal.SIG_DFL:
         yield
         return
 

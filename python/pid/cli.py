@@ -392,7 +392,9 @@ def cmd_bench(args) -> int:
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
-        raise _error(f"--sizes {args.sizes!r}: square output sides, comma-separated, e.g. 1024,2048") from None
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise _error(f"--sizes {args.sizes!r}: positive square output sides, comma-separated, e.g. 1024,2048")
     _require_at_least(args, 1, "batch", "steps", "repeats")
     _require_at_least(args, 0, "warmup")
     device = _check_device(args.device)
@@ -407,9 +409,10 @@ def cmd_bench(args) -> int:
     from pid.atomic import atomic_path
 
     if args.checkpoint:
-        _check_input_file(args.checkpoint, "checkpoint")
-        decoder = pid.load(args.checkpoint, variant=args.variant, config=_load_config_arg(args.config),
-                           device=device, precision=args.precision, attention=args.attention)
+        source = _checkpoint_source(args.checkpoint, args)
+        decoder = pid.load(source, variant=args.variant, config=_load_config_arg(args.config), device=device,
+                           precision=args.precision, attention=args.attention, revision=args.revision,
+                           token=args.token)
         what = decoder.variant.name if decoder.variant else args.checkpoint
     else:
         net = random_net(ARCHS[args.arch], device)
@@ -607,10 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time whole decodes: seconds, TFLOP/s, peak memory vs the estimate",
                        formatter_class=fmt)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="a checkpoint to time (default: --arch with random weights)")
+    source.add_argument("--checkpoint", help="a checkpoint (file or variant name) to time (default: --arch with "
+                        "random weights)")
     source.add_argument("--arch", choices=("full", "small", "tiny"), default="full",
                         help="random-weight network: full (the released 1.40 B), small, tiny")
     _add_model_args(p)
+    _add_hub_args(p)
     p.add_argument("--sizes", default="1024", help="square output sides, comma-separated")
     p.add_argument("--batch", type=int, default=1, help="images per decode")
     p.add_argument("--steps", type=int, default=4, help="sampler steps")

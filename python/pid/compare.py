@@ -23,8 +23,9 @@ def psnr(images: torch.Tensor, baseline: torch.Tensor) -> float:
 def compare_precisions(checkpoint: Any, latent: torch.Tensor, precisions: Sequence[str], *, against: str = "reference",
                        load_kwargs: Optional[dict] = None, seed: int = 0, **decode_kwargs) -> list[dict]:
     """Decode `latent` in `against` and in each of `precisions`, from the same checkpoint (loaded once per regime),
-    with the same noise (`seed`) and decode keywords; one dict per regime: precision, seconds, PSNR (dB) and max
-    |difference| against the baseline (the baseline's own row first)."""
+    with the same noise (`seed`) and decode keywords; one dict per regime: precision, seconds (of a decode after an
+    untimed one, so that no regime pays the start-up), PSNR (dB) and max |difference| against the baseline (the
+    baseline's own row first)."""
     from .decode import load
 
     for p in (against, *precisions):
@@ -49,5 +50,6 @@ def _decode_in(decoder, latent: torch.Tensor, seed: int, decode_kwargs: dict) ->
 
     def run():
         out["images"] = decoder.decode(latent, seed=seed, progress=False, **decode_kwargs)
+    run()  # untimed: kernels' first launches, library workspaces, attention="auto" timings
     seconds = call_seconds(run, decoder.device)
     return out["images"].float().cpu(), seconds

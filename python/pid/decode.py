@@ -44,9 +44,10 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     name such as "flux-v1.5", an experiment name, or an official registry key), else the file's metadata or
     official folder name, else the weights' fingerprint when it is unambiguous.
 
-    precision: "float32" (float32 math; default on CPU), "reference" (the official float32-weights + bf16
-    autocast regime; default on GPU) or "fast" (bf16 weights, bf16 autocast, fused kernels). `dtype` is the
-    older spelling: float32 → the device default, bfloat16 → "fast". attention: the global-attention back end
+    precision: "fast" (bf16 weights, bf16 autocast, fused kernels; the default on CUDA and on CPUs with native
+    bfloat16), "float32" (float32 math, the parity regime; the default on other CPUs) or "reference" (the official
+    float32-weights + bf16 autocast regime); see `pid.plan.default_precision`. `dtype` is the older spelling:
+    float32 → the regime of float32 weights on the device (reference on CUDA, float32 on the CPU), bfloat16 → "fast". attention: the global-attention back end
     ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md). caption_cache: where encoded captions
     are kept, "default" (memory and `pid.text.default_cache_dir()`: $PID_CACHE_DIR/captions, else
     $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.text.CaptionCache`, or None (memory only)."""

@@ -275,7 +275,9 @@ class PidDecoder:
             latent = latent[None]
         if latent.ndim != 4 or not latent.is_floating_point():
             raise PidError(f"latent must be a floating-point [B, C, h, w] tensor, got {latent.dtype} "
-                             f"{tuple(latent.shape)}")
+                           f"{tuple(latent.shape)}")
+        if latent.numel() == 0:
+            raise PidError(f"latent {tuple(latent.shape)} is empty: a latent has at least one sample and one cell")
         latent = self._to_device(latent, "latent")
         if not torch.isfinite(latent).all():
             raise PidError("latent contains NaN or Inf values: check the LDM output (e.g. a VAE run in float16)")

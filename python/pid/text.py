@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -379,12 +380,20 @@ class CaptionCache:
 
     The folder only ever saves work: an entry that cannot be read, or does not hold what its name promises, is
     ignored with a warning (the caption is encoded again and the entry rewritten), and one that cannot be written
-    is kept in memory only, with a warning."""
+    is kept in memory only, with a warning. Memory keeps the `max_in_memory` most recently used entries (~1.4 MB
+    each at Gemma's width): a long-running service with many captions does not grow without bound."""
 
-    def __init__(self, folder: Optional[PathLike] = None):
+    def __init__(self, folder: Optional[PathLike] = None, max_in_memory: int = 64):
         self.folder = Path(folder).expanduser() if folder is not None else None
-        self._memory: dict[tuple[str, str], torch.Tensor] = {}
+        self.max_in_memory = max_in_memory
+        self._memory: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._write_failed = False
+
+    def _keep(self, key: str, caption: str, entry: torch.Tensor) -> None:
+        self._memory[(key, caption)] = entry
+        self._memory.move_to_end((key, caption))
+        while len(self._memory) > self.max_in_memory:
+            self._memory.popitem(last=False)
 
     def _file(self, key: str, caption: str) -> Optional[Path]:
         return self.folder / f"{caption_cache_key(key, caption)}.safetensors" if self.folder else None
@@ -394,6 +403,7 @@ class CaptionCache:
         width is unusable."""
         hit = self._memory.get((key, caption))
         if hit is not None:
+            self._memory.move_to_end((key, caption))
             return hit
         file = self._file(key, caption)
         if file is None:
@@ -408,7 +418,7 @@ class CaptionCache:
         if problem:
             log.warning("ignoring caption cache entry %s: %s; the caption is encoded again", file, problem)
             return None
-        self._memory[(key, caption)] = embeds[0]
+        self._keep(key, caption, embeds[0])
         return embeds[0]
 
     def put(self, key: str, caption: str, embeds: torch.Tensor) -> None:
@@ -416,7 +426,7 @@ class CaptionCache:
         if embeds.shape[0] != 1:
             raise PidError(f"one caption's embeddings must be [300, D] or [1, 300, D], got {list(embeds.shape)}")
         entry = embeds[0].detach().to("cpu").clone()
-        self._memory[(key, caption)] = entry
+        self._keep(key, caption, entry)
         file = self._file(key, caption)
         if file is None:
             return
@@ -438,16 +448,17 @@ class CaptionCache:
         if not captions:
             raise PidError("no captions to encode")
         key = str(key) if key is not None else _encoder_key(encoder)
-        misses = list(dict.fromkeys(c for c in captions if self.get(key, c, dim=dim) is None))
+        found = {c: self.get(key, c, dim=dim) for c in dict.fromkeys(captions)}
+        misses = [c for c, e in found.items() if e is None]
         if misses:
-            log.info("encoding %d caption(s) with %s (%d cached)", len(misses), key,
-                     len(set(captions)) - len(misses))
+            log.info("encoding %d caption(s) with %s (%d cached)", len(misses), key, len(found) - len(misses))
             fresh = encoder.encode(misses)
             if fresh.shape[0] != len(misses):
                 raise PidError(f"encoder returned {fresh.shape[0]} embeddings for {len(misses)} captions")
             for caption, embeds in zip(misses, fresh):
                 self.put(key, caption, embeds)
-        return torch.stack([self._memory[(key, c)] for c in captions])
+                found[caption] = self._memory.get((key, caption), embeds.detach().cpu())
+        return torch.stack([found[c] for c in captions])
 
     def __len__(self) -> int:
         return len(self._memory)

@@ -16,12 +16,14 @@ import torch
 
 def call_seconds(fn: Callable[[], object], device: "str | torch.device") -> float:
     """Seconds one call of `fn` takes on `device`."""
-    if torch.device(device).type == "cuda":
+    device = torch.device(device)
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
+        stream = torch.cuda.current_stream(device)  # the stream the work on `device` runs on, current device or not
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         fn()
-        end.record()
+        end.record(stream)
         end.synchronize()
         return start.elapsed_time(end) / 1e3
     start = time.perf_counter()
