@@ -99,6 +99,7 @@ CLI_CASES = [
     ("window zero", [*DECODE, "--window", "0"], "window must be a positive int"),
     ("bench repeats", ["bench", "--arch", "tiny", "--repeats", "0"], "--repeats must be at least 1"),
     ("bench sizes", ["bench", "--arch", "tiny", "--sizes", "100"], "size 100 must be a multiple of 32"),
+    ("bench zero size", ["bench", "--arch", "tiny", "--sizes", "0"], "--sizes '0': positive square output sides"),
     ("latent overflows the network", ["decode", "huge.safetensors", *CKPT, "--caption-embeds", "y.safetensors"],
      "the decode produced 18432 NaN or infinite values"),
     ("golden folder missing", ["selftest", "--golden-dir", "no-such-folder"], "is not a folder of golden cases"),
@@ -218,6 +219,34 @@ def test_every_writer_is_atomic(tmp_path, tiny_checkpoint):
         save_safetensors(decoder, tmp_path / "model.pth")
 
 
+def test_a_full_disk_leaves_each_writers_old_file(tmp_path, tiny_checkpoint, monkeypatch):
+    """The disk fills halfway through each writer: the file written before is intact and no temporary is left."""
+    import safetensors.torch
+
+    from pid.checkpoint import save_safetensors
+    from pid.text import load_caption_embeds, save_caption_embeds
+
+    decoder = pid.load(tiny_checkpoint.pth, config=tiny_checkpoint.kwargs)
+    embeds = torch.randn(300, 8)
+    save_safetensors(decoder, tmp_path / "model.safetensors")
+    save_caption_embeds(tmp_path / "e.safetensors", embeds)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 100)  # a part of the file, then the error
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_safetensors(decoder, tmp_path / "model.safetensors")
+    with pytest.raises(OSError, match="No space left"):
+        save_caption_embeds(tmp_path / "e.safetensors", torch.randn(300, 8))
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert torch.equal(load_caption_embeds(tmp_path / "e.safetensors", dim=8)[0], embeds[None])
+
+
 def test_convert_into_a_new_folder(files, tiny_checkpoint):
     out = run_pid("convert", tiny_checkpoint.pth, "new/folder/model.safetensors", "--config",
                   tiny_checkpoint.config_json, cwd=files)
@@ -269,6 +298,8 @@ API_CASES = [
      "precision must be one of"),
     ("window", lambda d: d.decode(_latent(), caption_embeds=Y, window=-1), PidError, "window must be a positive int"),
     ("sampler", lambda d: d.decode(_latent(), caption_embeds=Y, sampler="euler"), PidError, "sampler must be"),
+    ("empty latent", lambda d: d.decode(torch.randn(0, 16, 2, 3), caption_embeds=Y), PidError,
+     "latent (0, 16, 2, 3) is empty"),
     ("estimate by name", lambda d: pid.estimate_memory("flux-v9", 1024, 1024), PidError, "unknown PiD variant"),
 ]
 
