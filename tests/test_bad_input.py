@@ -97,6 +97,8 @@ CLI_CASES = [
     ("NaN guidance", [*DECODE, "--sampler", "dpm++2m", "--cfg-scale", "nan"], "cfg_scale must be a finite number"),
     ("negative shift", [*DECODE, "--sampler", "dpm++2m", "--shift", "-1"], "shift must be a positive number"),
     ("window zero", [*DECODE, "--window", "0"], "window must be a positive int"),
+    ("max memory unit", [*DECODE, "--max-memory", "6 parsecs"], "max_memory '6 parsecs': a number of bytes or a size"),
+    ("max memory too small", [*DECODE, "--max-memory", "1MB"], "more than max_memory 0.00 GiB"),
     ("bench repeats", ["bench", "--arch", "tiny", "--repeats", "0"], "--repeats must be at least 1"),
     ("bench sizes", ["bench", "--arch", "tiny", "--sizes", "100"], "size 100 must be a multiple of 32"),
     ("bench zero size", ["bench", "--arch", "tiny", "--sizes", "0"], "--sizes '0': positive square output sides"),

@@ -31,14 +31,16 @@ def _bf16(t):
 
 
 def _reference_student(decoder, io, latent, noise, eps, steps=4):
-    """The pipeline assembled by hand from the golden-tested pieces (network + sampler)."""
+    """The pipeline assembled by hand from the golden-tested pieces (network + sampler). Every sample is at the same
+    time, so the timestep work is done for one sample and broadcast, as the decoder does."""
     net = decoder.net
     H, W = noise.shape[-2:]
+    B = noise.shape[0]
     with torch.no_grad():
         cond = net.encode_condition(_bf16(latent), io["degrade_sigma"], (H // 16, W // 16))
         text = net.encode_text(io["y"])
-        return sampling.sample_student(lambda x, t: net.denoise(x, t * 1000, text, cond), noise, steps=steps,
-                                       step_noises=eps).clamp(-1, 1)
+        return sampling.sample_student(lambda x, t: net.denoise(x, net.encode_time(t[:1] * 1000).expand(B), text, cond),
+                                       noise, steps=steps, step_noises=eps).clamp(-1, 1)
 
 
 def test_decode_equals_hand_assembled_pipeline(decoder, io):
@@ -94,8 +96,9 @@ def test_teacher_sampler_with_cfg(decoder, io):
         tc, tu = net.encode_text(io["y"]), net.encode_text(y_null.expand(2, -1, -1))
 
         def guided(x, t):
-            vu = net.denoise(x, t * 1000, tu, cond)
-            return vu + 4.0 * (net.denoise(x, t * 1000, tc, cond) - vu)
+            time = net.encode_time(t[:1] * 1000).expand(x.shape[0])  # one sample's, broadcast: as the decoder
+            vu = net.denoise(x, time, tu, cond)
+            return vu + 4.0 * (net.denoise(x, time, tc, cond) - vu)
         ref = sampling.sample_dpmpp_2m(guided, io["noise"], steps=3, shift=3.0).clamp(-1, 1)
     assert torch.equal(out, ref)
 

@@ -156,12 +156,18 @@ def test_sigma_gate_formula(width):
     gate = SigmaGate(24, width).double()
     with torch.no_grad():
         gate.log_alpha.fill_(0.7)
-    x, lq = torch.randn(2, 5, 24, dtype=torch.float64), torch.randn(2, 5, 24, dtype=torch.float64)
+    x, tokens = torch.randn(2, 5, 24, dtype=torch.float64), torch.randn(2, 5, 10, dtype=torch.float64)
+    head = torch.nn.Linear(10, 24).double()
     sigma = torch.tensor([0.0, 0.6])
-    out = gate(x, gate.prepare(lq, sigma), ExecutionPlan())
+    out = gate(x, gate.prepare(tokens, head, sigma), ExecutionPlan())
+    lq = head(tokens)
     logit = gate.content_proj(torch.cat([x, lq], dim=-1)) - math.exp(0.7) * sigma.double().view(2, 1, 1)
     ref = x + torch.sigmoid(logit) * lq  # [x ; lq] with x first
     assert torch.allclose(out, ref, atol=1e-6)
+    # Kept only as the CNN's features, the gate's feature is made again at use: the same values.
+    lazy = gate.prepare(tokens, head, sigma, keep=False)
+    assert lazy.lq is None and lazy.lq_logit is None
+    assert torch.equal(gate(x, lazy, ExecutionPlan()), out)
 
 
 def test_mmdit_adaln_chunk_order():

@@ -210,11 +210,18 @@ def cmd_decode(args) -> int:
                  "--caption-embeds made by `pid encode-caption` on a machine that has it")
     size = _parse_size(args.size)
     chunk = _parse_pixel_chunk(args.pixel_chunk)
+    if args.max_memory is not None:
+        from pid.budget import parse_bytes
+
+        parse_bytes(args.max_memory)
     try:
         sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
     except ValueError:
         raise _error(f"--sigma {args.sigma!r}: a number in [0, 1], or one per sample: 0.3,0.5") from None
     device = _check_device(args.device)
+    rank = 0
+    if args.parallel:
+        device, rank = _init_parallel(args.device)
     source = _checkpoint_source(args.checkpoint, args)
     config = _load_config_arg(args.config)
     latent = _read_latent(args.latent)
@@ -223,13 +230,32 @@ def cmd_decode(args) -> int:
     import pid
 
     decoder = pid.load(source, variant=args.variant, config=config, device=device, precision=args.precision,
-                       attention=args.attention, revision=args.revision, token=args.token)
+                       attention=args.attention, revision=args.revision, token=args.token, parallel=args.parallel)
     images = decoder.decode(latent, sigma=sigma, caption=args.caption, caption_embeds=caption_embeds,
                             steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, shift=args.shift,
                             seed=args.seed, output_size=size, latent_format=args.latent_format, window=args.window,
-                            pixel_chunk=chunk, check_memory=not args.force, output="tensor")
-    _write_images(images, out)
+                            pixel_chunk=chunk, max_memory=args.max_memory, check_memory=not args.force,
+                            output="tensor")
+    if rank == 0:  # every rank has the images; one writes them
+        _write_images(images, out)
     return 0
+
+
+def _init_parallel(device_arg: str):
+    """torch.distributed from torchrun's environment for --parallel: this rank's device (cuda:LOCAL_RANK with
+    --device cuda, else the CPU) and rank; ranks other than 0 log warnings and errors only."""
+    import atexit
+
+    from pid import parallel
+
+    if device_arg not in ("cpu", "cuda"):
+        raise _error(f"--parallel takes --device cpu or cuda (each rank uses cuda:LOCAL_RANK), got {device_arg!r}")
+    rank, world, device = parallel.init_from_env(device_arg)
+    atexit.register(parallel.shutdown)
+    if rank != 0:
+        logging.getLogger("pid").setLevel(logging.WARNING)
+    log.info("rank %d of %d on %s", rank, world, device)
+    return device, rank
 
 
 def _write_images(images, out: Path) -> None:
@@ -532,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "device has free")
     p.add_argument("--out", default="pid.png", help="an image (.png, .jpg, .webp; batches get _0, _1, ... suffixes) "
                    "or .safetensors (float32 images in [-1, 1], [B, 3, H, W], key 'images')")
+    p.add_argument("--max-memory", help="plan the decode to fit this peak, weights included (e.g. 6GB, 5.5GiB): "
+                   "pixel and token chunks, gate features made per step; the network's function is unchanged")
+    p.add_argument("--parallel", choices=("sequence", "data"), help="under torchrun (torchrun --nproc-per-node N -m "
+                   "pid decode ...): split each image's tokens (sequence) or the batch's samples (data) across the "
+                   "ranks; rank 0 writes --out")
     _add_attention_args(p)
     p.set_defaults(func=cmd_decode)
 

@@ -88,10 +88,10 @@ class MemoryEstimate:
 
 def _pixel_patch_bytes(cfg: PidConfig, act: int) -> int:
     """Live bytes per patch at the peak of a pixel block (inside the MLP of its second half): the block input
-    and its update (float32), the adaLN output (6 chunks), the modulated MLP input (float32) and the MLP
-    hidden before and after GELU."""
+    and its update, the adaLN output (6 chunks), the modulated MLP input and the MLP hidden before and after GELU
+    (the pixel stream is in the matrix products' dtype: bf16 under autocast)."""
     p2, c = cfg.patch_size**2, cfg.pixel_hidden_size
-    return p2 * (c * 4 * 3 + 6 * c * act + 2 * 4 * c * act)
+    return p2 * (c * act * 3 + 6 * c * act + 2 * 4 * c * act)
 
 
 def _final_patch_bytes(cfg: PidConfig, act: int) -> int:
@@ -100,9 +100,9 @@ def _final_patch_bytes(cfg: PidConfig, act: int) -> int:
     return cfg.patch_size**2 * cfg.pixel_hidden_size * (3 * 4 + (2 if act == 2 else 0))
 
 
-def _mmdit_token_bytes(cfg: PidConfig, act: int) -> int:
-    """Live bytes per image token at the peak of an MMDiT block (its SwiGLU): residual and its update
-    (float32), the modulated input (float32), the w1 and w3 outputs and their SiLU product."""
+def _mmdit_mlp_token_bytes(cfg: PidConfig, act: int) -> int:
+    """Live bytes per image token at the peak of an MMDiT block's feed-forward: residual and its update (float32),
+    the modulated input (float32), the w1 and w3 outputs and their SiLU product."""
     return cfg.hidden_size * 4 * 3 + 3 * cfg.mlp_hidden_size * act
 
 
@@ -112,30 +112,66 @@ def pixel_chunk_for_budget(cfg: PidConfig, budget_bytes: int, precision: str = "
     return max(1, int(budget_bytes // _pixel_patch_bytes(cfg, act)))
 
 
+def token_chunk_for_budget(cfg: PidConfig, budget_bytes: int, precision: str = "fast") -> int:
+    """Image tokens per chunk such that a chunk's MMDiT feed-forward work fits in budget_bytes."""
+    act = 4 if precision == "float32" else 2
+    return max(1, int(budget_bytes // _mmdit_mlp_token_bytes(cfg, act)))
+
+
 def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, precision: str = "fast",
-                    pixel_chunk: Optional[int] = None, txt_len: int = TEXT_TOKENS) -> MemoryEstimate:
-    """Peak memory of `decode` at height × width, before running it. `variant_or_config`: a variant name (as
-    `pid.get_variant` takes), a Variant or a PidConfig; `precision` as in `pid.load` ("float32", "reference",
-    "fast"); `pixel_chunk` as in `decode` (None: unchunked)."""
+                    pixel_chunk: Optional[int] = None, txt_len: int = TEXT_TOKENS, *,
+                    token_chunk: Optional[int] = None, keep_gate_features: bool = True, world_size: int = 1,
+                    parallel: str = "sequence") -> MemoryEstimate:
+    """Peak memory of `decode` at height × width, before running it (of each rank with `world_size` > 1).
+    `variant_or_config`: a variant name (as `pid.get_variant` takes), a Variant or a PidConfig; `precision` as in
+    `pid.load` ("float32", "reference", "fast"); `pixel_chunk`, `token_chunk` and `keep_gate_features` as in
+    `decode` / `ExecutionPlan` (None: unchunked); `parallel` "sequence" (the image tokens split across
+    `world_size` ranks) or "data" (the samples split)."""
     if isinstance(variant_or_config, str):
         from .variants import get_variant
 
         variant_or_config = get_variant(variant_or_config)
     cfg = getattr(variant_or_config, "config", variant_or_config)
+    if world_size < 1 or parallel not in ("sequence", "data"):
+        raise ValueError(f"world_size must be >= 1 and parallel 'sequence' or 'data', got {world_size}, {parallel!r}")
     act = 4 if precision == "float32" else 2  # matrix-product outputs: float32, or bf16 under autocast
     weights = _param_count(cfg) * (2 if precision == "fast" else 4)
-    tokens = batch * (height // cfg.patch_size) * (width // cfg.patch_size)
+    D, p2, c = cfg.hidden_size, cfg.patch_size**2, cfg.pixel_hidden_size
+    grid = (height // cfg.patch_size) * (width // cfg.patch_size)
+    sp = world_size > 1 and parallel == "sequence"
+    if world_size > 1 and parallel == "data":
+        batch = -(-batch // world_size)
+    local = -(-grid // world_size) if sp else grid  # this rank's tokens per sample
+    tokens = batch * local
     n_gates = cfg.num_gates + (1 if cfg.pit_lq_inject else 0)
     image = batch * 3 * height * width * 4
-    persistent = (tokens * n_gates * (cfg.hidden_size + cfg.gate_width) * act  # latent features, gate logits
-                  + 2 * image)  # the initial noise (kept by the caller) and the sampler state
+    if keep_gate_features:
+        condition = tokens * n_gates * (D + cfg.gate_width) * act  # every gate's latent feature and logit half
+    else:
+        condition = tokens * cfg.lq_hidden_dim * act  # the latent CNN's features only
+    # The initial noise (kept by the caller), the sampler state; with sequence parallelism the gathered velocity.
+    persistent = condition + (3 if sp else 2) * image
     chunk = tokens if pixel_chunk is None else min(pixel_chunk, tokens)
-    pixels_full = tokens * cfg.patch_size**2 * cfg.pixel_hidden_size * 4
+    pixels_full = tokens * p2 * c * act  # the pixel stream, kept whole between chunked stages
+    s_cond = tokens * D * 4
+    if token_chunk is None or token_chunk >= local:
+        mmdit = tokens * _mmdit_mlp_token_bytes(cfg, act)
+    else:  # the stream, the attention's projected output, and one chunk's feed-forward
+        mmdit = tokens * (D * 4 + D * act) + batch * token_chunk * _mmdit_mlp_token_bytes(cfg, act)
+    # Attention: the stream, its modulated input, q/k/v and the output for all tokens of this rank's heads, the
+    # projected output and the op's own temporaries (~2 more rows per token, measured); with sequence parallelism the
+    # all-to-all's send and receive buffers of the projections.
+    attention = tokens * (D * 4 + D * act * 4) + batch * (grid + txt_len) * 4 * D // (world_size if sp else 1) * act
+    if sp:
+        attention += 2 * tokens * 3 * D * act
+    elif token_chunk is None or token_chunk >= local:
+        attention += tokens * 3 * D * act  # the whole q/k/v projection
     stages = {
-        "pixel blocks": chunk * _pixel_patch_bytes(cfg, act) + (pixels_full if chunk < tokens else 0),
+        "pixel blocks": chunk * _pixel_patch_bytes(cfg, act) + (pixels_full + s_cond if chunk < tokens else 0),
         "final layer": chunk * _final_patch_bytes(cfg, act) + (pixels_full if chunk < tokens else 0),
-        "MMDiT blocks": tokens * _mmdit_token_bytes(cfg, act),
-        "LQ trunk": batch * tokens * cfg.lq_hidden_dim * 4 * 4,
+        "MMDiT blocks": mmdit,
+        "MMDiT attention": attention,
+        "LQ trunk": batch * grid * cfg.lq_hidden_dim * 4 * 4,  # the whole latent on every rank
     }
     stage = max(stages, key=stages.get)
     return MemoryEstimate(weights, persistent, stages[stage], stage)

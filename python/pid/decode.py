@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from . import checkpoint, hub
+from . import parallel as pid_parallel
 from .config import PidConfig
 from .decoder import PidDecoder
 from .errors import PidError
@@ -31,7 +32,8 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
          variant: Optional[str] = None, config: "PidConfig | Mapping[str, Any] | None" = None,
          device: "str | torch.device" = "cpu", dtype: Optional[torch.dtype] = None, precision: Optional[str] = None,
          attention: Optional[str] = None, revision: Optional[str] = None, token: "str | bool | None" = None,
-         caption_cache: "CaptionCache | str | None" = "default") -> PidDecoder:
+         caption_cache: "CaptionCache | str | None" = "default", parallel: Optional[str] = None,
+         group=None) -> PidDecoder:
     """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict), or a released
     variant by name: `pid.load("flux-v1.5")`.
 
@@ -50,8 +52,14 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     float32 → the regime of float32 weights on the device (reference on CUDA, float32 on the CPU), bfloat16 → "fast". attention: the global-attention back end
     ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md). caption_cache: where encoded captions
     are kept, "default" (memory and `pid.text.default_cache_dir()`: $PID_CACHE_DIR/captions, else
-    $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.text.CaptionCache`, or None (memory only)."""
+    $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.text.CaptionCache`, or None (memory only).
+
+    parallel: None (this process decodes alone), "sequence" (each decode's image tokens split across the ranks of
+    the torch.distributed process group `group`, default the default group, which must be initialised: e.g. under
+    torchrun) or "data" (each decode's samples split); every rank loads the weights and calls `decode` with the same
+    arguments, and each gets the whole result. See pid.parallel."""
     device = check_device(device)
+    parallel_info = pid_parallel.parallel_info(parallel, group)
     precision = resolve_precision(precision, dtype, device)
     dtype = torch.bfloat16 if precision == "fast" else torch.float32
     path: Optional[Path] = None
@@ -72,7 +80,7 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
         net = PidNet(cfg)
     net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
     net.eval().requires_grad_(False)
-    decoder = PidDecoder(net, chosen, source, precision, attention, caption_cache)
+    decoder = PidDecoder(net, chosen, source, precision, attention, caption_cache, parallel_info)
     log.info("loaded %r", decoder)
     return decoder
 
@@ -81,11 +89,11 @@ def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[
            config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
            precision: Optional[str] = None, attention: Optional[str] = None, revision: Optional[str] = None,
            token: "str | bool | None" = None, caption_cache: "CaptionCache | str | None" = "default",
-           **decode_kwargs):
+           parallel: Optional[str] = None, group=None, **decode_kwargs):
     """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
     return load(checkpoint_or_state_dict, variant=variant, config=config, device=device, precision=precision,
                 attention=attention, revision=revision, token=token,
-                caption_cache=caption_cache).decode(latent, **decode_kwargs)
+                caption_cache=caption_cache, parallel=parallel, group=group).decode(latent, **decode_kwargs)
 
 
 def check_device(device) -> torch.device:

@@ -17,6 +17,7 @@ from .errors import LatentError, MemoryBudgetError, NonFiniteOutputError, PidErr
 from .nn import PidNet
 from .ops import AttentionAutotune
 from .ops._attention import check_backend
+from .parallel import DataParallel, SequenceParallel
 from .plan import ExecutionPlan, resolve_precision
 from .variants import Variant
 
@@ -67,12 +68,17 @@ class PidDecoder:
     caption_cache  caption embeddings by text encoder and caption (`pid.text.CaptionCache`): by default in memory
                 and in `pid.text.default_cache_dir()`, so a caption encoded once (the empty one above all) never
                 needs Gemma again, in any process; another `CaptionCache`, or None (memory only, nothing on disk).
+    parallel    None (this process decodes alone), or how a decode is split across the ranks of a torch.distributed
+                process group (`pid.parallel`): `SequenceParallel` (the image tokens) or `DataParallel` (the
+                samples). Every rank calls `decode` with the same arguments; rank 0's inputs and noise are used,
+                and every rank returns the whole result.
 
     `plan` combines them into the ExecutionPlan of a network call; `decode` adds its window and pixel chunks."""
 
     def __init__(self, net: PidNet, variant: Optional[Variant] = None, source: Optional[str] = None,
                  precision: Optional[str] = None, attention: Optional[str] = None,
-                 caption_cache: "captions.CaptionCache | str | None" = "default"):
+                 caption_cache: "captions.CaptionCache | str | None" = "default",
+                 parallel: "SequenceParallel | DataParallel | None" = None):
         self.net = net
         self.config: PidConfig = net.config
         self.variant = variant
@@ -81,6 +87,12 @@ class PidDecoder:
         self.attention = check_backend(attention)
         self.autotune = AttentionAutotune(path=AttentionAutotune.default_path())  # kept across processes
         self.caption_cache = _caption_cache(caption_cache)
+        if parallel is not None and not isinstance(parallel, (SequenceParallel, DataParallel)):
+            raise PidError(f"parallel must be a pid.parallel.SequenceParallel or DataParallel (pid.load(parallel="
+                           f"'sequence' | 'data')), got {parallel!r}")
+        if isinstance(parallel, SequenceParallel):
+            parallel.check_heads(self.config.num_heads, self.config.pixel_num_heads)
+        self.parallel = parallel
         self._times: dict = {}  # timestep conditions by network time, reused across steps and decodes
         self._graphs: dict = {}  # captured decodes (cuda_graph=True) by shapes and settings
 
@@ -96,7 +108,9 @@ class PidDecoder:
     def plan(self) -> ExecutionPlan:
         """The plan of this decoder's network calls: its precision regime (with the fused norm kernels in the fast
         regime), its attention back end and autotune memory; global attention, no pixel chunks."""
-        return ExecutionPlan.for_precision(self.precision, attention=self.attention, autotune=self.autotune)
+        sp = self.parallel if isinstance(self.parallel, SequenceParallel) else None
+        return ExecutionPlan.for_precision(self.precision, attention=self.attention, autotune=self.autotune,
+                                           sequence_parallel=sp)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
@@ -130,7 +144,9 @@ class PidDecoder:
                output_size: "int | tuple[int, int] | None" = None, latent_format: str = "normalized",
                latent_space=None, output: str = "tensor", progress: bool = True, text_encoder=None,
                window: Optional[int] = None, pixel_window: "int | str | None" = "same",
-               pixel_chunk: "int | str | None" = "auto", cuda_graph: bool = False, check_memory: bool = True):
+               pixel_chunk: "int | str | None" = "auto", token_chunk: "int | str | None" = "auto",
+               keep_gate_features: Optional[bool] = None, max_memory: "int | str | None" = None,
+               cuda_graph: bool = False, check_memory: bool = True):
         """Decode a latent [B, C, h, w] (or [C, h, w]) into images.
 
         sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
@@ -146,7 +162,11 @@ class PidDecoder:
         `window` (patches): opt-in windowed attention over w × w patch neighbourhoods for very large outputs; it
         changes the model's function (docs/attention.md). `pixel_window` sets the pixel blocks' ("same": `window`).
         `pixel_chunk` bounds the memory of the pixel blocks (patches per chunk; "auto" chooses from the free GPU
-        memory, None never chunks). `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
+        memory, None never chunks). `token_chunk` does the same for the MMDiT blocks' per-token work ("auto": none,
+        unless max_memory asks for it), and `keep_gate_features=False` keeps only the latent CNN's features, making
+        each gate's feature at each step (default: kept, unless max_memory asks otherwise). `max_memory` (bytes, or
+        "6GB", "5.5GiB") plans the decode to fit: the least chunking whose estimated peak, weights included, fits
+        (pid.budget; never a change of the network's function), else MemoryBudgetError. `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
         on the first call for a given shape and setting and replays it afterwards, which removes the per-kernel
         launch cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4 are kept;
         `release_graphs()` frees them). `output_size`: N, or (height, width), the default the latent's natural size.
@@ -159,12 +179,14 @@ class PidDecoder:
             raise PidError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
         if cuda_graph and self.device.type != "cuda":
             raise PidError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {self.device}")
+        if cuda_graph and self.parallel is not None:
+            raise PidError("cuda_graph=True is not supported with parallel decoding: leave it off")
         latent = self._prepare_latent(latent, latent_format, latent_space)
         B, _, h, w = latent.shape
         H, W = self._output_size(h, w, output_size)
         settings = self._sampler_settings(sampler, steps, cfg_scale, shift, H, W)
-        plan = self._call_plan(window, pixel_window, pixel_chunk, B * (H // self.config.patch_size)
-                               * (W // self.config.patch_size), cuda_graph)
+        plan = self._call_plan(window, pixel_window, pixel_chunk, token_chunk, keep_gate_features, max_memory, B, H,
+                               W, cuda_graph)
         if check_memory:
             self._check_memory(B, H, W, plan)
         if generator is None:
@@ -176,13 +198,23 @@ class PidDecoder:
                      settings.shift)
         with torch.no_grad(), plan.autocast(self.device.type):
             time_conds = self._time_conditions(settings.velocity_times(), B, plan)
+        if self.parallel is not None:
+            inputs = _broadcast_inputs(inputs, self.parallel)  # rank 0's inputs and noise on every rank
+            progress = progress and self.parallel.rank == 0
+        if isinstance(self.parallel, DataParallel):
+            start, stop, _ = self.parallel.samples(B)
+            inputs, time_conds = _take_samples(inputs, start, stop), [c.take(start, stop) for c in time_conds]
         if cuda_graph:
             images = self._replay(inputs, settings, plan, time_conds, generator)
+        elif inputs.noise.shape[0] == 0:  # data parallel with fewer samples than ranks: nothing to do here
+            images = inputs.noise
         else:
-            callback = _Progress(settings.name, settings.steps, B, H, W, enabled=progress)
+            callback = _Progress(settings.name, settings.steps, inputs.noise.shape[0], H, W, enabled=progress)
             images = self._sample(inputs, settings, plan, time_conds, generator, callback)
             callback.close()
         self._check_finite(images, inputs.latent)
+        if isinstance(self.parallel, DataParallel):
+            images = self.parallel.gather_samples(images, B)
         return _format_output(images.clamp(-1, 1), output)
 
     def release_graphs(self) -> None:
@@ -224,16 +256,18 @@ class PidDecoder:
 
     def _time_conditions(self, times: Sequence[float], batch: int, plan: ExecutionPlan) -> list:
         """The timestep-only work (embedding, every block's modulation) at each sampler time, computed once per
-        schedule and reused across guidance passes and decodes. The network takes t × 1000 in float32."""
+        schedule and reused across guidance passes and decodes. The network takes t × 1000 in float32. Every sample
+        of a decode is at the same time: computed for one and broadcast to `batch` (views), so it is the same
+        whatever the batch size (a matrix product of one row may round differently from one of several)."""
         out = []
         for t in times:
-            key = (t, batch, self.device, plan.precision)
+            key = (t, self.device, plan.precision)
             if key not in self._times:
                 if len(self._times) >= 64:
                     self._times.clear()
-                t_net = torch.full((batch,), t, dtype=torch.float32, device=self.device) * 1000
+                t_net = torch.full((1,), t, dtype=torch.float32, device=self.device) * 1000
                 self._times[key] = self.net.encode_time(t_net, plan)
-            out.append(self._times[key])
+            out.append(self._times[key].expand(batch))
         return out
 
     # ---- preparing a decode
@@ -252,8 +286,9 @@ class PidDecoder:
         elif tuple(noise.shape) != (B, 3, H, W):
             raise PidError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
         noise = self._to_device(noise, "noise").float()
-        if cuda_graph and settings.name == "student" and step_noises is None:
-            # A graph replays fixed buffers: draw the re-noising noises now, in the order the loop would.
+        if (cuda_graph or self.parallel is not None) and settings.name == "student" and step_noises is None:
+            # A graph replays fixed buffers, and a parallel decode shares rank 0's noise (and a data-parallel one
+            # slices the whole batch's): draw the re-noising noises now, in the order the loop would.
             draws = sum(1 for t in sampling.student_schedule(settings.steps).tolist()[1:] if t > 0)
             step_noises = [torch.randn_like(noise, generator=generator) for _ in range(draws)]
         if step_noises is not None:
@@ -342,7 +377,9 @@ class PidDecoder:
         free = available_bytes(self.device)
         if free is None:
             return
-        est = estimate_memory(self.config, H, W, batch, self.precision, plan.pixel_chunk)
+        world, mode = self._world()
+        est = estimate_memory(self.config, H, W, batch, self.precision, plan.pixel_chunk, token_chunk=plan.token_chunk,
+                              keep_gate_features=plan.keep_gate_features, world_size=world, parallel=mode)
         need = est.peak - est.weights
         if need <= free:
             return
@@ -350,10 +387,13 @@ class PidDecoder:
         options = []
         if est.stage in ("pixel blocks", "final layer"):
             chunk = pixel_chunk_for_budget(self.config, free // 2, self.precision)
-            chunked = estimate_memory(self.config, H, W, batch, self.precision, chunk)
+            chunked = estimate_memory(self.config, H, W, batch, self.precision, chunk, token_chunk=plan.token_chunk,
+                                      keep_gate_features=plan.keep_gate_features, world_size=world, parallel=mode)
             if chunked.peak - chunked.weights <= free:
                 options.append(f"pixel_chunk={chunk} (CLI --pixel-chunk {chunk}: "
                                f"{(chunked.peak - chunked.weights) / gib:.2f} GiB)")
+        fits = f"{(est.weights + 0.9 * free) / gib:.1f}GiB"
+        options.append(f"max_memory='{fits}' (CLI --max-memory {fits}: chunks planned to fit)")
         if batch > 1:
             options.append("a smaller batch")
         options += ["a smaller output size", "another device"]
@@ -381,20 +421,51 @@ class PidDecoder:
         raise NonFiniteOutputError(f"the decode produced {bad} NaN or infinite values of {images.numel()}, so no image "
                                    f"is returned: {cause}")
 
-    def _call_plan(self, window, pixel_window, pixel_chunk, patches: int, cuda_graph: bool) -> ExecutionPlan:
-        """The decoder's plan with this decode's windows and pixel chunks."""
+    def _call_plan(self, window, pixel_window, pixel_chunk, token_chunk, keep_gate_features, max_memory, batch: int,
+                   H: int, W: int, cuda_graph: bool) -> ExecutionPlan:
+        """The decoder's plan with this decode's windows, chunks and gate features (planned for max_memory)."""
         if pixel_window == "same":
             pixel_window = window
+        for name, value in (("pixel_chunk", pixel_chunk), ("token_chunk", token_chunk)):
+            if value not in ("auto", None) and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise PidError(f"{name} must be a positive number of {'patches' if name == 'pixel_chunk' else 'tokens'}"
+                               f", 'auto' or None, got {value!r}")
+        if keep_gate_features not in (None, True, False):
+            raise PidError(f"keep_gate_features must be True, False or None, got {keep_gate_features!r}")
+        if max_memory is not None:
+            from .budget import parse_bytes, plan_for_budget
+
+            world, mode = self._world()
+            planned = plan_for_budget(self.config, H, W, batch, self.precision, parse_bytes(max_memory),
+                                      pixel_chunk=pixel_chunk, token_chunk=token_chunk, world_size=world,
+                                      parallel=mode)
+            if keep_gate_features is None or planned.keep_gate_features == keep_gate_features:
+                pixel_chunk, token_chunk = planned.pixel_chunk, planned.token_chunk
+                keep_gate_features = planned.keep_gate_features
+                log.info("max_memory %s: pixel_chunk %s, token_chunk %s, gate features %s; %s", max_memory,
+                         pixel_chunk, token_chunk, "kept" if keep_gate_features else "made at each step",
+                         planned.estimate)
+            else:
+                raise PidError(f"keep_gate_features={keep_gate_features} does not fit max_memory={max_memory!r} "
+                               "with any chunking; leave keep_gate_features unset")
         if pixel_chunk == "auto":
+            patches = batch * (H // self.config.patch_size) * (W // self.config.patch_size)
             pixel_chunk = self._auto_pixel_chunk(patches)
-        elif pixel_chunk is not None and (not isinstance(pixel_chunk, int) or pixel_chunk < 1):
-            raise PidError(f"pixel_chunk must be a positive number of patches, 'auto' or None, got {pixel_chunk!r}")
+        if token_chunk == "auto":
+            token_chunk = None
         plan = self.plan.replace(window=window, pixel_window=pixel_window, pixel_chunk=pixel_chunk,
+                                 token_chunk=token_chunk, keep_gate_features=keep_gate_features is not False,
                                  autocast_cache=not cuda_graph)
         if (plan.window or plan.pixel_window) and self.device.type == "cuda":
             log.info("windowed attention (%s, %s): pid's kernels (bfloat16: tensor cores; float32: CUDA cores); it "
                      "changes the network's output, see docs/attention.md", plan.window, plan.pixel_window)
         return plan
+
+    def _world(self) -> tuple[int, str]:
+        """(world size, "sequence" | "data") of this decoder's parallel decodes; (1, "sequence") alone."""
+        if self.parallel is None:
+            return 1, "sequence"
+        return self.parallel.world_size, "sequence" if isinstance(self.parallel, SequenceParallel) else "data"
 
     def _auto_pixel_chunk(self, patches: int) -> Optional[int]:
         """On CUDA, chunks whose pixel-stage work fits a quarter of the free memory; elsewhere none."""
@@ -472,6 +543,31 @@ def _velocity_fn(net: PidNet, text, cond, time_conds: Sequence, plan: ExecutionP
             raise RuntimeError("the sampler asked for more velocities than its schedule has steps")
         return net.denoise(x, time_cond, text, cond, plan)
     return velocity
+
+
+def _broadcast_inputs(inputs: DecodeInputs, group) -> DecodeInputs:
+    """Rank 0's decode inputs on every rank of `group` (shapes agree: every rank prepared the same decode)."""
+    import torch.distributed as dist
+
+    def bcast(t):
+        if t is None:
+            return None
+        if isinstance(t, list):
+            return [bcast(v) for v in t]
+        t = t.contiguous()
+        dist.broadcast(t, src=dist.get_global_rank(group.group, 0) if group.group is not None else 0,
+                       group=group.group)
+        return t
+    return DecodeInputs(**{k: bcast(v) for k, v in vars(inputs).items()})
+
+
+def _take_samples(inputs: DecodeInputs, start: int, stop: int) -> DecodeInputs:
+    """Samples [start, stop) of every per-sample tensor of a decode."""
+    def take(t):
+        if t is None:
+            return None
+        return [v[start:stop] for v in t] if isinstance(t, list) else t[start:stop]
+    return DecodeInputs(**{k: take(v) for k, v in vars(inputs).items()})
 
 
 def _shape(value):

@@ -17,6 +17,7 @@ import torch
 from .errors import PidError
 from .ops import AttentionAutotune, default_attention_backend
 from .ops._attention import check_backend
+from .parallel import SequenceParallel
 
 # float32:   float32 weights and math (golden parity; the default on CPUs without native bfloat16).
 # reference: the official regime: float32 weights holding the bf16 values, bf16 autocast.
@@ -40,7 +41,13 @@ class ExecutionPlan:
     window        windowed attention for the MMDiT image queries (w × w patch neighbourhoods), None: global, as
                   trained. `pixel_window` for the PiT patch attention. A window changes the model's function.
     pixel_chunk   patches per chunk of the pixel blocks (bounds their memory), None: all at once.
+    token_chunk   image tokens per chunk of the MMDiT blocks' per-token work (q/k/v projection, output projection,
+                  feed-forward; bounds their memory), None: all at once.
+    keep_gate_features  keep every gate's latent feature for the whole decode (the default), or only the latent
+                  CNN's features, making each gate's feature again at each step (less memory, ~3 % more FLOPs).
     autocast_cache  False while a CUDA graph is captured: autocast's cached weight casts must not outlive it.
+    sequence_parallel  the image tokens split across the ranks of a process group (`pid.parallel`), None: one
+                  process holds them all.
     autotune      the memory of attention="auto" (shared by the plans `replace` derives from this one).
     """
 
@@ -51,14 +58,17 @@ class ExecutionPlan:
     window: Optional[int] = None
     pixel_window: Optional[int] = None
     pixel_chunk: Optional[int] = None
+    token_chunk: Optional[int] = None
+    keep_gate_features: bool = True
     autocast_cache: bool = True
+    sequence_parallel: Optional[SequenceParallel] = None
     autotune: AttentionAutotune = field(default_factory=AttentionAutotune, compare=False, repr=False)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise PidError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         check_backend(self.attention)
-        for name in ("window", "pixel_window", "pixel_chunk"):
+        for name in ("window", "pixel_window", "pixel_chunk", "token_chunk"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise PidError(f"{name} must be a positive int (patches) or None, got {value!r}")

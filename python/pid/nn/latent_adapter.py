@@ -5,6 +5,7 @@ image stream. Everything except the x-dependent half of each gate depends only o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +19,15 @@ from .layers import GroupNorm
 
 @dataclass
 class GateInput:
-    """What one gate needs from the latent, computed once per decode."""
+    """What one gate needs from the latent, computed once per decode: its feature and the latent half of its logit,
+    or (with `ExecutionPlan.keep_gate_features` off, to save memory) only the CNN's features and the head that makes
+    the gate's feature from them at each use."""
 
-    lq: torch.Tensor  # [B, L, D] latent feature
-    lq_logit: torch.Tensor  # [B, L, G] = lq·W_lqᵀ + b, the latent half of the gate logit
+    lq: Optional[torch.Tensor]  # [B, L, D] latent feature (None: made at each use by `head` from `tokens`)
+    lq_logit: Optional[torch.Tensor]  # [B, L, G] = lq·W_lqᵀ + b, the latent half of the gate logit
     alpha_sigma: torch.Tensor  # [B] float32 = exp(log_alpha)·σ
+    tokens: Optional[torch.Tensor] = None  # [B, L, Hd] the latent CNN's features
+    head: Optional[nn.Linear] = None  # the gate's output head (Hd → D)
 
 
 class SigmaGate(nn.Module):
@@ -34,17 +39,25 @@ class SigmaGate(nn.Module):
         self.content_proj = nn.Linear(2 * dim, width)
         self.log_alpha = nn.Parameter(torch.tensor(1.6094379124341003))  # ln 5, the reference init
 
-    def prepare(self, lq: torch.Tensor, sigma: torch.Tensor) -> GateInput:
+    def prepare(self, tokens: torch.Tensor, head: nn.Linear, sigma: torch.Tensor, keep: bool = True) -> GateInput:
+        """The gate's input from the latent CNN's features [B, L, Hd] and its head; `keep=False` keeps the features
+        and makes the gate's feature and logit half at each use instead (the same values)."""
+        alpha_sigma = self.log_alpha.float().exp() * sigma.float()  # float32, as the reference
+        if not keep:
+            return GateInput(None, None, alpha_sigma, tokens, head)
+        return GateInput(*self._latent_half(head(tokens)), alpha_sigma)
+
+    def _latent_half(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w_lq = self.content_proj.weight[:, self.dim:]
-        lq_logit = F.linear(lq, w_lq, self.content_proj.bias)
-        return GateInput(lq, lq_logit, self.log_alpha.float().exp() * sigma.float())  # float32, as the reference
+        return lq, F.linear(lq, w_lq, self.content_proj.bias)
 
     def forward(self, x: torch.Tensor, inp: GateInput, plan: ExecutionPlan) -> torch.Tensor:
         """Returns at least float32: in the reference the float32 sigma term promotes the gate, so the image
         stream becomes float32 here even under bf16 autocast (docs/architecture.md, Precision)."""
         w_x = self.content_proj.weight[:, : self.dim]
         x = x.to(torch.promote_types(x.dtype, torch.float32))
-        return ops.sigma_gate(x, inp.lq, inp.lq_logit, w_x, inp.alpha_sigma, logit_dtype=plan.gate_logit_dtype,
+        lq, lq_logit = (inp.lq, inp.lq_logit) if inp.lq is not None else self._latent_half(inp.head(inp.tokens))
+        return ops.sigma_gate(x, lq, lq_logit, w_x, inp.alpha_sigma, logit_dtype=plan.gate_logit_dtype,
                               use_kernel=plan.kernels)
 
 

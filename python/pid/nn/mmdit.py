@@ -42,12 +42,22 @@ class JointAttention(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, img_rope: RopeTable, txt_rope: Optional[RopeTable],
                 plan: ExecutionPlan, text_out: bool = True,
                 grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """x [B, L, D] image tokens (row-major ``grid``, needed for windowed attention), y [B, Ltxt, D]."""
+        """x [B, L, D] image tokens (row-major ``grid``, needed for windowed attention and sequence parallelism; with
+        ``plan.sequence_parallel`` x holds this rank's slice of them), y [B, Ltxt, D]."""
         B, L, D = x.shape
         n_txt, H = y.shape[1], self.heads
         d = D // H
-        qkv_x = self.qkv_x(x).view(B, L, 3, H, d)
         qkv_y = self.qkv_y(y).view(B, n_txt, 3, H, d)
+        sp = plan.sequence_parallel
+        # plan.token_chunk: the image tokens' q/k/v projection chunk by chunk, straight into the joint buffers (the
+        # whole [B, L, 3D] projection never exists). Not with sequence parallelism, whose all-to-all takes it whole.
+        chunk = plan.token_chunk if sp is None and plan.token_chunk is not None and plan.token_chunk < L else L
+        qkv_x = self.qkv_x(x[:, :chunk]).view(B, -1, 3, H, d)
+        if sp is not None:  # x holds this rank's image tokens: attend over all of them with this rank's heads
+            shard = sp.shard(grid[0] * grid[1])
+            qkv_x = sp.sequence_to_heads(qkv_x, shard)
+            qkv_y = qkv_y[:, :, :, sp.heads(H)]
+            B, L, _, H, d = qkv_x.shape
         # q, k, v of the joint sequence [text, image] in the dtype attention computes in: the autocast dtype, else
         # the reference's promoted one.
         dtype = plan.autocast_dtype or torch.promote_types(torch.promote_types(qkv_x.dtype, qkv_y.dtype),
@@ -57,11 +67,29 @@ class JointAttention(nn.Module):
         q = x.new_empty(B, H, n_txt + L if text_out else L, d, dtype=dtype)
         ops.qk_norm_rope(qkv_y, self.q_norm_y.weight, self.k_norm_y.weight, txt_rope, self.k_norm_y.eps,
                          out=(q if text_out else None, k), offsets=(0, 0), use_kernel=plan.kernels)
-        ops.qk_norm_rope(qkv_x, self.q_norm_x.weight, self.k_norm_x.weight, img_rope, self.k_norm_x.eps,
-                         out=(q, k), offsets=(n_txt if text_out else 0, n_txt), use_kernel=plan.kernels)
-        v = torch.cat([qkv_y[:, :, 2], qkv_x[:, :, 2]], dim=1).to(dtype).transpose(1, 2)  # [B, H, S, d]
+        q_offset = n_txt if text_out else 0
+        if chunk == L:
+            ops.qk_norm_rope(qkv_x, self.q_norm_x.weight, self.k_norm_x.weight, img_rope, self.k_norm_x.eps,
+                             out=(q, k), offsets=(q_offset, n_txt), use_kernel=plan.kernels)
+            v = torch.cat([qkv_y[:, :, 2], qkv_x[:, :, 2]], dim=1).to(dtype).transpose(1, 2)  # [B, H, S, d]
+        else:
+            v_rows = x.new_empty(B, n_txt + L, H, d, dtype=dtype)  # the layout the line above makes
+            v_rows[:, :n_txt] = qkv_y[:, :, 2]
+            for i in range(0, L, chunk):
+                if i:
+                    qkv_x = self.qkv_x(x[:, i:i + chunk]).view(B, -1, 3, H, d)
+                n = qkv_x.shape[1]
+                rope = None if img_rope is None else (img_rope[0][i:i + n], img_rope[1][i:i + n])
+                ops.qk_norm_rope(qkv_x, self.q_norm_x.weight, self.k_norm_x.weight, rope, self.k_norm_x.eps,
+                                 out=(q, k), offsets=(q_offset + i, n_txt + i), use_kernel=plan.kernels)
+                v_rows[:, n_txt + i:n_txt + i + n] = qkv_x[:, :, 2]
+            del qkv_x
+            v = v_rows.transpose(1, 2)
         out = ops.attention(q, k, v, window=plan.window, grid=grid, n_text=n_txt, backend=plan.attention,
                             autotune=plan.autotune, use_kernel=plan.kernels)
+        if sp is not None:
+            image = sp.heads_to_sequence(out[:, :, n_txt:] if text_out else out, shard)
+            return self.proj_x(image), self.proj_y(sp.gather_heads(out[:, :, :n_txt])) if text_out else None
         if not text_out:
             return self.proj_x(_merge_heads(out)), None
         return self.proj_x(_merge_heads(out[:, :, n_txt:])), self.proj_y(_merge_heads(out[:, :, :n_txt]))
@@ -91,15 +119,28 @@ class MMDiTBlock(nn.Module):
                 grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """x [B, L, D] image tokens (a row-major ``grid``), y [B, Ltxt, D] text tokens, `mods` = modulation(c) of
         the timestep (computed once per timestep by PidNet.encode_time). With text_out=False (the last block, whose
-        text stream nothing reads) the text stream's own update is skipped and None returned."""
+        text stream nothing reads) the text stream's own update is skipped and None returned. With the plan's
+        `token_chunk` the image tokens' per-token work runs chunk by chunk and x is updated in place."""
         mod_img, mod_txt = mods
         shift_x, scale_x, gate_x, shift_x2, scale_x2, gate_x2 = mod_img.chunk(6, dim=-1)
         shift_y, scale_y, gate_y, shift_y2, scale_y2, gate_y2 = mod_txt.chunk(6, dim=-1)
         attn_x, attn_y = self.attn(norm_modulate(self.norm_x1, x, shift_x, scale_x, plan),
                                    norm_modulate(self.norm_y1, y, shift_y, scale_y, plan), img_rope, txt_rope, plan,
                                    text_out, grid)
-        x = gated_residual(x, gate_x, attn_x, plan)
-        x = gated_residual(x, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, x, shift_x2, scale_x2, plan)), plan)
+        chunk = plan.token_chunk
+        if chunk is None or chunk >= x.shape[1]:
+            x = gated_residual(x, gate_x, attn_x, plan)
+            x = gated_residual(x, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, x, shift_x2, scale_x2, plan)), plan)
+        else:
+            # Chunks of tokens through the residual updates and the feed-forward (its [B, L, 3·hidden] working set
+            # bounded to a chunk); x is updated in place (without autograd), as PiTBlock does with pixel chunks.
+            x = x if not torch.is_grad_enabled() else x.clone()
+            for i in range(0, x.shape[1], chunk):
+                xi = x[:, i:i + chunk].contiguous()
+                xi = gated_residual(xi, gate_x, attn_x[:, i:i + chunk], plan)
+                x[:, i:i + chunk] = gated_residual(
+                    xi, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, xi, shift_x2, scale_x2, plan)), plan)
+            del attn_x
         if not text_out:
             return x, None
         y = gated_residual(y, gate_y, attn_y, plan)

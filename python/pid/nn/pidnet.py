@@ -25,6 +25,7 @@ class LatentCondition:
     grid: tuple[int, int]  # patch grid (Hs, Ws) it was computed for
     gates: list[GateInput]  # one per injection point (before blocks 0, k, 2k, ... with k = lq_interval)
     pit: Optional[GateInput] = None  # v1.5: the gate in front of the pixel blocks
+    sharded: bool = False  # the gates hold one rank's tokens (plan.sequence_parallel), padded
 
 
 @dataclass
@@ -33,6 +34,16 @@ class TimeCondition:
 
     t_emb: torch.Tensor  # [B, 1, D], before SiLU
     block_mods: list[tuple[torch.Tensor, torch.Tensor]]  # per block: image and text adaLN vectors [B, 1, 6D]
+
+    def expand(self, batch: int) -> "TimeCondition":
+        """One sample's condition broadcast to `batch` samples (views)."""
+        def grow(t):
+            return t.expand(batch, *t.shape[1:])
+        return TimeCondition(grow(self.t_emb), [(grow(a), grow(b)) for a, b in self.block_mods])
+
+    def take(self, start: int, stop: int) -> "TimeCondition":
+        """Samples [start, stop) (a data-parallel rank's)."""
+        return TimeCondition(self.t_emb[start:stop], [(a[start:stop], b[start:stop]) for a, b in self.block_mods])
 
 
 @dataclass
@@ -55,6 +66,25 @@ def unpatchify(pixels: torch.Tensor) -> torch.Tensor:
     F.fold with kernel = stride = p, as a pure reshape)."""
     B, Hs, Ws, p, _, C = pixels.shape
     return pixels.permute(0, 5, 1, 3, 2, 4).reshape(B, C, Hs * p, Ws * p)
+
+
+def _rows_of(x: torch.Tensor, shard, grid_w: int, p: int) -> tuple[torch.Tensor, int]:
+    """The image rows [B, C, rows·p, W] that hold a shard's patches (row-major over a grid_w-wide grid), and the
+    first patch row."""
+    if shard.real == 0:
+        return x[:, :, :0], 0
+    row0, row1 = shard.start // grid_w, -(-shard.stop // grid_w)
+    return x[:, :, row0 * p:row1 * p], row0
+
+
+def _local_tokens(tokens: torch.Tensor, sp, shard, first: int) -> torch.Tensor:
+    """Tokens [B, n, ...] of whole patch rows starting at patch `first` → the shard's tokens, padded."""
+    if shard is None:
+        return tokens
+    moved = type(shard)(shard.total, shard.start - first, shard.stop - first, shard.local)
+    if shard.real == 0:
+        moved = type(shard)(shard.total, 0, 0, shard.local)
+    return sp.take(tokens, moved)
 
 
 class PidNet(nn.Module):
@@ -118,11 +148,17 @@ class PidNet(nn.Module):
         """Latent [B, C, h, w] and σ [B] → the gate inputs for a patch grid (Hs, Ws)."""
         plan = plan or ExecutionPlan()
         lq = self.lq_proj
+        sp = plan.sequence_parallel
         with plan.autocast(lq_latent.device.type):
             tokens = lq.trunk(lq_latent, *grid, plan)
-            gates = [gate.prepare(head(tokens), degrade_sigma) for head, gate in zip(lq.output_heads, lq.gate_modules)]
-            pit = self.pit_lq_gate.prepare(lq.pit_head(tokens), degrade_sigma) if self.pit_lq_gate is not None else None
-        return LatentCondition(tuple(grid), gates, pit)
+            if sp is not None:  # the CNN needs the whole latent; its features are per token from here on
+                tokens = sp.take(tokens, sp.shard(grid[0] * grid[1]))
+            keep = plan.keep_gate_features
+            gates = [gate.prepare(tokens, head, degrade_sigma, keep) for head, gate in zip(lq.output_heads,
+                                                                                            lq.gate_modules)]
+            pit = (self.pit_lq_gate.prepare(tokens, lq.pit_head, degrade_sigma, keep)
+                   if self.pit_lq_gate is not None else None)
+        return LatentCondition(tuple(grid), gates, pit, sharded=sp is not None)
 
     def encode_text(self, y: torch.Tensor, plan: Optional[ExecutionPlan] = None) -> TextCondition:
         """Caption embeddings [B, Ltxt, txt_embed_dim] → text tokens; rows past txt_max_length are dropped."""
@@ -153,10 +189,17 @@ class PidNet(nn.Module):
         if cond is not None and tuple(cond.grid) != (Hs, Ws):
             raise PidError(f"the latent condition was computed for a {cond.grid} patch grid, but x "
                              f"{H}x{W} has a {(Hs, Ws)} grid; call encode_condition with grid={(Hs, Ws)}")
+        sp = plan.sequence_parallel
+        if cond is not None and cond.sharded != (sp is not None):
+            raise PidError("the latent condition and this call must both be sequence-parallel or both not: call "
+                           "encode_condition with the same plan")
+        shard = sp.shard(Hs * Ws) if sp is not None else None
         time = t if isinstance(t, TimeCondition) else self.encode_time(t, plan)
         img_rope = self.image_rope(Hs, Ws, x.device)
         with plan.autocast(x.device.type):
-            s = self.s_embedder(patchify(x, p))
+            # With sequence parallelism: this rank's patches only (the image rows that hold them).
+            x_rows, row0 = (x, 0) if shard is None else _rows_of(x, shard, Ws, p)
+            s = _local_tokens(self.s_embedder(patchify(x_rows, p)), sp, shard, row0 * Ws)
             y = text.tokens
             last = cfg.patch_depth - 1
             for i, block in enumerate(self.patch_blocks):
@@ -168,17 +211,25 @@ class PidNet(nn.Module):
             s = F.silu(time.t_emb + s)
             if cond is not None and cond.pit is not None:
                 s = self.pit_lq_gate(s, cond.pit, plan)
-            s_cond = s.reshape(B * Hs * Ws, cfg.hidden_size)
+            n = s.shape[1]  # this process's patches per sample
+            s_cond = s.reshape(B * n, cfg.hidden_size)
 
-            pixels = self.pixel_embedder(x, p, self.pixel_table(H, W, x.device))
+            cols, rows = self.pixel_table(H, W, x.device)
+            pixels = self.pixel_embedder(x_rows, p, (cols, rows[row0 * p:row0 * p + x_rows.shape[2]]))
+            if shard is not None:
+                count = x_rows.shape[2] // p * Ws  # patches in those rows
+                pixels = _local_tokens(pixels.view(B, count, p * p, pixels.shape[-1]), sp, shard, row0 * Ws)
+                pixels = pixels.reshape(B * n, p * p, -1)
             pix_rope = self.pixel_rope(Hs, Ws, x.device)
             for block in self.pixel_blocks:
                 pixels = block(pixels, s_cond, B, pix_rope, plan, grid=(Hs, Ws))
             chunk = plan.pixel_chunk
             if chunk is None:
-                out = self.final_layer(pixels)  # [B·L, p², 3]
+                out = self.final_layer(pixels)  # [B·n, p², 3]
             else:
                 out = torch.cat([self.final_layer(pixels[i:i + chunk]) for i in range(0, pixels.shape[0], chunk)])
+        if shard is not None:
+            out = sp.gather_tokens(out.view(B, n, -1), shard)
         return unpatchify(out.view(B, Hs, Ws, p, p, cfg.in_channels))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, lq_latent: Optional[torch.Tensor] = None,

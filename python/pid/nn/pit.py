@@ -33,13 +33,17 @@ class PatchAttention(nn.Module):
         B, L, D = x.shape
         H = self.heads
         qkv = self.qkv(x).view(B, L, 3, H, D // H)
+        sp = plan.sequence_parallel
+        if sp is not None:  # x holds this rank's patches: attend over all of them with this rank's heads
+            shard = sp.shard(grid[0] * grid[1])
+            qkv = sp.sequence_to_heads(qkv, shard)
         dtype = plan.autocast_dtype or torch.promote_types(qkv.dtype, self.q_norm.weight.dtype)
         q, k = ops.qk_norm_rope(qkv, self.q_norm.weight, self.k_norm.weight, rope, self.k_norm.eps, out_dtype=dtype,
                                 use_kernel=plan.kernels)
         v = qkv[:, :, 2].transpose(1, 2).to(dtype)  # [B, H, L, d], a strided view when no cast is needed
         out = ops.attention(q, k, v, window=plan.pixel_window, grid=grid, backend=plan.attention,
                             autotune=plan.autotune, use_kernel=plan.kernels)
-        return self.proj(_merge_heads(out))
+        return self.proj(_merge_heads(out) if sp is None else sp.heads_to_sequence(out, shard))
 
 
 class PiTBlock(nn.Module):

@@ -1,0 +1,80 @@
+"""Planning a decode for a memory budget (`decode(max_memory=...)`, CLI `--max-memory`).
+
+The trained function is never changed to fit: only how the work is split (pixel chunks, MMDiT token chunks, the gates'
+latent features made at each step instead of kept). The least splitting whose estimated peak (`pid.estimate_memory`,
+weights included) fits the budget is chosen; a budget nothing fits is an error that says what the smallest plan
+needs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .config import PidConfig
+from .cost import MemoryEstimate, estimate_memory
+from .errors import MemoryBudgetError, PidError
+
+# Chunk sizes tried, largest first (None: unchunked). Below ~256 tokens a chunk's matrix products get inefficient.
+CHUNKS = (None, 65536, 16384, 4096, 1024, 256)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: "int | float | str") -> int:
+    """A memory size: bytes as a number, or a string such as "6GB" (10^9), "5.5GiB" (2^30), "800MiB"."""
+    if isinstance(value, bool):
+        raise PidError(f"max_memory must be a number of bytes or a size such as '6GB' or '5.5GiB', got {value!r}")
+    if isinstance(value, (int, float)):
+        size = float(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise PidError(f"max_memory {value!r}: a number of bytes or a size such as '6GB', '5.5GiB', '800MiB'")
+        size = float(m.group(1)) * _UNITS[unit]
+    if not size > 0:
+        raise PidError(f"max_memory must be positive, got {value!r}")
+    return int(size)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a decode splits its work, and the estimate of its peak that way."""
+
+    pixel_chunk: Optional[int]
+    token_chunk: Optional[int]
+    keep_gate_features: bool
+    estimate: MemoryEstimate
+
+
+def plan_for_budget(cfg: PidConfig, height: int, width: int, batch: int, precision: str, budget: int, *,
+                    pixel_chunk: "int | str | None" = "auto", token_chunk: "int | str | None" = "auto",
+                    world_size: int = 1, parallel: str = "sequence") -> MemoryPlan:
+    """The least-split plan whose estimated peak fits `budget` bytes. A pixel_chunk / token_chunk given as a number
+    (or None) is kept as given; "auto" is chosen here."""
+    def estimate(pc, tc, keep):
+        return estimate_memory(cfg, height, width, batch, precision, pc, token_chunk=tc, keep_gate_features=keep,
+                               world_size=world_size, parallel=parallel)
+
+    pixel_options = CHUNKS if pixel_chunk == "auto" else (pixel_chunk,)
+    token_options = CHUNKS if token_chunk == "auto" else (token_chunk,)
+    smallest = None
+    for keep in (True, False):
+        # Chunk sizes in step, pixel and token chunks alike: the first that fits splits least.
+        for i in range(max(len(pixel_options), len(token_options))):
+            pc = pixel_options[min(i, len(pixel_options) - 1)]
+            tc = token_options[min(i, len(token_options) - 1)]
+            est = estimate(pc, tc, keep)
+            if est.peak <= budget:
+                return MemoryPlan(pc, tc, keep, est)
+            if smallest is None or est.peak < smallest.estimate.peak:
+                smallest = MemoryPlan(pc, tc, keep, est)
+    gib = 2.0**30
+    raise MemoryBudgetError(
+        f"a {width}x{height} decode of {batch} image(s) needs at least {smallest.estimate.peak / gib:.2f} GiB "
+        f"({smallest.estimate}; pixel_chunk={smallest.pixel_chunk}, token_chunk={smallest.token_chunk}, gate "
+        f"features made at each step), more than max_memory {budget / gib:.2f} GiB: raise max_memory, decode a "
+        f"smaller size or batch, use windowed attention (window=), or split the decode across GPUs "
+        f"(parallel='sequence')")

@@ -1,0 +1,210 @@
+"""Decoding on several processes with `torch.distributed` (NCCL on GPUs, gloo on CPUs).
+
+Two ways to split one decode across the ranks of a process group:
+
+* sequence parallelism (`SequenceParallel`): every rank holds a contiguous slice of the image tokens (the patch
+  grid in row-major order, padded at the end to a multiple of the world size) and of their pixel patches. The
+  caption's tokens, the timestep work and the sampler state stay whole on every rank. Everything the network does
+  per token runs on the local slice; attention swaps the sequence split for a head split (Ulysses: one all-to-all
+  before, one after), so each rank attends over the whole sequence for its share of the heads, exactly as a single
+  process does. The velocity is gathered after each network call, and every rank runs the sampler step on the
+  whole image with the same noise.
+* data parallelism (`DataParallel`): the samples of a batch are split across the ranks, each decodes its own, and
+  the images are gathered on every rank.
+
+The heads of both attention layers (24 in the MMDiT blocks, 16 in the pixel blocks of the released networks) must
+divide among the ranks: 2, 4 or 8 ranks for the released networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from .errors import PidError
+
+log = logging.getLogger(__name__)
+
+MODES = ("sequence", "data")
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise PidError("this torch build has no torch.distributed; install a standard torch build to decode on "
+                       "several processes")
+    return dist
+
+
+@dataclass(frozen=True)
+class TokenShard:
+    """One rank's slice [start, stop) of `total` tokens, padded to `local` tokens (the same on every rank)."""
+
+    total: int
+    start: int
+    stop: int
+    local: int
+
+    @property
+    def real(self) -> int:
+        """Tokens of this rank's slice that exist (the rest is padding at the end of the last ranks)."""
+        return max(0, self.stop - self.start)
+
+
+@dataclass(frozen=True)
+class ProcessGroupInfo:
+    """A torch.distributed process group with this process's rank in it."""
+
+    rank: int
+    world_size: int
+    group: Any = field(default=None, compare=False, hash=False, repr=False)  # None: the default group
+
+    @classmethod
+    def current(cls, group=None) -> "ProcessGroupInfo":
+        dist = _dist()
+        if not dist.is_initialized():
+            raise PidError("parallel decoding needs torch.distributed initialised: launch with torchrun (the pid CLI "
+                           "initialises it from torchrun's environment) or call torch.distributed."
+                           "init_process_group() first")
+        return cls(dist.get_rank(group), dist.get_world_size(group), group)
+
+
+@dataclass(frozen=True)
+class SequenceParallel(ProcessGroupInfo):
+    """The image tokens of every network call split across the ranks of a process group (see the module docstring).
+    Part of `ExecutionPlan` (`plan.sequence_parallel`): the network's modules shard, exchange and gather through it."""
+
+    def check_heads(self, *head_counts: int) -> None:
+        for heads in head_counts:
+            if heads % self.world_size:
+                raise PidError(f"sequence parallelism splits the attention heads across the ranks, but {heads} heads "
+                               f"do not divide among {self.world_size} ranks: use a world size that divides "
+                               f"{', '.join(map(str, head_counts))} (e.g. 2, 4 or 8 for the released networks)")
+
+    def shard(self, tokens: int) -> TokenShard:
+        """This rank's slice of `tokens` tokens (row-major patches)."""
+        local = -(-tokens // self.world_size)
+        start = min(tokens, self.rank * local)
+        return TokenShard(tokens, start, min(tokens, start + local), local)
+
+    # ---- slicing whole tensors
+    def take(self, x: torch.Tensor, shard: TokenShard, dim: int = 1) -> torch.Tensor:
+        """This rank's tokens of x (tokens along `dim`), zero-padded to `shard.local`."""
+        part = x.narrow(dim, shard.start, shard.real)
+        missing = shard.local - shard.real
+        if missing == 0:
+            return part
+        pad = list(part.shape)
+        pad[dim] = missing
+        return torch.cat([part, part.new_zeros(pad)], dim=dim)
+
+    # ---- collectives (inference only: no autograd through them)
+    def gather_tokens(self, x: torch.Tensor, shard: TokenShard) -> torch.Tensor:
+        """[B, local, ...] on every rank → [B, total, ...] on every rank."""
+        parts = [torch.empty_like(x) for _ in range(self.world_size)]
+        _dist().all_gather(parts, x.contiguous(), group=self.group)
+        return torch.cat(parts, dim=1)[:, :shard.total]
+
+    def sequence_to_heads(self, qkv: torch.Tensor, shard: TokenShard) -> torch.Tensor:
+        """The local tokens' projections [B, local, 3, H, d] → all tokens for this rank's H/N heads [B, total, 3,
+        H/N, d] (an all-to-all: rank j sends its tokens' head group i to rank i)."""
+        B, n, three, H, d = qkv.shape
+        N = self.world_size
+        send = qkv.reshape(B, n, three, N, H // N, d).permute(3, 0, 1, 2, 4, 5).contiguous()
+        recv = torch.empty_like(send)
+        _dist().all_to_all_single(recv, send, group=self.group)
+        # recv[j] = rank j's tokens for this rank's heads → [B, N·local, 3, H/N, d]
+        return recv.permute(1, 0, 2, 3, 4, 5).reshape(B, N * n, three, H // N, d)[:, :shard.total]
+
+    def heads_to_sequence(self, out: torch.Tensor, shard: TokenShard) -> torch.Tensor:
+        """Attention output of this rank's heads for all tokens [B, H/N, total, d] → the local tokens with every
+        head, merged [B, local, H·d] (the inverse all-to-all)."""
+        B, h, total, d = out.shape
+        N, n = self.world_size, shard.local
+        if total < N * n:
+            out = torch.cat([out, out.new_zeros(B, h, N * n - total, d)], dim=2)
+        send = out.reshape(B, h, N, n, d).permute(2, 0, 3, 1, 4).contiguous()  # [dest rank, B, local, H/N, d]
+        recv = torch.empty_like(send)
+        _dist().all_to_all_single(recv, send, group=self.group)
+        # recv[j] = head group j of my tokens → [B, local, N, H/N, d]
+        return recv.permute(1, 2, 0, 3, 4).reshape(B, n, N * h * d)
+
+    def gather_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """Replicated tokens (the caption), this rank's heads [B, H/N, n, d] → every head, merged [B, n, H·d]."""
+        B, h, n, d = out.shape
+        parts = [torch.empty(B, h, n, d, dtype=out.dtype, device=out.device) for _ in range(self.world_size)]
+        _dist().all_gather(parts, out.contiguous(), group=self.group)
+        return torch.stack(parts, dim=1).permute(0, 3, 1, 2, 4).reshape(B, n, self.world_size * h * d)
+
+    def heads(self, H: int) -> slice:
+        """This rank's heads of H."""
+        h = H // self.world_size
+        return slice(self.rank * h, (self.rank + 1) * h)
+
+
+@dataclass(frozen=True)
+class DataParallel(ProcessGroupInfo):
+    """The samples of a batch split across the ranks of a process group."""
+
+    def samples(self, batch: int) -> tuple[int, int, int]:
+        """(start, stop, per_rank): this rank's samples [start, stop) of `batch`, padded to `per_rank` each."""
+        per_rank = -(-batch // self.world_size)
+        start = min(batch, self.rank * per_rank)
+        return start, min(batch, start + per_rank), per_rank
+
+    def gather_samples(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """This rank's samples [n, ...] (n ≤ per_rank) → all samples [batch, ...] on every rank."""
+        _, _, per_rank = self.samples(batch)
+        if x.shape[0] < per_rank:
+            x = torch.cat([x, x.new_zeros(per_rank - x.shape[0], *x.shape[1:])])
+        parts = [torch.empty_like(x) for _ in range(self.world_size)]
+        _dist().all_gather(parts, x.contiguous(), group=self.group)
+        return torch.cat(parts)[:batch]
+
+
+def parallel_info(mode: Optional[str], group=None) -> "SequenceParallel | DataParallel | None":
+    """The `parallel=` argument of `pid.load`: None (one process), "sequence" or "data", over `group` (None: the
+    default process group, which must be initialised)."""
+    if mode is None:
+        if group is not None:
+            raise PidError("group= is only used with parallel='sequence' or 'data'")
+        return None
+    if mode not in MODES:
+        raise PidError(f"parallel must be 'sequence', 'data' or None, got {mode!r}")
+    info = ProcessGroupInfo.current(group)
+    cls = SequenceParallel if mode == "sequence" else DataParallel
+    return cls(info.rank, info.world_size, group)
+
+
+def shutdown() -> None:
+    """Destroys the default process group if there is one (at the end of a CLI run)."""
+    dist = _dist()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def init_from_env(device_type: Optional[str] = None) -> tuple[int, int, torch.device]:
+    """Initialises the default process group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT) unless it is initialised: NCCL when CUDA is available (each rank on cuda:LOCAL_RANK),
+    else gloo. Returns (rank, world size, this rank's device)."""
+    dist = _dist()
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if not dist.is_initialized() and missing:
+        raise PidError(f"--parallel needs a torchrun launch (missing {', '.join(missing)}): run "
+                       "torchrun --nproc-per-node N -m pid decode ... --parallel sequence|data")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() if device_type is None else device_type == "cuda"
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda and local_rank >= torch.cuda.device_count():
+        raise PidError(f"rank with LOCAL_RANK {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
+                       "use --nproc-per-node at most that, or --device cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    return dist.get_rank(), dist.get_world_size(), device
