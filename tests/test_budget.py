@@ -50,3 +50,23 @@ def test_decode_within_max_memory_and_unchanged_function():
     assert ((planned - whole).norm() / whole.norm()).item() < 1e-5
     with pytest.raises(MemoryBudgetError, match="more than max_memory"):
         decoder.decode(latent, caption_embeds=y, steps=1, max_memory="20MB", progress=False)
+
+
+def test_an_8k_decode_of_the_tiny_network_stays_within_its_estimate():
+    """8192² (a 512 × 512 patch grid, 262144 patches; 67 M pixels): planned for 6 GB with windowed attention (global
+    attention at this size is out of reach of a CPU test), one step. The measured peak (weights + tracked tensors)
+    lies within 20 % below the estimate the plan was made from."""
+    net = random_net(TINY).bfloat16()
+    decoder = PidDecoder(net, precision="fast", caption_cache=None)
+    latent = torch.randn(1, 16, 256, 256, generator=torch.Generator().manual_seed(0))
+    plan = decoder._call_plan(8, "same", "auto", "auto", None, "6GB", 1, 8192, 8192, False)
+    estimate = estimate_memory(TINY, 8192, 8192, 1, "fast", plan.pixel_chunk, txt_len=12,
+                               token_chunk=plan.token_chunk, keep_gate_features=plan.keep_gate_features)
+    assert estimate.peak <= 6 * 10**9
+    with TensorMemoryTracker() as tracker:
+        images = decoder.decode(latent, caption_embeds=torch.zeros(12, 32), steps=1, window=8, max_memory="6GB",
+                                progress=False)
+    assert images.shape == (1, 3, 8192, 8192)
+    measured = parameter_bytes(net) + tracker.peak
+    assert 0.8 <= estimate.peak / measured <= 1.2, (str(estimate), measured / 2**30)
+    assert measured <= 6 * 10**9

@@ -46,6 +46,7 @@ def parallel_outputs(request, golden_dir, tmp_path_factory):
     outputs = {name: [load_file(str(out / f"{name}.rank{r}.safetensors"))["images"] for r in range(n)]
                for name in scenarios.SCENARIOS}
     outputs["memory"] = [json.loads((out / f"memory.rank{r}.json").read_text()) for r in range(n)]
+    outputs["generator_error"] = [(out / f"generator_error.rank{r}.txt").read_text() for r in range(n)]
     return n, outputs
 
 
@@ -105,6 +106,12 @@ def test_per_rank_estimate_within_20_percent_of_tracked_peak(case, parallel_outp
     for rank, peaks in enumerate(outputs["memory"]):
         measured = peaks[scenarios.MEMORY_CASES.index(case)]
         assert 0.8 <= estimate.peak / measured <= 1.2, (rank, str(estimate), measured / 2**30)
+
+
+def test_generators_in_different_states_are_refused(parallel_outputs):
+    _, outputs = parallel_outputs
+    for error in outputs["generator_error"]:
+        assert "the ranks' random generators differ" in error
 
 
 def test_shards_cover_the_tokens_once():

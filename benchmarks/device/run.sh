@@ -90,4 +90,10 @@ timeout "${ATTENTION_DECODE_CAP:-35}" "$PY" -m pid bench --device cuda --sizes 2
   --attention auto --json "$OUT_DIR/bench_auto.json" || echo "pid bench --attention auto: exit $?"
 timeout "${WINDOW_DECODE_CAP:-45}" "$PY" -m pid bench --device cuda --sizes 4096 --repeats 1 --no-memory \
   --window 32 --json "$OUT_DIR/bench_window.json" || echo "pid bench --window 32: exit $?"
+echo "=== single-GPU peaks of fast decodes planned for the consumer-card budgets (decode(max_memory=); issue 14)"
+for case in "2048 3.5GB" "4096 6GB" "8192 16GB"; do
+  set -- $case
+  timeout "${MEMORY_CAP:-40}" "$PY" benchmarks/bench_memory.py measure --arch full --device cuda --sizes "$1" \
+    --max-memory "$2" --steps 1 | tee -a "$OUT_DIR/bench_memory.jsonl" || echo "bench_memory $1: exit $?"
+done
 echo "=== total: $((SECONDS - t0)) s"

@@ -201,6 +201,8 @@ class PidDecoder:
         if self.parallel is not None:
             inputs = _broadcast_inputs(inputs, self.parallel)  # rank 0's inputs and noise on every rank
             progress = progress and self.parallel.rank == 0
+            if isinstance(self.parallel, SequenceParallel) and settings.name == "student" and inputs.step_noises is None:
+                _check_same_generator(generator, self.parallel)
         if isinstance(self.parallel, DataParallel):
             start, stop, _ = self.parallel.samples(B)
             inputs, time_conds = _take_samples(inputs, start, stop), [c.take(start, stop) for c in time_conds]
@@ -286,9 +288,10 @@ class PidDecoder:
         elif tuple(noise.shape) != (B, 3, H, W):
             raise PidError(f"noise must have shape {(B, 3, H, W)}, got {tuple(noise.shape)}")
         noise = self._to_device(noise, "noise").float()
-        if (cuda_graph or self.parallel is not None) and settings.name == "student" and step_noises is None:
-            # A graph replays fixed buffers, and a parallel decode shares rank 0's noise (and a data-parallel one
-            # slices the whole batch's): draw the re-noising noises now, in the order the loop would.
+        data_parallel = isinstance(self.parallel, DataParallel)
+        if (cuda_graph or data_parallel) and settings.name == "student" and step_noises is None:
+            # A graph replays fixed buffers, and a data-parallel rank takes its samples of the whole batch's draws:
+            # draw the re-noising noises now, in the order the loop would.
             draws = sum(1 for t in sampling.student_schedule(settings.steps).tolist()[1:] if t > 0)
             step_noises = [torch.randn_like(noise, generator=generator) for _ in range(draws)]
         if step_noises is not None:
@@ -559,6 +562,22 @@ def _broadcast_inputs(inputs: DecodeInputs, group) -> DecodeInputs:
                        group=group.group)
         return t
     return DecodeInputs(**{k: bcast(v) for k, v in vars(inputs).items()})
+
+
+def _check_same_generator(generator: torch.Generator, group) -> None:
+    """A sequence-parallel decode draws the student's re-noising on every rank: the generators must agree."""
+    import torch.distributed as dist
+
+    import hashlib
+
+    digest = hashlib.sha256(generator.get_state().cpu().numpy().tobytes()).digest()
+    digest = torch.tensor([int.from_bytes(digest[i:i + 8], "little", signed=True) for i in range(0, 32, 8)])
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group.group) == "nccl" else "cpu"
+    digests = [torch.empty_like(digest, device=device) for _ in range(group.world_size)]
+    dist.all_gather(digests, digest.to(device), group=group.group)
+    if any(not torch.equal(d, digests[0]) for d in digests):
+        raise PidError("the ranks' random generators differ, so their re-noising would too: pass the same seed (or "
+                       "a generator in the same state, or step_noises) on every rank")
 
 
 def _take_samples(inputs: DecodeInputs, start: int, stop: int) -> DecodeInputs:

@@ -187,20 +187,31 @@ class PixelEmbedder(nn.Module):
     """Per-pixel Linear(3 → c) plus the full-image sin/cos table, regrouped into patches [B·L, p², c]. The
     table is added per axis (same values as adding the [H·W, c] table, which is never built)."""
 
+    ROWS_PER_PASS = 8  # patch rows embedded at a time: the output is the only pixel-stream-sized tensor made
+
     def __init__(self, in_channels: int, dim: int):
         super().__init__()
         self.proj = nn.Linear(in_channels, dim)
         self.dim = dim
 
     def forward(self, x: torch.Tensor, patch_size: int, axes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        B, _, H, W = x.shape
+        B, C, H, W = x.shape
         p, half = patch_size, self.dim // 2
-        tokens = self.proj(x.permute(0, 2, 3, 1))  # [B, H, W, c], a fresh tensor: safe to add in place
+        Hs, Ws = H // p, W // p
         cols, rows = axes
-        tokens[..., :half] += cols.to(tokens.dtype)[None, None]
-        tokens[..., half:] += rows.to(tokens.dtype)[None, :, None]
-        tokens = tokens.view(B, H // p, p, W // p, p, self.dim).permute(0, 1, 3, 2, 4, 5)
-        return tokens.reshape(B * (H // p) * (W // p), p * p, self.dim)
+        out = None
+        for r0 in range(0, Hs, self.ROWS_PER_PASS):
+            r1 = min(Hs, r0 + self.ROWS_PER_PASS)
+            band = x[:, :, r0 * p:r1 * p].reshape(B, C, r1 - r0, p, Ws, p).permute(0, 2, 4, 3, 5, 1)
+            tokens = self.proj(band)  # [B, rows, Ws, p, p, c] in patch order, a fresh tensor: safe to add in place
+            tokens[..., :half] += cols.to(tokens.dtype).view(Ws, 1, p, half)
+            tokens[..., half:] += rows[r0 * p:r1 * p].to(tokens.dtype).view(r1 - r0, 1, p, 1, half)
+            if out is None:
+                out = tokens.new_empty(B, Hs, Ws, p, p, self.dim)
+            out[:, r0:r1] = tokens
+        if out is None:  # no rows (a sequence-parallel rank without patches): empty, in the dtype proj gives
+            return self.proj(x.new_zeros(0, p * p, C))
+        return out.view(B * Hs * Ws, p * p, self.dim)
 
 
 class FinalLayer(nn.Module):
