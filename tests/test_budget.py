@@ -70,3 +70,19 @@ def test_an_8k_decode_of_the_tiny_network_stays_within_its_estimate():
     measured = parameter_bytes(net) + tracker.peak
     assert 0.8 <= estimate.peak / measured <= 1.2, (str(estimate), measured / 2**30)
     assert measured <= 6 * 10**9
+
+
+def test_cli_memory_prints_the_estimate_and_the_plan(capsys):
+    from pid import cli
+    from pid.variants import get_variant
+
+    cfg = get_variant("flux-v1.5").config
+    assert cli.main(["memory", "flux-v1.5", "--size", "8192", "--max-memory", "16GB"]) == 0
+    out = capsys.readouterr().out
+    whole = estimate_memory(cfg, 8192, 8192, 1, "fast")
+    plan = plan_for_budget(cfg, 8192, 8192, 1, "fast", 16 * 10**9)
+    assert f"{whole.peak / 2**30:6.2f} GiB" in out and f"{plan.estimate.peak / 2**30:.2f} GiB" in out
+    assert cli.main(["memory", "flux-v1.5", "--size", "4096x2048", "--world-size", "4"]) == 0
+    per_rank = estimate_memory(cfg, 2048, 4096, 1, "fast", world_size=4)
+    assert f"{per_rank.peak / 2**30:6.2f} GiB" in capsys.readouterr().out
+    assert cli.main(["memory", "flux-v1.5", "--size", "2048", "--max-memory", "1GB"]) == 2

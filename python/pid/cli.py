@@ -413,6 +413,33 @@ def cmd_variants(args) -> int:
     return 0
 
 
+def cmd_memory(args) -> int:
+    """The estimated peak of a decode (per rank), unsplit and, with --max-memory, as decode(max_memory=) plans it."""
+    from pid.budget import parse_bytes, plan_for_budget
+    from pid.cost import estimate_memory
+    from pid.variants import get_variant
+
+    cfg = get_variant(args.variant).config
+    size = _parse_size(args.size)
+    height, width = size if isinstance(size, tuple) else (size, size)
+    if args.world_size < 1:
+        raise _error(f"--world-size must be at least 1, got {args.world_size}")
+    if args.batch < 1:
+        raise _error(f"--batch must be at least 1, got {args.batch}")
+    gib = 2.0**30
+    common = dict(world_size=args.world_size, parallel=args.parallel)
+    whole = estimate_memory(cfg, height, width, args.batch, args.precision, **common)
+    per = f" per rank ({args.world_size} ranks, {args.parallel} parallel)" if args.world_size > 1 else ""
+    print(f"{args.variant} {width}x{height}, batch {args.batch}, {args.precision}{per}")
+    print(f"  unsplit:        {whole.peak / gib:6.2f} GiB  ({whole})")
+    if args.max_memory is not None:
+        plan = plan_for_budget(cfg, height, width, args.batch, args.precision, parse_bytes(args.max_memory), **common)
+        print(f"  --max-memory {args.max_memory}: {plan.estimate.peak / gib:.2f} GiB  (pixel_chunk {plan.pixel_chunk}, "
+              f"token_chunk {plan.token_chunk}, gate features {'kept' if plan.keep_gate_features else 'per step'}; "
+              f"{plan.estimate})")
+    return 0
+
+
 def cmd_bench(args) -> int:
     json_out = _check_output(args.json, [".json"], "--json") if args.json else None
     try:
@@ -637,6 +664,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("variants", help="list the released checkpoints pid knows", formatter_class=fmt)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("memory", help="estimated peak memory of a decode (per rank), and the plan --max-memory makes",
+                       formatter_class=fmt)
+    p.add_argument("variant", help="a released variant (pid variants), e.g. flux-v1.5")
+    p.add_argument("--size", required=True, help="output size N or WxH (width x height)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast")
+    p.add_argument("--max-memory", help="a budget (e.g. 6GB): the least splitting that fits, as decode plans it")
+    p.add_argument("--world-size", type=int, default=1, help="ranks of a parallel decode (per-rank peak)")
+    p.add_argument("--parallel", choices=("sequence", "data"), default="sequence")
+    p.set_defaults(func=cmd_memory)
 
     p = sub.add_parser("bench", help="time whole decodes: seconds, TFLOP/s, peak memory vs the estimate",
                        formatter_class=fmt)
