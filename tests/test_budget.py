@@ -29,8 +29,10 @@ def test_the_least_split_plan_that_fits_is_chosen():
     assert plan_for_budget(cfg, 512, 512, 1, "float32", whole.peak).pixel_chunk is None  # fits unsplit
     tight = plan_for_budget(cfg, 512, 512, 1, "float32", int(whole.peak * 0.5))
     assert tight.pixel_chunk is not None and tight.estimate.peak <= whole.peak * 0.5
-    # A chunk given as a number is kept.
+    # A chunk given as a number is kept, and so is keep_gate_features given as True or False.
     assert plan_for_budget(cfg, 512, 512, 1, "float32", whole.peak, pixel_chunk=300).pixel_chunk == 300
+    assert not plan_for_budget(cfg, 512, 512, 1, "float32", whole.peak, keep_gate_features=False).keep_gate_features
+    assert plan_for_budget(cfg, 512, 512, 1, "float32", int(whole.peak * 0.5), keep_gate_features=True).keep_gate_features
     with pytest.raises(MemoryBudgetError, match=r"needs at least .* GiB .* more than max_memory"):
         plan_for_budget(cfg, 512, 512, 1, "float32", 10**6)
 

@@ -51,9 +51,10 @@ class MemoryPlan:
 
 def plan_for_budget(cfg: PidConfig, height: int, width: int, batch: int, precision: str, budget: int, *,
                     pixel_chunk: "int | str | None" = "auto", token_chunk: "int | str | None" = "auto",
-                    world_size: int = 1, parallel: str = "sequence") -> MemoryPlan:
+                    keep_gate_features: Optional[bool] = None, world_size: int = 1,
+                    parallel: str = "sequence") -> MemoryPlan:
     """The least-split plan whose estimated peak fits `budget` bytes. A pixel_chunk / token_chunk given as a number
-    (or None) is kept as given; "auto" is chosen here."""
+    (or None), and keep_gate_features given as True or False, are kept as given; "auto" / None are chosen here."""
     def estimate(pc, tc, keep):
         return estimate_memory(cfg, height, width, batch, precision, pc, token_chunk=tc, keep_gate_features=keep,
                                world_size=world_size, parallel=parallel)
@@ -61,7 +62,7 @@ def plan_for_budget(cfg: PidConfig, height: int, width: int, batch: int, precisi
     pixel_options = CHUNKS if pixel_chunk == "auto" else (pixel_chunk,)
     token_options = CHUNKS if token_chunk == "auto" else (token_chunk,)
     smallest = None
-    for keep in (True, False):
+    for keep in (True, False) if keep_gate_features is None else (keep_gate_features,):
         # Chunk sizes in step, pixel and token chunks alike: the first that fits splits least.
         for i in range(max(len(pixel_options), len(token_options))):
             pc = pixel_options[min(i, len(pixel_options) - 1)]
@@ -75,6 +76,6 @@ def plan_for_budget(cfg: PidConfig, height: int, width: int, batch: int, precisi
     raise MemoryBudgetError(
         f"a {width}x{height} decode of {batch} image(s) needs at least {smallest.estimate.peak / gib:.2f} GiB "
         f"({smallest.estimate}; pixel_chunk={smallest.pixel_chunk}, token_chunk={smallest.token_chunk}, gate "
-        f"features made at each step), more than max_memory {budget / gib:.2f} GiB: raise max_memory, decode a "
-        f"smaller size or batch, use windowed attention (window=), or split the decode across GPUs "
-        f"(parallel='sequence')")
+        f"features {'kept' if smallest.keep_gate_features else 'made at each step'}), more than max_memory "
+        f"{budget / gib:.2f} GiB: raise max_memory, decode a smaller size or batch, use windowed attention (window=), "
+        f"or split the decode across {'more ' if world_size > 1 else ''}GPUs (parallel='sequence')")

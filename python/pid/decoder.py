@@ -166,9 +166,10 @@ class PidDecoder:
         unless max_memory asks for it), and `keep_gate_features=False` keeps only the latent CNN's features, making
         each gate's feature at each step (default: kept, unless max_memory asks otherwise). `max_memory` (bytes, or
         "6GB", "5.5GiB") plans the decode to fit: the least chunking whose estimated peak, weights included, fits
-        (pid.budget; never a change of the network's function), else MemoryBudgetError. `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph
-        on the first call for a given shape and setting and replays it afterwards, which removes the per-kernel
-        launch cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4 are kept;
+        (pid.budget; never a change of the network's function), else MemoryBudgetError; chunks and keep_gate_features
+        given explicitly are kept. `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph on
+        the first call for a given shape and setting and replays it afterwards, which removes the per-kernel launch
+        cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4 are kept;
         `release_graphs()` frees them). `output_size`: N, or (height, width), the default the latent's natural size.
 
         Before anything is allocated, the decode's peak memory is estimated (`pid.estimate_memory`) and compared with
@@ -440,17 +441,12 @@ class PidDecoder:
 
             world, mode = self._world()
             planned = plan_for_budget(self.config, H, W, batch, self.precision, parse_bytes(max_memory),
-                                      pixel_chunk=pixel_chunk, token_chunk=token_chunk, world_size=world,
-                                      parallel=mode)
-            if keep_gate_features is None or planned.keep_gate_features == keep_gate_features:
-                pixel_chunk, token_chunk = planned.pixel_chunk, planned.token_chunk
-                keep_gate_features = planned.keep_gate_features
-                log.info("max_memory %s: pixel_chunk %s, token_chunk %s, gate features %s; %s", max_memory,
-                         pixel_chunk, token_chunk, "kept" if keep_gate_features else "made at each step",
-                         planned.estimate)
-            else:
-                raise PidError(f"keep_gate_features={keep_gate_features} does not fit max_memory={max_memory!r} "
-                               "with any chunking; leave keep_gate_features unset")
+                                      pixel_chunk=pixel_chunk, token_chunk=token_chunk,
+                                      keep_gate_features=keep_gate_features, world_size=world, parallel=mode)
+            pixel_chunk, token_chunk = planned.pixel_chunk, planned.token_chunk
+            keep_gate_features = planned.keep_gate_features
+            log.info("max_memory %s: pixel_chunk %s, token_chunk %s, gate features %s; %s", max_memory, pixel_chunk,
+                     token_chunk, "kept" if keep_gate_features else "made at each step", planned.estimate)
         if pixel_chunk == "auto":
             patches = batch * (H // self.config.patch_size) * (W // self.config.patch_size)
             pixel_chunk = self._auto_pixel_chunk(patches)
