@@ -5,6 +5,14 @@ the decode allocates, `pid.memory.TensorMemoryTracker`; on CUDA the allocator's 
     python benchmarks/bench_memory.py estimates --sizes 2048,4096,8192 --ranks 1,2,4,8 --budgets 3.5GB,6GB,16GB
     python benchmarks/bench_memory.py measure --arch tiny --sizes 2048,4096 --max-memory 6GB --window 8
     python benchmarks/bench_memory.py measure --arch full --sizes 2048 --max-memory 3.5GB --steps 1 --device cuda
+    python benchmarks/bench_memory.py measure --arch full --sizes 4096,8192 --max-memory 16GB --shapes-only
+
+--shapes-only runs the decode's network and sampler code under FakeTensorMode: every op computes only its output's
+shape and dtype (pid's ops through their fake kernels), so the tracker sees the exact sizes and lifetimes of every
+tensor a real CPU decode allocates, in seconds, at sizes far beyond what this CPU computes (4096² and 8192² of the
+released network). The weights are allocated and never read; the sampler's host-side schedule (Python floats from a
+small CPU tensor) is computed outside fake mode. Only the network and sampler are run: the input checks and the final
+clamp of `decode` are left out (a few image-sized tensors at most).
 """
 
 from __future__ import annotations
@@ -43,7 +51,64 @@ def estimates(args) -> None:
             print(f"| {size}², budget {text} | {n} | {whole.peak / GIB:.2f} | {planned} |")
 
 
+def shapes_only_peak(cfg, size: int, precision: str, max_memory, steps: int, window) -> tuple[int, object]:
+    """Weights + the tracked peak of one decode's network and sampler run under FakeTensorMode (see the docstring),
+    and the plan it ran."""
+    from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+
+    from pid import sampling
+    from pid.decoder import DecodeInputs, SamplerSettings
+
+    with torch.device("meta"):
+        net = pid.PidNet(cfg)
+    net = net.to_empty(device="cpu").eval().requires_grad_(False)  # allocated, never read
+    if precision == "fast":
+        net = net.bfloat16()
+    decoder = PidDecoder(net, precision=precision, caption_cache=None)
+    settings = SamplerSettings("student", steps)
+    times = settings.velocity_times()
+    schedule, tolist = sampling.student_schedule, torch.Tensor.tolist
+
+    def real_schedule(*a, **k):  # host-side floats: computed for real
+        with unset_fake_temporarily():
+            return schedule(*a, **k)
+
+    def real_tolist(t):
+        with unset_fake_temporarily():
+            return tolist(t)
+    sampling.student_schedule, torch.Tensor.tolist = real_schedule, real_tolist
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            plan = decoder._call_plan(window, "same", "auto", "auto", None, max_memory, 1, size, size, False)
+            inputs = DecodeInputs(torch.zeros(1, cfg.lq_latent_channels, size // 32, size // 32), torch.zeros(1),
+                                  torch.zeros(1, cfg.txt_max_length, cfg.txt_embed_dim), None,
+                                  torch.zeros(1, 3, size, size), None)
+            with torch.no_grad(), plan.autocast("cpu"):
+                time_conds = decoder._time_conditions(times, 1, plan)
+            with TensorMemoryTracker() as tracker:
+                decoder._sample(inputs, settings, plan, time_conds, torch.Generator().manual_seed(0))
+    finally:
+        sampling.student_schedule, torch.Tensor.tolist = schedule, tolist
+    return parameter_bytes(net) + tracker.peak, plan
+
+
 def measure(args) -> None:
+    if args.shapes_only:
+        cfg = ARCHS[args.arch]
+        for size in args.sizes:
+            start = time.perf_counter()
+            measured, plan = shapes_only_peak(cfg, size, args.precision, args.max_memory, args.steps, args.window)
+            est = estimate_memory(cfg, size, size, 1, args.precision, plan.pixel_chunk, txt_len=cfg.txt_max_length,
+                                  token_chunk=plan.token_chunk, keep_gate_features=plan.keep_gate_features)
+            print(json.dumps({"arch": args.arch, "size": size, "device": "cpu (shapes only)",
+                              "precision": args.precision, "max_memory": args.max_memory,
+                              "pixel_chunk": plan.pixel_chunk, "token_chunk": plan.token_chunk,
+                              "keep_gate_features": plan.keep_gate_features, "window": args.window,
+                              "steps": args.steps, "measured_gib": round(measured / GIB, 3),
+                              "estimate_gib": round(est.peak / GIB, 3), "estimate_stage": est.stage,
+                              "estimate_over_measured": round(est.peak / measured, 3),
+                              "seconds": round(time.perf_counter() - start, 1)}))
+        return
     cfg = ARCHS[args.arch]
     device = torch.device(args.device)
     net = random_net(cfg, device=device)
@@ -99,6 +164,7 @@ def main() -> None:
     q.add_argument("--token-chunk", type=int)
     q.add_argument("--window", type=int)
     q.add_argument("--steps", type=int, default=1)
+    q.add_argument("--shapes-only", action="store_true", help="FakeTensorMode: sizes and lifetimes only (CPU)")
     args = p.parse_args()
     if not pid._extension.available():
         raise SystemExit(f"pid's kernels are not loaded: {pid._extension.LOAD_ERROR}")

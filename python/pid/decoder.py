@@ -218,7 +218,7 @@ class PidDecoder:
         self._check_finite(images, inputs.latent)
         if isinstance(self.parallel, DataParallel):
             images = self.parallel.gather_samples(images, B)
-        return _format_output(images.clamp(-1, 1), output)
+        return _format_output(images.clamp_(-1, 1), output)  # in place: the sampler's state, owned here
 
     def release_graphs(self) -> None:
         """Drops the captured decodes of `cuda_graph=True` and their working memory."""
