@@ -310,4 +310,4 @@ def test_cli_without_huggingface_hub(cli):
             "from pid.cli import main; sys.exit(main(sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, "download", "flux-v1.5"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "needs huggingface_hub, which is not installed: pip install 'pid[hub]'" in out.stderr
+    assert "needs huggingface_hub, which is not installed: pip install 'pid-decoder[hub]'" in out.stderr

@@ -549,7 +549,7 @@ def test_resolve_without_caption_or_embeds_says_both_ways_out():
     with pytest.raises(ValueError) as e:
         resolve_caption_embeds(1)
     msg = str(e.value)
-    for needle in ("caption_embeds=", "pid encode-caption", "pid[text]", "caption=", 'caption=""', "empty caption"):
+    for needle in ("caption_embeds=", "pid encode-caption", "pid-decoder[text]", "caption=", 'caption=""', "empty caption"):
         assert needle in msg
 
 
