@@ -51,10 +51,14 @@ def main(argv=None) -> int:
             data = json.loads(out.read_text())
             for row in data["results"]:
                 ratio = row.get("speedup", row.get("ratio"))
-                summary.append({"family": family, "args": " ".join(extra), "case": row["case"], "ratio": ratio})
-    print(f"\n{'family':14} {'operands':22} {'case':26} {'kernel vs reference':>20}")
+                kernel = row.get("kernel", row.get("path", {}))  # bench_attention names its timed path "path"
+                summary.append({"family": family, "args": " ".join(extra), "case": row["case"], "ratio": ratio,
+                                "kernel_ms": kernel["median_s"] * 1e3 if "median_s" in kernel else None,
+                                "kernel_min_ms": kernel["min_s"] * 1e3 if "min_s" in kernel else None})
+    print(f"\n{'family':14} {'operands':22} {'case':26} {'kernel ms':>10} {'kernel vs reference':>20}")
     for r in summary:
-        print(f"{r['family']:14} {r['args']:22} {r['case']:26} {r['ratio']:>19.2f}x")
+        ms = f"{r['kernel_ms']:10.3f}" if r["kernel_ms"] is not None else f"{'':10}"
+        print(f"{r['family']:14} {r['args']:22} {r['case']:26} {ms} {r['ratio']:>19.2f}x")
     for f in failures:
         print(f"FAILED: {f}", file=sys.stderr)
     if args.json:

@@ -18,7 +18,8 @@ if(NOT CUTLASS_INCLUDE_DIR AND DEFINED ENV{CUTLASS_PATH})
 endif()
 if(NOT CUTLASS_INCLUDE_DIR AND Python_EXECUTABLE)  # no Python in a torch-free build
   execute_process(
-    COMMAND "${Python_EXECUTABLE}" -c "import importlib.util as u, os
+    COMMAND "${Python_EXECUTABLE}" -c "import importlib.util as u, os, sys
+sys.path[:0] = [p for p in os.environ.get('PID_TARGET_SITE', '').split(os.pathsep) if p]  # PidTorch.cmake
 s = u.find_spec('cutlass_library')
 print(os.path.join(s.submodule_search_locations[0], 'source', 'include') if s else '')"
     OUTPUT_VARIABLE CUTLASS_INCLUDE_DIR OUTPUT_STRIP_TRAILING_WHITESPACE)

@@ -19,7 +19,7 @@ def run_pid(*args: str) -> subprocess.CompletedProcess:
 
 def test_version_via_python_m():
     out = run_pid("--version")
-    assert out.returncode == 0 and out.stdout.strip() == f"pid {pid.__version__}"
+    assert out.returncode == 0 and out.stdout.strip() == f"pid-decoder {pid.__version__} (import name pid)"
 
 
 def test_variants_json(capsys):

@@ -186,7 +186,7 @@ def test_no_connection(hf, monkeypatch):
 
 def test_without_huggingface_hub(tiny_checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import huggingface_hub` raises ImportError
-    with pytest.raises(PidError, match=r"needs huggingface_hub, which is not installed: pip install 'pid\[hub\]'"):
+    with pytest.raises(PidError, match=r"needs huggingface_hub, which is not installed: pip install 'pid-decoder\[hub\]'"):
         pid.load("flux-v1.5")
     assert pid.load(str(tiny_checkpoint.pth), config=tiny_checkpoint.kwargs).variant is None  # files still work
 
@@ -310,4 +310,4 @@ def test_cli_without_huggingface_hub(cli):
             "from pid.cli import main; sys.exit(main(sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, "download", "flux-v1.5"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "needs huggingface_hub, which is not installed: pip install 'pid[hub]'" in out.stderr
+    assert "needs huggingface_hub, which is not installed: pip install 'pid-decoder[hub]'" in out.stderr

@@ -233,7 +233,7 @@ def test_caption_encoder_model_missing_says_how_to_get_it(fake_transformers):
 
 def test_caption_encoder_without_transformers(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(TextEncoderUnavailable, match=r"pip install 'pid\[text\]'"):
+    with pytest.raises(TextEncoderUnavailable, match=r"pip install 'pid-decoder\[text\]'"):
         CaptionEncoder()
 
 
@@ -541,7 +541,7 @@ def test_resolve_default_encoder_is_lazy(monkeypatch):
     cache = CaptionCache()
     cache.put(encoder_cache_key(), "", rand_embeds(TXT_LEN, TXT_DIM))  # the default encoder's key
     assert resolve_caption_embeds(2, caption="", cache=cache).shape == (2, TXT_LEN, TXT_DIM)  # no Gemma needed
-    with pytest.raises(TextEncoderUnavailable, match=r"pid\[text\]"):
+    with pytest.raises(TextEncoderUnavailable, match=r"pid-decoder\[text\]"):
         resolve_caption_embeds(1, caption="a cat", cache=cache)
 
 
@@ -549,7 +549,7 @@ def test_resolve_without_caption_or_embeds_says_both_ways_out():
     with pytest.raises(ValueError) as e:
         resolve_caption_embeds(1)
     msg = str(e.value)
-    for needle in ("caption_embeds=", "pid encode-caption", "pid[text]", "caption=", 'caption=""', "empty caption"):
+    for needle in ("caption_embeds=", "pid encode-caption", "pid-decoder[text]", "caption=", 'caption=""', "empty caption"):
         assert needle in msg
 
 

@@ -2,7 +2,15 @@
 // with TORCH_LIBRARY_IMPL next to their bindings.
 #include <torch/library.h>
 
+#include <string>
+
+#include "../kernels/cpu/capability.h"
+
 TORCH_LIBRARY(pid, m) {
+  // The CPU kernels' instruction-set variant in use ("baseline", "avx2", "avx512" or "native"; chosen once per
+  // process, PID_CPU_CAPABILITY forces one), and the variants this build has that this CPU runs, comma-separated.
+  m.def("cpu_capability() -> str", [] { return std::string(pid::cpu_capability()); });
+  m.def("cpu_capabilities() -> str", [] { return pid::cpu_capabilities(); });
   // Fake (meta) kernels are registered in Python (torch.library.register_fake), one module per kernel family,
   // beside the family's Python faces; each set_python_module names the module of the ops defined after it.
   m.set_python_module("pid.ops._sigma_gate");

@@ -3,6 +3,10 @@
 Importing this module tries once. When the library is missing or fails to load, ``available()`` is
 False, ``LOAD_ERROR`` says why, and ``pid.ops`` uses the pure-PyTorch reference implementations.
 Set ``PID_DISABLE_EXTENSION=1`` to force that fallback.
+
+The CPU kernels are built in several instruction-set variants and one is chosen per process from the CPU's
+features: ``cpu_capability()`` says which. ``PID_CPU_CAPABILITY=baseline|avx2|avx512`` forces one (read once, when
+the library loads); one this build lacks or this CPU cannot run is a load failure like any other.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ LOAD_ERROR: str | None = None
 
 
 def _load() -> bool:
-    global LOAD_ERROR
+    global LOAD_ERROR, _cpu_capability
     if os.environ.get("PID_DISABLE_EXTENSION", "") not in ("", "0"):
         LOAD_ERROR = "disabled by PID_DISABLE_EXTENSION"
         log.info("pid: compiled kernels %s; using the PyTorch reference", LOAD_ERROR)
@@ -44,7 +48,16 @@ def _load() -> bool:
         LOAD_ERROR = f"failed to load {spec.origin}: {detail}"
         log.warning("pid: %s; using the PyTorch reference (rebuild: scripts/setup.sh)", LOAD_ERROR)
         return False
+    try:  # chooses the CPU kernels' variant now, so that a bad PID_CPU_CAPABILITY is reported here
+        _cpu_capability = torch.ops.pid.cpu_capability()
+    except RuntimeError as e:
+        LOAD_ERROR = str(e).splitlines()[0]
+        log.warning("%s; using the PyTorch reference", LOAD_ERROR)
+        return False
     return True
+
+
+_cpu_capability: "str | None" = None
 
 
 _loaded = _load()
@@ -55,6 +68,17 @@ _cuda = _loaded and torch._C._dispatch_has_kernel_for_dispatch_key("pid::sigma_g
 def available() -> bool:
     """True when the compiled library is loaded and ``torch.ops.pid.*`` has CPU kernels."""
     return _loaded
+
+
+def cpu_capability() -> "str | None":
+    """The CPU kernels' instruction-set variant in use: "baseline", "avx2", "avx512", or "native" (a
+    PID_NATIVE_CPU=ON build); None when the compiled library is not loaded."""
+    return _cpu_capability
+
+
+def cpu_capabilities() -> "list[str]":
+    """The CPU kernel variants this build has and this CPU can run, worst first (what PID_CPU_CAPABILITY accepts)."""
+    return torch.ops.pid.cpu_capabilities().split(",") if _loaded else []
 
 
 def has_cuda_kernels() -> bool:

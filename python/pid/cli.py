@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fmt = _HelpFormatter
     parser = argparse.ArgumentParser(prog="pid", description="PiD pixel-diffusion decoder engine", formatter_class=fmt)
-    parser.add_argument("--version", action="version", version=f"pid {pid.__version__}")
+    parser.add_argument("--version", action="version", version=f"pid-decoder {pid.__version__} (import name pid)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="a traceback for every error (also PID_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,4 +1,4 @@
-"""PiD inside a diffusers pipeline: the library form of the official `from_ldm` script (`pip install 'pid[diffusers]'`).
+"""PiD inside a diffusers pipeline: the library form of the official `from_ldm` script (`pip install 'pid-decoder[diffusers]'`).
 
 `to_pid_latent` turns a pipeline's latents into the normalised latent PiD decodes; `decode` decodes them; `generate`
 runs the pipeline, optionally stops it after K transformer evaluations (PiD decodes the still-noisy latent with its
@@ -139,7 +139,7 @@ def generate(pipe: Any, decoder, *, stop_at_step: Optional[int] = None, caption=
     trained on σ up to 0.8, and the official README captures at 85–92 % of the schedule (e.g. FLUX step 24 of 28).
     None runs the pipeline to the end (σ = 0). `height` and `width` must be among `pipe_kwargs` (PiD's image is
     4× larger). The caption defaults to the prompt (as the official `from_ldm` does), encoded with Gemma-2
-    (`pip install 'pid[text]'`), or pass `caption_embeds`. `decode_kwargs` go to `PidDecoder.decode`."""
+    (`pip install 'pid-decoder[text]'`), or pass `caption_embeds`. `decode_kwargs` go to `PidDecoder.decode`."""
     check_decoder(pipe, decoder)
     height, width = pipe_kwargs.get("height"), pipe_kwargs.get("width")
     if height is None or width is None:

@@ -4,7 +4,7 @@ Each released checkpoint is `checkpoints/<experiment>/model_ema_bf16.pth` in the
 name (a registry name, experiment name or official registry key) is found in the Hugging Face cache without any
 network call, else downloaded alone through `huggingface_hub` (never the whole 26 GB repo). The cache is
 huggingface_hub's own (`HF_HOME` / `HF_HUB_CACHE`), and so is offline mode (`HF_HUB_OFFLINE=1`): no network.
-`huggingface_hub` is optional (`pip install 'pid[hub]'`) and imported only here, only when a variant is fetched.
+`huggingface_hub` is optional (`pip install 'pid-decoder[hub]'`) and imported only here, only when a variant is fetched.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MODEL_CARD = "https://huggingface.co/nvidia/PiD"
 FILENAME = "model_ema_bf16.pth"
 LICENCE = (f"the PiD weights ({REPO_ID}) are licensed under the NVIDIA Source Code License (NSCLv1), for "
            f"non-commercial use only (pid's own code is Apache-2.0): read the model card, {MODEL_CARD}")
-INSTALL = "pip install 'pid[hub]'"
+INSTALL = "pip install 'pid-decoder[hub]'"
 # Added to "does not exist" errors: the other thing a checkpoint argument may be.
 VARIANT_HINT = "a released variant's name (e.g. 'flux-v1.5', see `pid variants`) also works: it is fetched from " \
                "the Hugging Face Hub"

@@ -29,7 +29,9 @@ def run_selftest(golden_dir: Optional[str] = None) -> bool:
 
     results = []
     if _extension.available():
-        results.append(_check(True, "compiled kernels loaded", f"CUDA kernels: {_extension.has_cuda_kernels()}"))
+        results.append(_check(True, "compiled kernels loaded",
+                              f"CPU kernels: {_extension.cpu_capability()} of {','.join(_extension.cpu_capabilities())}; "
+                              f"CUDA kernels: {_extension.has_cuda_kernels()}"))
     else:
         results.append(_check(False, "compiled kernels loaded", f"using the PyTorch fallback: {_extension.LOAD_ERROR}"))
 

@@ -4,7 +4,7 @@ the reference's 300-token selection, caption-embedding files, a caption cache, a
 
 The network never sees a caption string, only these embeddings. They come either from precomputed files
 (`pid encode-caption` on a machine that has Gemma, or any one-tensor `.pt`/`.safetensors`) or from Gemma
-run here (`pip install 'pid[text]'`). There is no silent fallback: the in-distribution "no caption"
+run here (`pip install 'pid-decoder[text]'`). There is no silent fallback: the in-distribution "no caption"
 condition is the encoding of the CHI-prefixed empty caption `""`, not a zero tensor.
 """
 
@@ -57,7 +57,7 @@ EMBEDS_KEY = "caption_embeds"  # tensor name in our safetensors files
 CAPTIONS_METADATA_KEY = "pid.captions"  # JSON list of the caption strings
 MODEL_ID_METADATA_KEY = "pid.text_model_id"
 CACHE_KEY_METADATA_KEY = "pid.caption_cache_key"  # the encoder key of a caption-cache entry
-INSTALL_HINT = "pip install 'pid[text]'"
+INSTALL_HINT = "pip install 'pid-decoder[text]'"
 
 PathLike = Union[str, os.PathLike]
 

@@ -5,8 +5,8 @@
 // and sum l of every row. Keys are visited in chunks of 64: scores St[key][row] = K Qt (register-
 // blocked: a few keys x all 64 rows per pass over d), the online softmax update in base 2 (vectorised
 // over rows), then O = O * alpha + P V (register-blocked: a few rows x the whole head_dim). The
-// vector code uses GCC/Clang vector extensions at the widest width the build enables (-march=native:
-// AVX-512, AVX2, else 128-bit), so d = 64 and d = 72 compile to straight-line FMA loops.
+// vector code uses GCC/Clang vector extensions at the widest width the variant's flags enable (avx512:
+// AVX-512, avx2: AVX2, baseline: 128-bit), so d = 64 and d = 72 compile to straight-line FMA loops.
 #include "pid/attention.h"
 #include "../dispatch.h"
 #include "load_store.h"
@@ -24,7 +24,9 @@
 #include <omp.h>
 #endif
 
-namespace pid {
+// PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
+// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+namespace pid::PID_CPU_NS {
 namespace {
 
 // ---- vectors -------------------------------------------------------------------------------------
@@ -529,4 +531,4 @@ void attention_cpu(const AttentionParams& p) {
   with_dtype<bf16>("pid::attention_cpu", p.dtype, [&](auto t) { attention_impl<decltype(t)>(p); });
 }
 
-}  // namespace pid
+}  // namespace pid::PID_CPU_NS

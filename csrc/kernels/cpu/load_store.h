@@ -10,7 +10,14 @@
 
 #include "pid/bf16.h"
 
-namespace pid {
+// Each CPU kernel source is compiled once per instruction-set variant (CMakeLists.txt: cpu_baseline, cpu_avx2,
+// cpu_avx512 or cpu_native), with PID_CPU_NS naming its namespace. These helpers live in it too: an inline
+// function shared by name across the variants would be one symbol at link time, possibly the AVX-512 copy.
+#ifndef PID_CPU_NS
+#error "PID_CPU_NS is not defined: the CPU kernels are built per variant by CMakeLists.txt (pid_cpu_variant)"
+#endif
+
+namespace pid::PID_CPU_NS {
 
 inline float ld(const float* p) { return *p; }
 inline float ld(const bf16* p) { return bf16_to_float(*p); }
@@ -36,4 +43,4 @@ inline void st(bf16* p, float v) {
   p->bits = static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(round_bf16(v)) >> 16);
 }
 
-}  // namespace pid
+}  // namespace pid::PID_CPU_NS

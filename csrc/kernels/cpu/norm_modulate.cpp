@@ -15,7 +15,9 @@
 #include <omp.h>
 #endif
 
-namespace pid {
+// PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
+// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+namespace pid::PID_CPU_NS {
 namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
@@ -208,4 +210,4 @@ void gated_residual_cpu(const GatedResidualParams& a) {
   });
 }
 
-}  // namespace pid
+}  // namespace pid::PID_CPU_NS

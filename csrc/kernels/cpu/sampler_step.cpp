@@ -8,7 +8,9 @@
 
 #include <cstdint>
 
-namespace pid {
+// PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
+// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+namespace pid::PID_CPU_NS {
 namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
@@ -106,4 +108,4 @@ void dpm_step_cpu(const DpmStepParams& p) {
   });
 }
 
-}  // namespace pid
+}  // namespace pid::PID_CPU_NS

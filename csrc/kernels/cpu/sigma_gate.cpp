@@ -7,7 +7,9 @@
 #include <cmath>
 #include <vector>
 
-namespace pid {
+// PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
+// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+namespace pid::PID_CPU_NS {
 namespace {
 
 constexpr std::int64_t kParallelMinWork = 1 << 15;  // elements; below this threads cost more than they save
@@ -195,4 +197,4 @@ void sigma_gate_cpu(const SigmaGateParams& p) {
   });
 }
 
-}  // namespace pid
+}  // namespace pid::PID_CPU_NS
