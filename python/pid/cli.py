@@ -203,10 +203,10 @@ def cmd_decode(args) -> int:
     # Everything cheap first: the inputs, the output, the options; then the checkpoint.
     out = _check_output(args.out, [*IMAGE_FORMATS, RAW_IMAGES], "--out")
     if out.suffix.lower() in IMAGE_FORMATS:
-        _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid[images]'), or write "
+        _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid-decoder[images]'), or write "
                  f"{out.with_suffix(RAW_IMAGES).name} (float images)")
     if args.caption is not None and not _caption_cached(args.caption):
-        _require("transformers", "--caption (encoding with Gemma-2)", "pip install 'pid[text]', or pass "
+        _require("transformers", "--caption (encoding with Gemma-2)", "pip install 'pid-decoder[text]', or pass "
                  "--caption-embeds made by `pid encode-caption` on a machine that has it")
     size = _parse_size(args.size)
     chunk = _parse_pixel_chunk(args.pixel_chunk)
@@ -291,10 +291,10 @@ def cmd_generate(args) -> int:
     """A diffusers pipeline, optionally stopped after --stop-at-step transformer evaluations, decoded by PiD."""
     out = _check_output(args.out, [*IMAGE_FORMATS, RAW_IMAGES], "--out")
     if out.suffix.lower() in IMAGE_FORMATS:
-        _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid[images]')")
-    _require("diffusers", "pid generate", "pip install 'pid[diffusers]'")
+        _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid-decoder[images]')")
+    _require("diffusers", "pid generate", "pip install 'pid-decoder[diffusers]'")
     if args.caption_embeds is None:
-        _require("transformers", "the caption (the prompt, encoded with Gemma-2)", "pip install 'pid[text]', or "
+        _require("transformers", "the caption (the prompt, encoded with Gemma-2)", "pip install 'pid-decoder[text]', or "
                  "pass --caption-embeds made by `pid encode-caption`")
     _require_at_least(args, 1, "height", "width", "steps")
     if args.stop_at_step is not None and not 1 <= args.stop_at_step <= args.steps:
@@ -391,7 +391,7 @@ def cmd_download(args) -> int:
 
 def cmd_encode_caption(args) -> int:
     out = _check_output(args.out, [".safetensors"], "--out")
-    _require("transformers", "encode-caption", "pip install 'pid[text]'")
+    _require("transformers", "encode-caption", "pip install 'pid-decoder[text]'")
     _check_device(args.device)
     from pid.text import encode_caption_command
 
@@ -536,7 +536,7 @@ def _add_hub_args(p) -> None:
 
 
 _CHECKPOINT_HELP = ("model_ema_bf16.pth, .safetensors, or a variant name: its released checkpoint, from the Hugging "
-                    "Face cache or downloaded (pip install 'pid[hub]')")
+                    "Face cache or downloaded (pip install 'pid-decoder[hub]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hub_args(p)
     p.add_argument("--sigma", default="0.0", help="noise level of the latent, or one per sample: 0.3,0.5")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--caption", help="caption text (needs the Gemma encoder: pip install 'pid[text]')")
+    group.add_argument("--caption", help="caption text (needs the Gemma encoder: pip install 'pid-decoder[text]')")
     group.add_argument("--caption-embeds", help="safetensors/.pt file of caption embeddings (pid encode-caption)")
     p.add_argument("--latent-format", choices=("normalized", "raw"), default="normalized",
                    help="normalized (what the LDM denoises) or raw VAE moments")

@@ -39,7 +39,7 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
 
     A str that is not an existing file but a variant name (registry name, experiment name or official registry
     key) is `checkpoints/<experiment>/model_ema_bf16.pth` of `nvidia/PiD`, taken from the Hugging Face cache or
-    downloaded (needs `pip install 'pid[hub]'`; `revision=` a branch, tag or commit, `token=` a Hugging Face token;
+    downloaded (needs `pip install 'pid-decoder[hub]'`; `revision=` a branch, tag or commit, `token=` a Hugging Face token;
     `HF_HUB_OFFLINE=1`: the cache only). The name then decides the variant. See pid.hub.
 
     The network is chosen by `config` (a PidConfig or the reference PidNet kwargs), else `variant` (a registry

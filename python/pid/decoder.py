@@ -670,5 +670,5 @@ def _format_output(images: torch.Tensor, output: str):
     try:
         from PIL import Image
     except ImportError as e:
-        raise ImportError("output='pil' needs Pillow: pip install 'pid[images]'") from e
+        raise ImportError("output='pil' needs Pillow: pip install 'pid-decoder[images]'") from e
     return [Image.fromarray(p.numpy()) for p in pixels]
