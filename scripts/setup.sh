@@ -29,5 +29,10 @@ if "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is None
   # Headers only; --no-deps keeps its generator's dependencies (and a cuda-bindings downgrade) out.
   pip install --progress-bar off --no-deps nvidia-cutlass==4.2.0.0
 fi
+# This checkout was installed as the distribution "pid" before it was renamed pid-decoder: drop that old editable
+# install, or both would map `import pid` (only ours: a "pid" installed from elsewhere is left alone).
+if pip show pid 2>/dev/null | grep -qx "Editable project location: $PWD"; then
+  pip uninstall -y pid
+fi
 pip install --progress-bar off --no-build-isolation -e '.[dev,images,text,diffusers]'
 "$VENV/bin/python" -c 'import pid._extension as e; print("pid: compiled kernels loaded:", e.available(), "| CUDA kernels:", e.has_cuda_kernels())'
