@@ -44,7 +44,7 @@ SMALL = PidConfig(hidden_size=256, num_heads=4, pixel_attn_hidden_size=192, pixe
 @pytest.mark.parametrize("precision", ["float32", "reference", "fast"])
 @pytest.mark.parametrize("size,batch,chunk", [(512, 1, None), (640, 2, None), (768, 1, 96)])
 def test_estimate_within_20_percent_of_measured(precision, size, batch, chunk):
-    net = PidNet(SMALL).eval()
+    net = PidNet(SMALL).eval().requires_grad_(False)  # as pid.load makes it (see estimate_memory)
     if precision == "fast":
         net = net.bfloat16()
     decoder = PidDecoder(net, precision=precision)
@@ -62,7 +62,7 @@ def test_chunking_bounds_the_pixel_stage():
     assert full.stage == "pixel blocks" and full.peak > 12 * 2**30
     chunk = pixel_chunk_for_budget(cfg, 1 * 2**30)
     bounded = estimate_memory(cfg, 4096, 4096, pixel_chunk=chunk)
-    assert bounded.peak < full.peak / 2
+    assert bounded.stage != "pixel blocks" and bounded.peak < 0.6 * full.peak
 
 
 # MMDiT-heavy (wide hidden, narrow pixel stage chunked): the MMDiT stages set the peak, as in the released network.

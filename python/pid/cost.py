@@ -126,7 +126,8 @@ def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, 
     `variant_or_config`: a variant name (as `pid.get_variant` takes), a Variant or a PidConfig; `precision` as in
     `pid.load` ("float32", "reference", "fast"); `pixel_chunk`, `token_chunk` and `keep_gate_features` as in
     `decode` / `ExecutionPlan` (None: unchunked); `parallel` "sequence" (the image tokens split across
-    `world_size` ranks) or "data" (the samples split)."""
+    `world_size` ranks) or "data" (the samples split). For a network without gradients, as `pid.load` makes it:
+    under autocast, parameters that require grad keep a bf16 copy of each weight in autocast's cache."""
     if isinstance(variant_or_config, str):
         from .variants import get_variant
 
@@ -159,9 +160,9 @@ def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, 
     else:  # the stream, the attention's projected output, and one chunk's feed-forward
         mmdit = tokens * (D * 4 + D * act) + batch * token_chunk * _mmdit_mlp_token_bytes(cfg, act)
     # Attention: the stream, its modulated input, q/k/v and the output for all tokens of this rank's heads, the
-    # projected output and the op's own temporaries (~2 more rows per token, measured); with sequence parallelism the
-    # all-to-all's send and receive buffers of the projections.
-    attention = tokens * (D * 4 + D * act * 4) + batch * (grid + txt_len) * 4 * D // (world_size if sp else 1) * act
+    # projected output and one more row per token (the op's temporaries: fitted to the released network's tracked
+    # peaks, tests/test_budget.py); with sequence parallelism the all-to-all's send and receive buffers.
+    attention = tokens * (D * 4 + D * act * 3) + batch * (grid + txt_len) * 4 * D // (world_size if sp else 1) * act
     if sp:
         attention += 2 * tokens * 3 * D * act
     elif token_chunk is None or token_chunk >= local:
