@@ -17,6 +17,7 @@ from .cost import MemoryEstimate, estimate_memory
 from .errors import MemoryBudgetError, PidError
 
 # Chunk sizes tried, largest first (None: unchunked). Below ~256 tokens a chunk's matrix products get inefficient.
+# The plan chosen is the one with the fewest steps down this list (see plan_for_budget) that fits.
 CHUNKS = (None, 65536, 16384, 4096, 1024, 256)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
           "gib": 2**30, "tib": 2**40}
@@ -29,13 +30,14 @@ def parse_bytes(value: "int | float | str") -> int:
     if isinstance(value, (int, float)):
         size = float(value)
     else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
         unit = m.group(2).lower() if m else None
+        unit = {"k": "kb", "m": "mb", "g": "gb", "t": "tb"}.get(unit, unit)
         if m is None or unit not in _UNITS:
             raise PidError(f"max_memory {value!r}: a number of bytes or a size such as '6GB', '5.5GiB', '800MiB'")
         size = float(m.group(1)) * _UNITS[unit]
-    if not size > 0:
-        raise PidError(f"max_memory must be positive, got {value!r}")
+    if not 0 < size < float("inf"):
+        raise PidError(f"max_memory must be a positive, finite size, got {value!r}")
     return int(size)
 
 
@@ -61,21 +63,23 @@ def plan_for_budget(cfg: PidConfig, height: int, width: int, batch: int, precisi
 
     pixel_options = CHUNKS if pixel_chunk == "auto" else (pixel_chunk,)
     token_options = CHUNKS if token_chunk == "auto" else (token_chunk,)
+    keep_options = (True, False) if keep_gate_features is None else (keep_gate_features,)
+    # Least splitting first: fewest chunk-size steps down in all (pixel and token chunks counted alike, making the gate
+    # features per step as one more step), then the fewer token-chunk steps (pixel chunks first).
+    candidates = sorted(((pi + ti + (0 if keep else 1), ti, pc, tc, keep)
+                         for pi, pc in enumerate(pixel_options) for ti, tc in enumerate(token_options)
+                         for keep in keep_options), key=lambda c: c[:2])
     smallest = None
-    for keep in (True, False) if keep_gate_features is None else (keep_gate_features,):
-        # Chunk sizes in step, pixel and token chunks alike: the first that fits splits least.
-        for i in range(max(len(pixel_options), len(token_options))):
-            pc = pixel_options[min(i, len(pixel_options) - 1)]
-            tc = token_options[min(i, len(token_options) - 1)]
-            est = estimate(pc, tc, keep)
-            if est.peak <= budget:
-                return MemoryPlan(pc, tc, keep, est)
-            if smallest is None or est.peak < smallest.estimate.peak:
-                smallest = MemoryPlan(pc, tc, keep, est)
+    for *_, pc, tc, keep in candidates:
+        est = estimate(pc, tc, keep)
+        if est.peak <= budget:
+            return MemoryPlan(pc, tc, keep, est)
+        if smallest is None or est.peak < smallest.estimate.peak:
+            smallest = MemoryPlan(pc, tc, keep, est)
     gib = 2.0**30
     raise MemoryBudgetError(
         f"a {width}x{height} decode of {batch} image(s) needs at least {smallest.estimate.peak / gib:.2f} GiB "
         f"({smallest.estimate}; pixel_chunk={smallest.pixel_chunk}, token_chunk={smallest.token_chunk}, gate "
         f"features {'kept' if smallest.keep_gate_features else 'made at each step'}), more than max_memory "
-        f"{budget / gib:.2f} GiB: raise max_memory, decode a smaller size or batch, use windowed attention (window=), "
-        f"or split the decode across {'more ' if world_size > 1 else ''}GPUs (parallel='sequence')")
+        f"{budget / gib:.2f} GiB: raise max_memory, decode a smaller size or batch, or split the decode across "
+        f"{'more ' if world_size > 1 else ''}GPUs (parallel='sequence')")

@@ -424,6 +424,10 @@ def cmd_memory(args) -> int:
     height, width = size if isinstance(size, tuple) else (size, size)
     if args.world_size < 1:
         raise _error(f"--world-size must be at least 1, got {args.world_size}")
+    if args.world_size > 1 and args.parallel == "sequence":
+        from pid.parallel import SequenceParallel
+
+        SequenceParallel(0, args.world_size).check_heads(cfg.num_heads, cfg.pixel_num_heads)
     if args.batch < 1:
         raise _error(f"--batch must be at least 1, got {args.batch}")
     gib = 2.0**30

@@ -189,7 +189,7 @@ class PidDecoder:
         plan = self._call_plan(window, pixel_window, pixel_chunk, token_chunk, keep_gate_features, max_memory, B, H,
                                W, cuda_graph)
         if check_memory:
-            self._check_memory(B, H, W, plan)
+            _on_every_rank(self.parallel, self.device, lambda: self._check_memory(B, H, W, plan))
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(int(seed))
         inputs = self._prepare_inputs(latent, sigma, caption, caption_embeds, negative_caption_embeds, text_encoder,
@@ -203,7 +203,8 @@ class PidDecoder:
             inputs = _broadcast_inputs(inputs, self.parallel)  # rank 0's inputs and noise on every rank
             progress = progress and self.parallel.rank == 0
             if isinstance(self.parallel, SequenceParallel) and settings.name == "student" and inputs.step_noises is None:
-                _check_same_generator(generator, self.parallel)
+                _check_same_generator(generator, self.parallel, self.device)
+        whole_latent = inputs.latent  # of every sample (rank 0's, with parallel decoding): named in errors
         if isinstance(self.parallel, DataParallel):
             start, stop, _ = self.parallel.samples(B)
             inputs, time_conds = _take_samples(inputs, start, stop), [c.take(start, stop) for c in time_conds]
@@ -215,9 +216,9 @@ class PidDecoder:
             callback = _Progress(settings.name, settings.steps, inputs.noise.shape[0], H, W, enabled=progress)
             images = self._sample(inputs, settings, plan, time_conds, generator, callback)
             callback.close()
-        self._check_finite(images, inputs.latent)
-        if isinstance(self.parallel, DataParallel):
+        if isinstance(self.parallel, DataParallel):  # gathered first: every rank checks every sample, together
             images = self.parallel.gather_samples(images, B)
+        self._check_finite(images, whole_latent)
         return _format_output(images.clamp_(-1, 1), output)  # in place: the sampler's state, owned here
 
     def release_graphs(self) -> None:
@@ -545,22 +546,51 @@ def _velocity_fn(net: PidNet, text, cond, time_conds: Sequence, plan: ExecutionP
 
 
 def _broadcast_inputs(inputs: DecodeInputs, group) -> DecodeInputs:
-    """Rank 0's decode inputs on every rank of `group` (shapes agree: every rank prepared the same decode)."""
+    """Rank 0's decode inputs on every rank of `group` (shapes agree: every rank prepared the same decode). The other
+    ranks receive into new tensors: their own inputs (the caller's tensors, cache entries) are left as they were."""
     import torch.distributed as dist
+
+    src = dist.get_global_rank(group.group, 0) if group.group is not None else 0
 
     def bcast(t):
         if t is None:
             return None
         if isinstance(t, list):
             return [bcast(v) for v in t]
-        t = t.contiguous()
-        dist.broadcast(t, src=dist.get_global_rank(group.group, 0) if group.group is not None else 0,
-                       group=group.group)
+        t = t.contiguous() if group.rank == 0 else torch.empty_like(t, memory_format=torch.contiguous_format)
+        dist.broadcast(t, src=src, group=group.group)
         return t
     return DecodeInputs(**{k: bcast(v) for k, v in vars(inputs).items()})
 
 
-def _check_same_generator(generator: torch.Generator, group) -> None:
+def _on_every_rank(parallel, device: torch.device, check: Callable[[], None]) -> None:
+    """Runs a check that may raise PidError; with parallel decoding every rank learns whether any failed and all raise
+    together (a rank that stopped alone would leave the others waiting in a collective)."""
+    if parallel is None:
+        return check()
+    import torch.distributed as dist
+
+    error = None
+    try:
+        check()
+    except PidError as e:
+        error = e
+    failed = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=_collective_device(parallel, device))
+    dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=parallel.group)
+    if error is not None:
+        raise error
+    if int(failed.item()):
+        raise PidError("another rank of this parallel decode refused it (its error is in its log); no rank decoded")
+
+
+def _collective_device(parallel, device: torch.device) -> torch.device:
+    """Where small tensors for a collective go: the decoder's GPU for NCCL, the CPU for gloo."""
+    import torch.distributed as dist
+
+    return device if dist.get_backend(parallel.group) == "nccl" else torch.device("cpu")
+
+
+def _check_same_generator(generator: torch.Generator, group, device: torch.device) -> None:
     """A sequence-parallel decode draws the student's re-noising on every rank: the generators must agree."""
     import torch.distributed as dist
 
@@ -568,7 +598,7 @@ def _check_same_generator(generator: torch.Generator, group) -> None:
 
     digest = hashlib.sha256(generator.get_state().cpu().numpy().tobytes()).digest()
     digest = torch.tensor([int.from_bytes(digest[i:i + 8], "little", signed=True) for i in range(0, 32, 8)])
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group.group) == "nccl" else "cpu"
+    device = _collective_device(group, device)
     digests = [torch.empty_like(digest, device=device) for _ in range(group.world_size)]
     dist.all_gather(digests, digest.to(device), group=group.group)
     if any(not torch.equal(d, digests[0]) for d in digests):
@@ -578,10 +608,10 @@ def _check_same_generator(generator: torch.Generator, group) -> None:
 
 def _take_samples(inputs: DecodeInputs, start: int, stop: int) -> DecodeInputs:
     """Samples [start, stop) of every per-sample tensor of a decode."""
-    def take(t):
+    def take(t):  # copies: the whole batch's tensors are not kept alive by views
         if t is None:
             return None
-        return [v[start:stop] for v in t] if isinstance(t, list) else t[start:stop]
+        return [v[start:stop].clone() for v in t] if isinstance(t, list) else t[start:stop].clone()
     return DecodeInputs(**{k: take(v) for k, v in vars(inputs).items()})
 
 

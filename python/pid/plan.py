@@ -44,8 +44,8 @@ class ExecutionPlan:
     token_chunk   image tokens per chunk of the MMDiT blocks' per-token work (q/k/v projection, residual updates,
                   feed-forward; bounds their memory), None: all at once.
     keep_gate_features  keep every gate's latent feature for the whole decode (the default), or only the latent
-                  CNN's features, making each gate's feature again at each step (less memory; ~3 % more FLOPs per step
-                  in v1.5, ~7 % in v1, whose per-channel gates also redo their logit half).
+                  CNN's features, making each gate's feature again at each step (less memory; per step ~1-2 % more FLOPs
+                  in v1.5, ~2-3 % in v1, whose per-channel gates also redo their logit half, at 2048²-1024²).
     autocast_cache  False while a CUDA graph is captured: autocast's cached weight casts must not outlive it.
     sequence_parallel  the image tokens split across the ranks of a process group (`pid.parallel`), None: one
                   process holds them all.

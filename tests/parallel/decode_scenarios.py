@@ -23,6 +23,8 @@ SCENARIOS = {
     "v15_flux2_natural_grid": ("v15_flux2_net", "sequence", {}, (1, 2, 3), None, "float32"),
     "v15_windowed_odd_grid": ("v15_net", "sequence", {"window": 3, "pixel_window": 3}, (1, 3, 4), (80, 112),
                               "float32"),
+    # A 1 x 5 grid: on 4 ranks (2 tokens each) the last rank holds padding only.
+    "v15_rank_without_tokens": ("v15_net", "sequence", {}, (1, 1, 3), (16, 80), "float32"),
     "v15_fast_odd_grid": ("v15_net", "sequence", {}, (1, 3, 4), (80, 112), "fast"),
     "v15_data_parallel_batch3": ("v15_net", "data", {}, (3, 3, 4), None, "float32"),
     "v1_teacher_data_parallel_batch3": ("v1_net", "data", {"sampler": "dpm++2m", "steps": 3, "cfg_scale": 5.0,

@@ -51,7 +51,8 @@ class JointAttention(nn.Module):
         sp = plan.sequence_parallel
         # plan.token_chunk: the image tokens' q/k/v projection chunk by chunk, straight into the joint buffers (the
         # whole [B, L, 3D] projection never exists). Not with sequence parallelism, whose all-to-all takes it whole.
-        chunk = plan.token_chunk if sp is None and plan.token_chunk is not None and plan.token_chunk < L else L
+        chunked = sp is None and plan.token_chunk is not None and plan.token_chunk < L
+        chunk = plan.token_chunk if chunked else L
         qkv_x = self.qkv_x(x[:, :chunk]).view(B, -1, 3, H, d)
         if sp is not None:  # x holds this rank's image tokens: attend over all of them with this rank's heads
             shard = sp.shard(grid[0] * grid[1])
@@ -68,7 +69,7 @@ class JointAttention(nn.Module):
         ops.qk_norm_rope(qkv_y, self.q_norm_y.weight, self.k_norm_y.weight, txt_rope, self.k_norm_y.eps,
                          out=(q if text_out else None, k), offsets=(0, 0), use_kernel=plan.kernels)
         q_offset = n_txt if text_out else 0
-        if chunk == L:
+        if not chunked:
             ops.qk_norm_rope(qkv_x, self.q_norm_x.weight, self.k_norm_x.weight, img_rope, self.k_norm_x.eps,
                              out=(q, k), offsets=(q_offset, n_txt), use_kernel=plan.kernels)
             v = torch.cat([qkv_y[:, :, 2], qkv_x[:, :, 2]], dim=1).to(dtype).transpose(1, 2)  # [B, H, S, d]
