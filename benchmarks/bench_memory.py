@@ -98,16 +98,7 @@ def measure(args) -> None:
         for size in args.sizes:
             start = time.perf_counter()
             measured, plan = shapes_only_peak(cfg, size, args.precision, args.max_memory, args.steps, args.window)
-            est = estimate_memory(cfg, size, size, 1, args.precision, plan.pixel_chunk, txt_len=cfg.txt_max_length,
-                                  token_chunk=plan.token_chunk, keep_gate_features=plan.keep_gate_features)
-            print(json.dumps({"arch": args.arch, "size": size, "device": "cpu (shapes only)",
-                              "precision": args.precision, "max_memory": args.max_memory,
-                              "pixel_chunk": plan.pixel_chunk, "token_chunk": plan.token_chunk,
-                              "keep_gate_features": plan.keep_gate_features, "window": args.window,
-                              "steps": args.steps, "measured_gib": round(measured / GIB, 3),
-                              "estimate_gib": round(est.peak / GIB, 3), "estimate_stage": est.stage,
-                              "estimate_over_measured": round(est.peak / measured, 3),
-                              "seconds": round(time.perf_counter() - start, 1)}))
+            _print_row(args, cfg, size, "cpu (shapes only)", plan, measured, time.perf_counter() - start)
         return
     cfg = ARCHS[args.arch]
     device = torch.device(args.device)
@@ -136,14 +127,19 @@ def measure(args) -> None:
         seconds = time.perf_counter() - start
         plan = decoder._call_plan(args.window, "same", kwargs.get("pixel_chunk", "auto"),
                                   kwargs.get("token_chunk", "auto"), None, args.max_memory, 1, size, size, False)
-        est = estimate_memory(cfg, size, size, 1, args.precision, plan.pixel_chunk, txt_len=cfg.txt_max_length,
-                              token_chunk=plan.token_chunk, keep_gate_features=plan.keep_gate_features)
-        print(json.dumps({"arch": args.arch, "size": size, "device": str(device), "precision": args.precision,
-                          "max_memory": args.max_memory, "pixel_chunk": plan.pixel_chunk,
-                          "token_chunk": plan.token_chunk, "keep_gate_features": plan.keep_gate_features,
-                          "window": args.window, "steps": args.steps, "measured_gib": round(measured / GIB, 3),
-                          "estimate_gib": round(est.peak / GIB, 3), "estimate_stage": est.stage,
-                          "estimate_over_measured": round(est.peak / measured, 3), "seconds": round(seconds, 1)}))
+        _print_row(args, cfg, size, str(device), plan, measured, seconds)
+
+
+def _print_row(args, cfg, size: int, device: str, plan, measured: int, seconds: float) -> None:
+    """One JSON line: the plan a decode ran, its measured peak and the estimate for that plan."""
+    est = estimate_memory(cfg, size, size, 1, args.precision, plan.pixel_chunk, txt_len=cfg.txt_max_length,
+                          token_chunk=plan.token_chunk, keep_gate_features=plan.keep_gate_features)
+    print(json.dumps({"arch": args.arch, "size": size, "device": device, "precision": args.precision,
+                      "max_memory": args.max_memory, "pixel_chunk": plan.pixel_chunk,
+                      "token_chunk": plan.token_chunk, "keep_gate_features": plan.keep_gate_features,
+                      "window": args.window, "steps": args.steps, "measured_gib": round(measured / GIB, 3),
+                      "estimate_gib": round(est.peak / GIB, 3), "estimate_stage": est.stage,
+                      "estimate_over_measured": round(est.peak / measured, 3), "seconds": round(seconds, 1)}))
 
 
 def main() -> None:

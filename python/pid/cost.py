@@ -112,12 +112,6 @@ def pixel_chunk_for_budget(cfg: PidConfig, budget_bytes: int, precision: str = "
     return max(1, int(budget_bytes // _pixel_patch_bytes(cfg, act)))
 
 
-def token_chunk_for_budget(cfg: PidConfig, budget_bytes: int, precision: str = "fast") -> int:
-    """Image tokens per chunk such that a chunk's MMDiT feed-forward work fits in budget_bytes."""
-    act = 4 if precision == "float32" else 2
-    return max(1, int(budget_bytes // _mmdit_mlp_token_bytes(cfg, act)))
-
-
 def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, precision: str = "fast",
                     pixel_chunk: Optional[int] = None, txt_len: int = TEXT_TOKENS, *,
                     token_chunk: Optional[int] = None, keep_gate_features: bool = True, world_size: int = 1,

@@ -93,9 +93,10 @@ class SequenceParallel(ProcessGroupInfo):
         return TokenShard(tokens, start, min(tokens, start + local), local)
 
     # ---- slicing whole tensors
-    def take(self, x: torch.Tensor, shard: TokenShard, dim: int = 1) -> torch.Tensor:
-        """This rank's tokens of x (tokens along `dim`), zero-padded to `shard.local`."""
-        part = x.narrow(dim, shard.start, shard.real)
+    def take(self, x: torch.Tensor, shard: TokenShard, dim: int = 1, first: int = 0) -> torch.Tensor:
+        """This rank's tokens of x (tokens along `dim`, x holding tokens `first`, `first` + 1, ...: all of them, or
+        the whole patch rows that hold the shard's), zero-padded to `shard.local`."""
+        part = x.narrow(dim, shard.start - first if shard.real else 0, shard.real)
         missing = shard.local - shard.real
         if missing == 0:
             return part

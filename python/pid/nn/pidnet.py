@@ -77,16 +77,6 @@ def _rows_of(x: torch.Tensor, shard, grid_w: int, p: int) -> tuple[torch.Tensor,
     return x[:, :, row0 * p:row1 * p], row0
 
 
-def _local_tokens(tokens: torch.Tensor, sp, shard, first: int) -> torch.Tensor:
-    """Tokens [B, n, ...] of whole patch rows starting at patch `first` → the shard's tokens, padded."""
-    if shard is None:
-        return tokens
-    moved = type(shard)(shard.total, shard.start - first, shard.stop - first, shard.local)
-    if shard.real == 0:
-        moved = type(shard)(shard.total, 0, 0, shard.local)
-    return sp.take(tokens, moved)
-
-
 class PidNet(nn.Module):
     """forward(x, t, y, lq_latent, degrade_sigma) → velocity, as the reference; or, to reuse work across
     sampler steps, `encode_condition` + `encode_text` once and `denoise` per step."""
@@ -199,7 +189,9 @@ class PidNet(nn.Module):
         with plan.autocast(x.device.type):
             # With sequence parallelism: this rank's patches only (the image rows that hold them).
             x_rows, row0 = (x, 0) if shard is None else _rows_of(x, shard, Ws, p)
-            s = _local_tokens(self.s_embedder(patchify(x_rows, p)), sp, shard, row0 * Ws)
+            s = self.s_embedder(patchify(x_rows, p))
+            if shard is not None:
+                s = sp.take(s, shard, first=row0 * Ws)
             y = text.tokens
             last = cfg.patch_depth - 1
             for i, block in enumerate(self.patch_blocks):
@@ -218,7 +210,7 @@ class PidNet(nn.Module):
             pixels = self.pixel_embedder(x_rows, p, (cols, rows[row0 * p:row0 * p + x_rows.shape[2]]))
             if shard is not None:
                 count = x_rows.shape[2] // p * Ws  # patches in those rows
-                pixels = _local_tokens(pixels.view(B, count, p * p, pixels.shape[-1]), sp, shard, row0 * Ws)
+                pixels = sp.take(pixels.view(B, count, p * p, pixels.shape[-1]), shard, first=row0 * Ws)
                 pixels = pixels.reshape(B * n, p * p, -1)
             pix_rope = self.pixel_rope(Hs, Ws, x.device)
             for block in self.pixel_blocks:
