@@ -211,7 +211,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, sig):
 def test_every_writer_is_atomic(tmp_path, tiny_checkpoint):
     """convert, caption embeddings, decode outputs: the file appears whole, under its name, and nothing else."""
     from pid.checkpoint import save_safetensors
-    from pid.text import save_caption_embeds
+    from pid.captions import save_caption_embeds
 
     decoder = pid.load(tiny_checkpoint.pth, config=tiny_checkpoint.kwargs)
     save_safetensors(decoder, tmp_path / "model.safetensors")
@@ -226,7 +226,7 @@ def test_a_full_disk_leaves_each_writers_old_file(tmp_path, tiny_checkpoint, mon
     import safetensors.torch
 
     from pid.checkpoint import save_safetensors
-    from pid.text import load_caption_embeds, save_caption_embeds
+    from pid.captions import load_caption_embeds, save_caption_embeds
 
     decoder = pid.load(tiny_checkpoint.pth, config=tiny_checkpoint.kwargs)
     embeds = torch.randn(300, 8)

@@ -39,7 +39,7 @@ def _reference_student(decoder, io, latent, noise, eps, steps=4):
     with torch.no_grad():
         cond = net.encode_condition(_bf16(latent), io["degrade_sigma"], (H // 16, W // 16))
         text = net.encode_text(io["y"])
-        return sampling.sample_student(lambda x, t: net.denoise(x, net.encode_time(t[:1] * 1000).expand(B), text, cond),
+        return sampling.sample_student(lambda x, t: net.velocity(x, net.encode_time(t[:1] * 1000).expand(B), text, cond),
                                        noise, steps=steps, step_noises=eps).clamp(-1, 1)
 
 
@@ -97,8 +97,8 @@ def test_teacher_sampler_with_cfg(decoder, io):
 
         def guided(x, t):
             time = net.encode_time(t[:1] * 1000).expand(x.shape[0])  # one sample's, broadcast: as the decoder
-            vu = net.denoise(x, time, tu, cond)
-            return vu + 4.0 * (net.denoise(x, time, tc, cond) - vu)
+            vu = net.velocity(x, time, tu, cond)
+            return vu + 4.0 * (net.velocity(x, time, tc, cond) - vu)
         ref = sampling.sample_dpmpp_2m(guided, io["noise"], steps=3, shift=3.0).clamp(-1, 1)
     assert torch.equal(out, ref)
 

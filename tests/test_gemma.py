@@ -18,9 +18,9 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 import pid  # noqa: E402
-from pid import text  # noqa: E402
+from pid.captions import gemma  # noqa: E402
 from pid.archs import TINY, random_net  # noqa: E402
-from pid.text import (CHI_PROMPT, DEFAULT_NEGATIVE_PROMPT, TXT_LEN, CaptionCache, CaptionEncoder,  # noqa: E402
+from pid.captions import (CHI_PROMPT, DEFAULT_NEGATIVE_PROMPT, TXT_LEN, CaptionCache, CaptionEncoder,  # noqa: E402
                       encoder_cache_key)
 
 PAD, EOS, BOS, UNK = 0, 1, 2, 3  # Gemma's ids
@@ -149,7 +149,7 @@ def test_states_are_the_decoders_final_norm_output_in_bf16(gemma_dir, encoder):
     assert not torch.allclose(out.float(), seen["before"][:, keep].float(), atol=1e-2)  # not the un-normed states
 
     # loaded as the reference does, in bf16 (a float32 load cast with .to() would also cast RoPE's frequencies)
-    dtype = {text._dtype_argument(transformers): torch.bfloat16}  # `torch_dtype`, renamed `dtype` in 4.56
+    dtype = {gemma._dtype_argument(transformers): torch.bfloat16}  # `torch_dtype`, renamed `dtype` in 4.56
     mine = transformers.Gemma2ForCausalLM.from_pretrained(gemma_dir, **dtype).eval()
     rows = [expected_sequence(c) for c in (SHORT, LONG)]
     with torch.no_grad():
@@ -176,7 +176,7 @@ def test_the_key_names_the_folder_and_dtype(gemma_dir, encoder):
 
 
 class Spy:
-    """Replaces `pid.text.CaptionEncoder` to record (weakly) every encoder pid creates."""
+    """Replaces `pid.captions.gemma.CaptionEncoder` to record (weakly) every encoder pid creates."""
 
     def __init__(self, monkeypatch, gemma_dir):
         self.made = []
@@ -187,8 +187,8 @@ class Spy:
                 super().__init__(*args, **kwargs)
                 spy.made.append((weakref.ref(self), weakref.ref(self.model), self.device))
 
-        monkeypatch.setattr(text, "CaptionEncoder", Recorded)
-        monkeypatch.setattr(text._LazyDefaultEncoder, "model_id", str(gemma_dir))  # the default encoder: the tiny one
+        monkeypatch.setattr(gemma, "CaptionEncoder", Recorded)
+        monkeypatch.setattr(gemma._LazyDefaultEncoder, "model_id", str(gemma_dir))  # the default encoder: the tiny one
 
     def alive(self):
         gc.collect()
@@ -243,11 +243,11 @@ def test_a_users_encoder_is_left_where_it_is(monkeypatch, gemma_dir, encoder, ru
 
 def test_an_encoder_session_releases_what_it_made(monkeypatch, gemma_dir, encoder):
     spy = Spy(monkeypatch, gemma_dir)
-    with text.encoder_session(None, "cpu") as session:
+    with gemma.encoder_session(None, "cpu") as session:
         assert session.encoder is None  # nothing loaded before a miss
         assert session.encode([SHORT]).shape == (1, TXT_LEN, HIDDEN)
         assert session.encoder is not None and len(spy.made) == 1
     assert session.encoder is None and spy.alive() == []  # dropped at the block's end, the session still referenced
-    with text.encoder_session(encoder, "cpu") as session:
+    with gemma.encoder_session(encoder, "cpu") as session:
         assert session is encoder
     assert encoder.model is not None

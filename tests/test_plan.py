@@ -94,7 +94,7 @@ def test_decoder_plan_and_per_call_options():
         text = net.encode_text(y, plan)
         gen = torch.Generator().manual_seed(3)
         noise = torch.randn(1, 3, 64, 96, generator=gen)
-        by_hand = pid.sampling.sample_student(lambda x, t: net.denoise(x, t * 1000, text, cond, plan), noise,
+        by_hand = pid.sampling.sample_student(lambda x, t: net.velocity(x, t * 1000, text, cond, plan), noise,
                                               generator=gen).clamp(-1, 1)
     assert torch.equal(decoder.decode(latent, window=2, pixel_chunk=5, **kw), by_hand)
     # The window changes the function, the chunks do not (to float rounding); the decoder's plan is unchanged.

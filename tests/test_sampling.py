@@ -40,7 +40,7 @@ def _velocity(net, y, io, calls=None):
         if calls is not None:
             calls.append(t * 1000)
         with torch.no_grad():
-            return net.denoise(x, t * 1000, text, cond)
+            return net.velocity(x, t * 1000, text, cond)
     return fn
 
 

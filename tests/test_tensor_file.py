@@ -12,7 +12,7 @@ from pid.cli import _read_latent
 from pid.errors import CaptionEmbedsError, CheckpointError, LatentError, PidError, TensorFileError
 from pid.latents import DINOv2Latent, Flux2Latent
 from pid.tensor_file import read_tensor_file
-from pid.text import load_caption_embeds
+from pid.captions import load_caption_embeds
 
 
 class _Code:  # not a tensor: weights_only refuses to unpickle it

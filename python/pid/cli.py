@@ -113,7 +113,7 @@ def _require(module: str, what: str, install: str) -> None:
 def _caption_cached(caption: str) -> bool:
     """Whether the default encoder's embeddings of `caption` are in the default caption cache: a decode then needs
     no Gemma (nor transformers)."""
-    from pid.text import CaptionCache, default_cache_dir, encoder_cache_key
+    from pid.captions import CaptionCache, default_cache_dir, encoder_cache_key
 
     return CaptionCache(default_cache_dir()).get(encoder_cache_key(), caption) is not None
 
@@ -165,7 +165,7 @@ def _read_caption_embeds(path: Optional[str]):
     """--caption-embeds: the embeddings of a file (any length and width; the decoder checks them), or None."""
     if path is None:
         return None
-    from pid.text import load_caption_embeds
+    from pid.captions import load_caption_embeds
 
     return load_caption_embeds(path, dim=None, txt_len=None)[0]
 
@@ -389,11 +389,28 @@ def cmd_download(args) -> int:
     return 0
 
 
+def encode_caption_command(captions: Sequence[str], out, model_id=None, device="cpu", *,
+                           local_files_only: bool = False) -> Path:
+    """Body of `pid encode-caption`: encode `captions` with Gemma and write one `.safetensors` file to `out`."""
+    from pid.captions import DEFAULT_MODEL_ID, CaptionEncoder, save_caption_embeds
+    from pid.errors import PidError
+
+    model_id = DEFAULT_MODEL_ID if model_id is None else model_id
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    if not captions:
+        raise PidError("give at least one caption (\"\" is the 'no caption' condition)")
+    encoder = CaptionEncoder(model_id, device=device, local_files_only=local_files_only)
+    embeds = encoder.encode(captions)
+    path = save_caption_embeds(out, embeds, captions, model_id=str(model_id))
+    log.info("wrote %d caption embedding(s) %s %s (%s) to %s", len(captions), list(embeds.shape),
+             str(embeds.dtype).removeprefix("torch."), model_id, path)
+    return path
+
+
 def cmd_encode_caption(args) -> int:
     out = _check_output(args.out, [".safetensors"], "--out")
     _require("transformers", "encode-caption", "pip install 'pid-decoder[text]'")
     _check_device(args.device)
-    from pid.text import encode_caption_command
 
     encode_caption_command(args.caption, out, model_id=args.model, device=args.device)
     return 0
@@ -716,7 +733,7 @@ def _user_errors() -> tuple:
     folders (OSError), a missing optional model or package, and running out of memory."""
     import torch
 
-    from pid.text import TextEncoderUnavailable
+    from pid.captions import TextEncoderUnavailable
 
     return ValueError, OSError, ImportError, TextEncoderUnavailable, torch.OutOfMemoryError
 

@@ -22,7 +22,7 @@ from .decoder import PidDecoder
 from .errors import PidError
 from .nn import PidNet
 from .plan import resolve_precision
-from .text import CaptionCache
+from .captions import CaptionCache
 from .variants import Variant
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     float32-weights + bf16 autocast regime); see `pid.plan.default_precision`. `dtype` is the older spelling:
     float32 → the regime of float32 weights on the device (reference on CUDA, float32 on the CPU), bfloat16 → "fast". attention: the global-attention back end
     ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md). caption_cache: where encoded captions
-    are kept, "default" (memory and `pid.text.default_cache_dir()`: $PID_CACHE_DIR/captions, else
-    $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.text.CaptionCache`, or None (memory only).
+    are kept, "default" (memory and `pid.captions.default_cache_dir()`: $PID_CACHE_DIR/captions, else
+    $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.captions.CaptionCache`, or None (memory only).
 
     parallel: None (this process decodes alone), "sequence" (each decode's image tokens split across the ranks of
     the torch.distributed process group `group`, default the default group, which must be initialised: e.g. under

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from . import sampling
-from . import text as captions
+from . import captions
 from .config import PidConfig
 from .errors import LatentError, MemoryBudgetError, NonFiniteOutputError, PidError
 from .nn import PidNet
@@ -65,8 +65,8 @@ class PidDecoder:
     precision   "float32", "reference" or "fast" (see `pid.load`);
     attention   the global-attention back end ("kernel", "sdpa", "auto"; None: the device's default);
     autotune    what attention="auto" measured, in memory and in the machine's file (AttentionAutotune.default_path());
-    caption_cache  caption embeddings by text encoder and caption (`pid.text.CaptionCache`): by default in memory
-                and in `pid.text.default_cache_dir()`, so a caption encoded once (the empty one above all) never
+    caption_cache  caption embeddings by text encoder and caption (`pid.captions.CaptionCache`): by default in memory
+                and in `pid.captions.default_cache_dir()`, so a caption encoded once (the empty one above all) never
                 needs Gemma again, in any process; another `CaptionCache`, or None (memory only, nothing on disk).
     parallel    None (this process decodes alone), or how a decode is split across the ranks of a torch.distributed
                 process group (`pid.parallel`): `SequenceParallel` (the image tokens) or `DataParallel` (the
@@ -146,14 +146,15 @@ class PidDecoder:
                window: Optional[int] = None, pixel_window: "int | str | None" = "same",
                pixel_chunk: "int | str | None" = "auto", token_chunk: "int | str | None" = "auto",
                keep_gate_features: Optional[bool] = None, max_memory: "int | str | None" = None,
-               cuda_graph: bool = False, check_memory: bool = True):
+               cuda_graph: bool = False, check_memory: bool = True,
+               callback: Optional[Callable[[int, int, torch.Tensor], None]] = None):
         """Decode a latent [B, C, h, w] (or [C, h, w]) into images.
 
         sigma: the latent's noise level (0 for a clean latent), one value or one per sample, in the variant's
         frame (flow; VP for SDXL). Captions: `caption_embeds` ([300, 2304] or [B, 300, 2304], or a file) or
         `caption` text (encodings are kept in `caption_cache`; a miss needs the optional Gemma encoder: `text_encoder`,
         left where it is, or else the default one, created on this decoder's device and released before the decode
-        runs, so that its ~5 GB never sit beside the decode; `pid.text.encoder_session`). Sampler defaults
+        runs, so that its ~5 GB never sit beside the decode; `pid.captions.encoder_session`). Sampler defaults
         come from the variant: 4-step student, or for the teachers DPM-Solver++ with CFG 5 and the dynamic shift.
         Randomness: `noise` (the initial [B, 3, H, W] state) and `step_noises`, else `generator`, else a generator
         on the decoder's device seeded with `seed` — the reference's draw order (initial noise, then one draw per
@@ -175,11 +176,15 @@ class PidDecoder:
         Before anything is allocated, the decode's peak memory is estimated (`pid.estimate_memory`) and compared with
         what the device has free: too much raises MemoryBudgetError with the options that fit (`check_memory=False`
         tries anyway). A result with NaN or infinite values raises NonFiniteOutputError, never returns.
+        `callback(step, steps, x)`, if given, runs after each sampler step (step counts from 0; x is the sampler's
+        state, not to be modified): a progress display, or a cancel, which raises to stop the decode between steps.
         Returns [B, 3, H, W] in [-1, 1] (`output="tensor"`), uint8 [B, H, W, 3] (`"numpy"`) or PIL images."""
         if output not in ("tensor", "numpy", "pil"):
             raise PidError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
         if cuda_graph and self.device.type != "cuda":
             raise PidError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {self.device}")
+        if cuda_graph and callback is not None:
+            raise PidError("callback= is not supported with cuda_graph=True (a replayed graph has no steps to report)")
         if cuda_graph and self.parallel is not None:
             raise PidError("cuda_graph=True is not supported with parallel decoding: leave it off")
         latent = self._prepare_latent(latent, latent_format, latent_space)
@@ -213,9 +218,12 @@ class PidDecoder:
         elif inputs.noise.shape[0] == 0:  # data parallel with fewer samples than ranks: nothing to do here
             images = inputs.noise
         else:
-            callback = _Progress(settings.name, settings.steps, inputs.noise.shape[0], H, W, enabled=progress)
-            images = self._sample(inputs, settings, plan, time_conds, generator, callback)
-            callback.close()
+            report = _Progress(settings.name, settings.steps, inputs.noise.shape[0], H, W, enabled=progress,
+                               callback=callback)
+            try:
+                images = self._sample(inputs, settings, plan, time_conds, generator, report)
+            finally:
+                report.close()
         if isinstance(self.parallel, DataParallel):  # gathered first: every rank checks every sample, together
             images = self.parallel.gather_samples(images, B)
         self._check_finite(images, whole_latent)
@@ -520,8 +528,8 @@ def _caption_cache(cache) -> "captions.CaptionCache":
         return captions.CaptionCache()
     if cache == "default":
         return captions.CaptionCache(captions.default_cache_dir())
-    raise PidError(f"caption_cache must be 'default' (the folder of pid.text.default_cache_dir()), a "
-                   f"pid.text.CaptionCache (e.g. CaptionCache('/some/folder')) or None (memory only), got {cache!r}")
+    raise PidError(f"caption_cache must be 'default' (the folder of pid.captions.default_cache_dir()), a "
+                   f"pid.captions.CaptionCache (e.g. CaptionCache('/some/folder')) or None (memory only), got {cache!r}")
 
 
 def _sigma_tensor(sigma, batch: int, device) -> torch.Tensor:
@@ -541,7 +549,7 @@ def _velocity_fn(net: PidNet, text, cond, time_conds: Sequence, plan: ExecutionP
         time_cond = next(steps, None)
         if time_cond is None:
             raise RuntimeError("the sampler asked for more velocities than its schedule has steps")
-        return net.denoise(x, time_cond, text, cond, plan)
+        return net.velocity(x, time_cond, text, cond, plan)
     return velocity
 
 
@@ -665,8 +673,9 @@ class _Progress:
     """Sampler callback: a progress bar (tqdm, on stderr) when enabled and stderr is a terminal (no carriage-return
     noise in logs), a debug log line per step, and one info line with the total time."""
 
-    def __init__(self, name: str, steps: int, batch: int, height: int, width: int, enabled: bool = True):
-        self.name, self.start = name, time.perf_counter()
+    def __init__(self, name: str, steps: int, batch: int, height: int, width: int, enabled: bool = True,
+                 callback: Optional[Callable[[int, int, torch.Tensor], None]] = None):
+        self.name, self.start, self.callback = name, time.perf_counter(), callback
         self.what = f"{batch} image(s) {width}x{height}"
         self.bar = None
         if enabled:
@@ -678,6 +687,8 @@ class _Progress:
         log.debug("%s step %d/%d", self.name, step + 1, total)
         if self.bar is not None:
             self.bar.update(1)
+        if self.callback is not None:
+            self.callback(step, total, x)
 
     def close(self) -> None:
         if self.bar is not None:

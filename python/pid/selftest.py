@@ -55,10 +55,10 @@ def run_selftest(golden_dir: Optional[str] = None) -> bool:
     with torch.no_grad():
         v = net(x, t, y, lq_latent=latent, degrade_sigma=sigma)
         cond = net.encode_condition(latent, sigma, (H // 16, W // 16))
-        v_split = net.denoise(x, t, net.encode_text(y), cond)
+        v_split = net.velocity(x, t, net.encode_text(y), cond)
     results.append(_check(bool(torch.isfinite(v).all()) and v.shape == x.shape, "tiny network forward",
                           f"output {tuple(v.shape)}"))
-    results.append(_check(torch.equal(v, v_split), "encode_condition + denoise equals forward"))
+    results.append(_check(torch.equal(v, v_split), "encode_condition + velocity equals forward"))
     from .decoder import PidDecoder
 
     start = time.perf_counter()

@@ -7,7 +7,7 @@ from typing import Optional
 
 from .config import PidConfig
 from .errors import UnknownVariantError
-from .latents import BackboneLatent, get_latent_space
+from .latents import LatentSpace, get_latent_space
 
 @dataclass(frozen=True)
 class SamplerDefaults:
@@ -53,7 +53,7 @@ class Variant:
     experiment: str  # folder name under checkpoints/ in the nvidia/PiD Hugging Face repo
     generation: str  # "v1" or "v1.5"
     kind: str  # "student" or "teacher"
-    latent: BackboneLatent  # the latent space it decodes (pid.latents); FLUX.2 / DINOv2 without their statistics
+    latent: LatentSpace  # the latent space it decodes (pid.latents); FLUX.2 / DINOv2 without their statistics
     config: PidConfig
     sampler: SamplerDefaults
     registry_keys: tuple[str, ...] = ()  # "backbone/pid_ckpt_type" keys of the official registry

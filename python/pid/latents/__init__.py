@@ -28,11 +28,11 @@ Arithmetic is float32 (float64 inputs stay float64); outputs keep the input's fl
 from ..errors import LatentError
 from .noise import add_noise, euler_to_vp, flow_sigma_after_step, rae_sigma, rae_time_schedule
 from .spaces import (ALIASES, FLOW, LATENT_CLASSES, LATENT_NAMES, NOISE_FRAMES, QWENIMAGE_MEAN, QWENIMAGE_STD, VP,
-                     BackboneLatent, DINOv2Latent, Flux2Latent, FluxLatent, QwenImageLatent, ScaledLatent, SD3Latent,
+                     LatentSpace, DINOv2Latent, Flux2Latent, FluxLatent, QwenImageLatent, ScaledLatent, SD3Latent,
                      SDXLLatent, SigLIPLatent, check_latent, get_latent_space, tokens_to_grid)
 
 __all__ = [
-    "ALIASES", "BackboneLatent", "DINOv2Latent", "FLOW", "Flux2Latent", "FluxLatent", "LATENT_CLASSES",
+    "ALIASES", "LatentSpace", "DINOv2Latent", "FLOW", "Flux2Latent", "FluxLatent", "LATENT_CLASSES",
     "LATENT_NAMES", "LatentError", "NOISE_FRAMES", "QWENIMAGE_MEAN", "QWENIMAGE_STD", "QwenImageLatent",
     "SD3Latent", "SDXLLatent", "ScaledLatent", "SigLIPLatent", "VP", "add_noise", "check_latent", "euler_to_vp",
     "flow_sigma_after_step", "get_latent_space", "rae_sigma", "rae_time_schedule", "tokens_to_grid",

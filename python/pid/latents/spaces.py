@@ -65,7 +65,7 @@ def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- latent spaces
-class BackboneLatent:
+class LatentSpace:
     """Base of the per-backbone latent spaces. Subclasses implement `_normalize` / `_denormalize`."""
 
     name: str = ""
@@ -127,7 +127,7 @@ class BackboneLatent:
                 f"noise_frame={self.noise_frame!r})")
 
 
-class ScaledLatent(BackboneLatent):
+class ScaledLatent(LatentSpace):
     """Affine VAE normalisation `z = scale·(μ − shift)`, `μ = z/scale + shift` (flux_vae.py / sdxl_vae.py)."""
 
     scale: float = 1.0
@@ -161,7 +161,7 @@ class SDXLLatent(ScaledLatent):
     scale, shift = 0.13025, 0.0
 
 
-class QwenImageLatent(BackboneLatent):
+class QwenImageLatent(LatentSpace):
     """Qwen-Image / -2512 (Wan-2.1 VAE): z_c = (μ_c − mean_c)·(1/std_c), 16 ch at /8.
 
     `normalize` accepts [B, 16, h, w] or the video-VAE layout [B, 16, 1, h, w] and always returns the 4-D
@@ -203,7 +203,7 @@ class QwenImageLatent(BackboneLatent):
         return z / inv_std + mean
 
 
-class Flux2Latent(BackboneLatent):
+class Flux2Latent(LatentSpace):
     """FLUX.2 / FLUX.2-klein VAE: the 32-ch mean at /8 is 2×2-packed to 128 ch at /16 (channel c·4 + 2·i + j)
     and batch-normalised with the VAE's running statistics (no affine, eps 1e-4).
 
@@ -358,7 +358,7 @@ class Flux2Latent(BackboneLatent):
         return z * std + mean
 
 
-class DINOv2Latent(BackboneLatent):
+class DINOv2Latent(LatentSpace):
     """DINOv2-B-with-registers RAE: features [768, 32, 32] (affine-free final LayerNorm, CLS + 4 registers
     dropped) normalised per element, `(z − mean)/sqrt(var + 1e-5)`, with the RAE's `stat.pt` statistics.
 
@@ -435,7 +435,7 @@ class DINOv2Latent(BackboneLatent):
         return z * std + mean
 
 
-class SigLIPLatent(BackboneLatent):
+class SigLIPLatent(LatentSpace):
     """SigLIP-2 So400M Scale-RAE: pre-final-LN tokens, affine-free LayerNorm over the 1152 channels of each
     token (eps 1e-6, float32), laid out [1152, 16, 16]. `normalize` accepts tokens [B, 256, 1152] or a grid
     [B, 1152, h, w]. LayerNorm discards each token's mean and scale, so `denormalize` is impossible."""
@@ -461,7 +461,7 @@ class SigLIPLatent(BackboneLatent):
                           "consume; pass it on as is")
 
 
-LATENT_CLASSES: dict[str, type[BackboneLatent]] = {
+LATENT_CLASSES: dict[str, type[LatentSpace]] = {
     c.name: c for c in (FluxLatent, SD3Latent, SDXLLatent, QwenImageLatent, Flux2Latent, DINOv2Latent, SigLIPLatent)
 }
 LATENT_NAMES = tuple(LATENT_CLASSES)
@@ -475,14 +475,14 @@ ALIASES = {
 }
 
 
-def get_latent_space(name: Any, **kwargs: Any) -> BackboneLatent:
+def get_latent_space(name: Any, **kwargs: Any) -> LatentSpace:
     """The latent space called `name` (flux, sd3, sdxl, qwenimage, flux2, dinov2, siglip, or an alias such as
     zimage / flux2-klein-4b / qwenimage-2512). Also accepts a `Variant` (its latent space's name) or a
     latent-space object (returned as is).
 
     kwargs go to the constructor: flux2 takes `bn_mean`, `bn_var`, `eps` or `vae_file=path`; dinov2 takes
     `mean`, `var`, `eps` or `stats_file=path`; siglip takes `eps`; the others take none."""
-    if isinstance(name, BackboneLatent):
+    if isinstance(name, LatentSpace):
         if kwargs:
             raise LatentError(f"get_latent_space: {name!r} is already built; arguments {sorted(kwargs)} not applied")
         return name
@@ -526,7 +526,7 @@ _KNOWN_LAYOUTS = {
 }
 
 
-def _likely_cause(c: int, space: BackboneLatent) -> str:
+def _likely_cause(c: int, space: LatentSpace) -> str:
     if space.name == "flux2" and c == 32:
         return "a raw 32-channel FLUX.2 latent: pack it with Flux2Latent.pack/normalize"
     if space.name == "flux2" and c == 16:
@@ -544,7 +544,7 @@ def _article(word: str) -> str:
     return "an" if word[:1].upper() in "AEIOS" and not word.startswith("SigLIP") else "a"
 
 
-def _rank_hint(x: torch.Tensor, space: BackboneLatent) -> str:
+def _rank_hint(x: torch.Tensor, space: LatentSpace) -> str:
     if x.ndim == 5 and x.shape[2] == 1:
         return "; this is the video-VAE layout [B, C, 1, h, w]: drop the frame axis with x[:, :, 0]"
     if x.ndim == 3:

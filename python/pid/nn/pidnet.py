@@ -79,7 +79,7 @@ def _rows_of(x: torch.Tensor, shard, grid_w: int, p: int) -> tuple[torch.Tensor,
 
 class PidNet(nn.Module):
     """forward(x, t, y, lq_latent, degrade_sigma) → velocity, as the reference; or, to reuse work across
-    sampler steps, `encode_condition` + `encode_text` once and `denoise` per step."""
+    sampler steps, `encode_condition` + `encode_text` once and `velocity` per step."""
 
     def __init__(self, config: PidConfig):
         super().__init__()
@@ -168,7 +168,7 @@ class PidNet(nn.Module):
             return TimeCondition(t_emb, [block.modulation(c) for block in self.patch_blocks])
 
     # ------------------------------------------------------------------ once per step
-    def denoise(self, x: torch.Tensor, t: "torch.Tensor | TimeCondition", text: TextCondition,
+    def velocity(self, x: torch.Tensor, t: "torch.Tensor | TimeCondition", text: TextCondition,
                 cond: Optional[LatentCondition] = None, plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
         """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000), or its `encode_time`."""
         plan = plan or ExecutionPlan()
@@ -235,7 +235,7 @@ class PidNet(nn.Module):
             sigma = self.sigma_per_sample(degrade_sigma, B, x.device)
             grid = (H // self.config.patch_size, W // self.config.patch_size)
             cond = self.encode_condition(lq_latent, sigma, grid, plan)
-        return self.denoise(x, t.reshape(B), self.encode_text(y, plan), cond, plan)
+        return self.velocity(x, t.reshape(B), self.encode_text(y, plan), cond, plan)
 
     # ------------------------------------------------------------------ input checks
     def _check_inputs(self, x, t, y, lq_latent):

@@ -22,7 +22,7 @@ import torch
 
 from pid import _extension, timing
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, kernel_applies
+from pid.ops._face import KERNEL_DTYPES, check_one_device, kernel_applies
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, kernel_applies, unit_last
+from pid.ops._face import KERNEL_DTYPES, check_one_device, kernel_applies, unit_last
 
 
 def _norm_kernel_applies(x, weight, mod_dtype, out_dtype) -> bool:

@@ -9,7 +9,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, contiguous, kernel_applies
+from pid.ops._face import KERNEL_DTYPES, check_one_device, contiguous, kernel_applies
 
 
 def _kernel_ok(use_kernel: bool, x: torch.Tensor, velocities, f32_tensors) -> bool:

@@ -6,7 +6,7 @@ import torch
 
 from pid import _extension
 from pid.ops import reference
-from pid.ops._dispatch import KERNEL_DTYPES, check_one_device, kernel_applies
+from pid.ops._face import KERNEL_DTYPES, check_one_device, kernel_applies
 
 _LOGIT_DTYPES = (torch.float32, torch.bfloat16)
 

@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from pid import text
-from pid.text import (CHI_PROMPT, DEFAULT_MODEL_ID, DEFAULT_NEGATIVE_PROMPT, TXT_DIM, TXT_LEN, CaptionCache,
-                      CaptionEmbedsError, CaptionEncoder, TextEncoderUnavailable, encode_caption_command,
-                      encode_with_chi_prompt, encoder_cache_key, load_caption_embeds, resolve_caption_embeds,
-                      save_caption_embeds)
+from pid import captions
+from pid.captions import (CHI_PROMPT, DEFAULT_MODEL_ID, DEFAULT_NEGATIVE_PROMPT, TXT_DIM, TXT_LEN, CaptionCache,
+                          CaptionEncoder, TextEncoderUnavailable, encode_with_chi_prompt, encoder_cache_key,
+                          load_caption_embeds, resolve_caption_embeds, save_caption_embeds)
+from pid.captions import gemma
+from pid.cli import encode_caption_command
+from pid.errors import CaptionEmbedsError
 
 BOS, PAD, OFFSET = 2, 0, 10
 
@@ -82,7 +84,7 @@ def test_chi_prompt_text():
     assert lines[4].startswith("- User Prompt: A cat sleeping -> Enhanced: A small, fluffy white cat")
     assert lines[7] == "User Prompt: "
     assert CHI_PROMPT.endswith("User Prompt: ") and not CHI_PROMPT.endswith("\n")
-    assert CHI_PROMPT == "\n".join(text.CHI_PROMPT_LINES)
+    assert CHI_PROMPT == "\n".join(captions.CHI_PROMPT_LINES)
     # pinned from the reference's `_CHI_PROMPT` (identical in all its pid/_src/configs/pid/*/shared_config.py)
     assert len(CHI_PROMPT) == 1057
     assert hashlib.sha256(CHI_PROMPT.encode()).hexdigest() == (
@@ -239,7 +241,7 @@ def test_caption_encoder_without_transformers(monkeypatch):
 
 def test_encode_caption_command(fake_transformers, tmp_path, caplog):
     out = tmp_path / "embeds.safetensors"
-    with caplog.at_level(logging.INFO, logger="pid.text"):
+    with caplog.at_level(logging.INFO, logger="pid"):
         path = encode_caption_command(["", DEFAULT_NEGATIVE_PROMPT], str(out))
     assert path == out and "wrote 2 caption embedding(s)" in caplog.text
     embeds, captions = load_caption_embeds(out)
@@ -369,7 +371,7 @@ def test_cache_ignores_a_corrupt_entry(tmp_path):
 
 
 def _entry(folder, key, caption):
-    return folder / f"{text.caption_cache_key(key, caption)}.safetensors"
+    return folder / f"{captions.caption_cache_key(key, caption)}.safetensors"
 
 
 @pytest.mark.parametrize("damage", ["other caption", "other encoder", "two embeddings", "NaN", "other width",
@@ -379,11 +381,11 @@ def test_cache_ignores_a_damaged_entry_with_a_warning(tmp_path, caplog, damage):
     key = enc.model_id
     file = _entry(tmp_path, key, "x")
     good = rand_embeds(TXT_LEN, TXT_DIM)
-    meta = {text.CACHE_KEY_METADATA_KEY: key}
+    meta = {captions.CACHE_KEY_METADATA_KEY: key}
     if damage == "other caption":
         save_caption_embeds(file, good, ["y"], model_id=None, metadata=meta)
     elif damage == "other encoder":
-        save_caption_embeds(file, good, ["x"], model_id=None, metadata={text.CACHE_KEY_METADATA_KEY: "another"})
+        save_caption_embeds(file, good, ["x"], model_id=None, metadata={captions.CACHE_KEY_METADATA_KEY: "another"})
     elif damage == "two embeddings":
         save_caption_embeds(file, torch.stack([good, good]), ["x", "x"], model_id=None, metadata=meta)
     elif damage == "NaN":
@@ -396,7 +398,7 @@ def test_cache_ignores_a_damaged_entry_with_a_warning(tmp_path, caplog, damage):
     elif damage == "truncated":
         save_caption_embeds(file, good, ["x"], model_id=None, metadata=meta)
         file.write_bytes(file.read_bytes()[:1000])
-    with caplog.at_level(logging.WARNING, logger="pid.text"):
+    with caplog.at_level(logging.WARNING, logger="pid.captions"):
         out = CaptionCache(tmp_path).encode(enc, ["x"], dim=TXT_DIM)
     assert enc.calls == [["x"]] and out[0, 0, 0] == enc.value("x")  # encoded again, never a failure
     assert "ignoring caption cache entry" in caplog.text and "encoded again" in caplog.text
@@ -407,7 +409,7 @@ def test_cache_survives_a_folder_it_cannot_write(tmp_path, caplog):
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")
     enc, cache = CountingEncoder(), CaptionCache(blocked / "captions")
-    with caplog.at_level(logging.WARNING, logger="pid.text"):
+    with caplog.at_level(logging.WARNING, logger="pid.captions"):
         out = cache.encode(enc, ["x", "y"])
         again = cache.encode(enc, ["x", "y"])
     assert enc.calls == [["x", "y"]] and torch.equal(out, again)  # kept in memory
@@ -419,7 +421,7 @@ def test_cache_entries_name_their_encoder_and_caption(tmp_path):
     CaptionCache(tmp_path).encode(enc, "ünïcode ✓")
     with safe_open(str(_entry(tmp_path, enc.model_id, "ünïcode ✓")), framework="pt") as f:
         meta = f.metadata()
-    assert meta[text.CACHE_KEY_METADATA_KEY] == enc.model_id and json.loads(meta["pid.captions"]) == ["ünïcode ✓"]
+    assert meta[captions.CACHE_KEY_METADATA_KEY] == enc.model_id and json.loads(meta["pid.captions"]) == ["ünïcode ✓"]
     assert "pid.text_model_id" not in meta
 
 
@@ -427,7 +429,7 @@ def test_encoder_key(tmp_path):
     hub = encoder_cache_key()
     assert hub.startswith(DEFAULT_MODEL_ID + "|bfloat16|chi-") and hub.endswith(f"-{TXT_LEN}")
     assert encoder_cache_key(DEFAULT_MODEL_ID, torch.float32) != hub
-    assert text._LazyDefaultEncoder().cache_key == hub
+    assert gemma._LazyDefaultEncoder().cache_key == hub
     # a local folder: by its absolute path and its files, so a replaced model gets new entries
     (tmp_path / "config.json").write_text("{}")
     folder_key = encoder_cache_key(tmp_path)
@@ -435,21 +437,21 @@ def test_encoder_key(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"new weights")
     assert encoder_cache_key(tmp_path) != folder_key
     # pid's prompt rule is part of every key
-    assert text._PROMPT_TAG == f"chi-{hashlib.sha256(CHI_PROMPT.encode()).hexdigest()[:12]}-300" and \
-        text._PROMPT_TAG in hub
+    assert gemma._PROMPT_TAG == f"chi-{hashlib.sha256(CHI_PROMPT.encode()).hexdigest()[:12]}-300" and \
+        gemma._PROMPT_TAG in hub
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("PID_CACHE_DIR", str(tmp_path / "pid"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert text.default_cache_dir() == tmp_path / "pid" / "captions"
+    assert captions.default_cache_dir() == tmp_path / "pid" / "captions"
     monkeypatch.delenv("PID_CACHE_DIR")
-    assert text.default_cache_dir() == tmp_path / "xdg" / "pid" / "captions"
+    assert captions.default_cache_dir() == tmp_path / "xdg" / "pid" / "captions"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, as the XDG specification says
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert text.default_cache_dir() == tmp_path / "home" / ".cache" / "pid" / "captions"
+    assert captions.default_cache_dir() == tmp_path / "home" / ".cache" / "pid" / "captions"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert text.default_cache_dir() == tmp_path / "home" / ".cache" / "pid" / "captions"
+    assert captions.default_cache_dir() == tmp_path / "home" / ".cache" / "pid" / "captions"
 
 
 def test_decoder_caption_cache_argument(monkeypatch, tmp_path, tiny_checkpoint):
