@@ -1,0 +1,44 @@
+"""`pid serve`: PiD as a batched HTTP decode service (`pip install 'pid-decoder[serve]'`).
+
+    wire.py          the Remote VAE decode protocol of diffusers' `remote_decode`, pid's native /v1/decode, replies
+    batch_decode.py  several requests in one decode call, each equal to its own decode (seeds, σ, captions)
+    batcher.py       the bounded queue and the worker thread that owns the decoder
+    limits.py        the memory budget: 413 for what never fits, the batch cap
+    metrics.py       Prometheus metrics
+    app.py           `create_app(decoder, ...)`: the ASGI app (routes, health, lifecycle)
+    client.py        `Client(url).decode(latent, ...)`
+    ray.py           the same app as a Ray Serve deployment (`pid-decoder[ray]`)
+    cli.py           `pid serve` and `pid decode --server URL`
+
+The server's dependencies are imported only here, so `import pid` stays lean; a missing one is a one-line error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+SERVE_EXTRA = "pip install 'pid-decoder[serve]'"
+_SERVER_MODULES = ("starlette", "uvicorn", "prometheus_client")
+
+
+def require_serve_extra(modules=_SERVER_MODULES, what: str = "pid serve") -> None:
+    """ImportError naming the install command unless the server's packages are installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                          f"installed: {SERVE_EXTRA}")
+
+
+def __getattr__(name: str):  # pid.serve.create_app / pid.serve.Client / ServerError without importing all up front
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name in ("Client", "ServerError"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'pid.serve' has no attribute {name!r}")
+
+
+__all__ = ["Client", "SERVE_EXTRA", "ServerError", "create_app", "require_serve_extra"]
