@@ -205,6 +205,11 @@ def cmd_decode(args) -> int:
     if out.suffix.lower() in IMAGE_FORMATS:
         _require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid-decoder[images]'), or write "
                  f"{out.with_suffix(RAW_IMAGES).name} (float images)")
+    if args.server is not None:  # pid serve (issue 22): the server decodes
+        from pid.serve.cli import decode_on_server
+
+        _write_images(decode_on_server(args), out)
+        return 0
     if args.caption is not None and not _caption_cached(args.caption):
         _require("transformers", "--caption (encoding with Gemma-2)", "pip install 'pid-decoder[text]', or pass "
                  "--caption-embeds made by `pid encode-caption` on a machine that has it")
@@ -562,6 +567,7 @@ _CHECKPOINT_HELP = ("model_ema_bf16.pth, .safetensors, or a variant name: its re
 
 def build_parser() -> argparse.ArgumentParser:
     import pid
+    from pid.serve import cli as serve_cli  # pid serve (issue 22)
 
     fmt = _HelpFormatter
     parser = argparse.ArgumentParser(prog="pid", description="PiD pixel-diffusion decoder engine", formatter_class=fmt)
@@ -612,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "pid decode ...): split each image's tokens (sequence) or the batch's samples (data) across the "
                    "ranks; rank 0 writes --out")
     _add_attention_args(p)
+    serve_cli.add_server_arg(p)  # pid serve (issue 22): --server URL
     p.set_defaults(func=cmd_decode)
+    serve_cli.add_serve_parser(sub, _add_model_args, _add_hub_args, fmt)  # pid serve (issue 22)
 
     p = sub.add_parser("generate", help="run a diffusers pipeline (optionally stopped early) and decode with PiD",
                        formatter_class=fmt)
