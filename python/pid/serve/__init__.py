@@ -18,15 +18,16 @@ from __future__ import annotations
 import importlib.util
 
 SERVE_EXTRA = "pip install 'pid-decoder[serve]'"
+RAY_EXTRA = "pip install 'pid-decoder[ray]'"
 _SERVER_MODULES = ("starlette", "uvicorn", "prometheus_client")
 
 
-def require_serve_extra(modules=_SERVER_MODULES, what: str = "pid serve") -> None:
+def require_serve_extra(modules=_SERVER_MODULES, what: str = "pid serve", install: str = SERVE_EXTRA) -> None:
     """ImportError naming the install command unless the server's packages are installed."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                          f"installed: {SERVE_EXTRA}")
+                          f"installed: {install}")
 
 
 def __getattr__(name: str):  # pid.serve.create_app / pid.serve.Client / ServerError without importing all up front
@@ -41,4 +42,4 @@ def __getattr__(name: str):  # pid.serve.create_app / pid.serve.Client / ServerE
     raise AttributeError(f"module 'pid.serve' has no attribute {name!r}")
 
 
-__all__ = ["Client", "SERVE_EXTRA", "ServerError", "create_app", "require_serve_extra"]
+__all__ = ["Client", "RAY_EXTRA", "SERVE_EXTRA", "ServerError", "create_app", "require_serve_extra"]

@@ -67,9 +67,15 @@ class DecodeService:
         self._startup: Optional[asyncio.Task] = None
 
     # ---- lifecycle
-    async def start(self) -> None:
+    async def start(self, wait_ready: bool = False) -> None:
+        """Starts the batcher and, in the background, loading and the warm-up (`wait_ready`: waits for them, and
+        raises if the decoder cannot start)."""
         self.batcher.start()
         self._startup = asyncio.get_running_loop().create_task(self._load_and_warm_up(), name="pid-startup")
+        if wait_ready:
+            await self._startup
+            if self.error is not None:
+                raise RuntimeError(self.error)
 
     async def stop(self) -> None:
         """After the server stopped taking connections: finish what is queued and running, then stop the threads."""
@@ -255,7 +261,8 @@ class DecodeService:
 
 def create_app(decoder: "Union[object, Callable[[], object]]", *, max_batch: int = 4, max_queue: int = 16,
                max_memory: "int | str | None" = None, batch_wait_ms: float = 5.0, timeout: float = 300.0,
-               caption_embeds: "torch.Tensor | str | None" = None, warmup: bool = True, encode_threads: int = 2):
+               caption_embeds: "torch.Tensor | str | None" = None, warmup: bool = True, encode_threads: int = 2,
+               wait_ready: bool = False):
     """The decode service as a Starlette ASGI app.
 
     decoder: a `PidDecoder`, or a function that loads one (called on the decoder's worker thread once the app starts,
@@ -265,7 +272,9 @@ def create_app(decoder: "Union[object, Callable[[], object]]", *, max_batch: int
     a request beyond it gets 413). batch_wait_ms: how long a request that found the device busy may wait for
     companions. timeout: seconds a request may take, queue and decode together (504 after). caption_embeds: the
     caption of requests that bring none ([L, D] / [1, L, D] tensor or a file; default: the empty caption through the
-    caption cache, which needs Gemma once). warmup: a small decode before /health says ready."""
+    caption cache, which needs Gemma once). warmup: a small decode before /health says ready. wait_ready: the app's
+    startup (ASGI lifespan) waits until the decoder is loaded and warm, and fails if it cannot start (Ray Serve: a
+    replica takes traffic only once ready); by default startup returns at once and /health says 503 meanwhile."""
     require_serve_extra()
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
@@ -296,8 +305,8 @@ def create_app(decoder: "Union[object, Callable[[], object]]", *, max_batch: int
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        await service.start()
         try:
+            await service.start(wait_ready)
             yield
         finally:
             await service.stop()
