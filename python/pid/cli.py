@@ -170,6 +170,10 @@ def _read_caption_embeds(path: Optional[str]):
     return load_caption_embeds(path, dim=None, txt_len=None)[0]
 
 
+def _serve_model_source(args):  # pid serve (issue 22): the checkpoint and config, as decode checks them
+    return _checkpoint_source(args.checkpoint, args), _load_config_arg(args.config)
+
+
 def _require_at_least(args, minimum: int, *names: str) -> None:
     for name in names:
         if getattr(args, name) < minimum:
@@ -620,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attention_args(p)
     serve_cli.add_server_arg(p)  # pid serve (issue 22): --server URL
     p.set_defaults(func=cmd_decode)
-    serve_cli.add_serve_parser(sub, _add_model_args, _add_hub_args, fmt)  # pid serve (issue 22)
+    serve_cli.add_serve_parser(sub, _add_model_args, _add_hub_args, _serve_model_source, fmt)  # pid serve (issue 22)
 
     p = sub.add_parser("generate", help="run a diffusers pipeline (optionally stopped early) and decode with PiD",
                        formatter_class=fmt)

@@ -9,25 +9,14 @@
     client.py        `Client(url).decode(latent, ...)`
     ray.py           the same app as a Ray Serve deployment (`pid-decoder[ray]`)
     cli.py           `pid serve` and `pid decode --server URL`
+    extras.py        the optional packages, checked before use
 
 The server's dependencies are imported only here, so `import pid` stays lean; a missing one is a one-line error.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
-SERVE_EXTRA = "pip install 'pid-decoder[serve]'"
-RAY_EXTRA = "pip install 'pid-decoder[ray]'"
-_SERVER_MODULES = ("starlette", "uvicorn", "prometheus_client")
-
-
-def require_serve_extra(modules=_SERVER_MODULES, what: str = "pid serve", install: str = SERVE_EXTRA) -> None:
-    """ImportError naming the install command unless the server's packages are installed."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImportError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                          f"installed: {install}")
+from .extras import RAY_EXTRA, SERVE_EXTRA, require_serve_extra
 
 
 def __getattr__(name: str):  # pid.serve.create_app / pid.serve.Client / ServerError without importing all up front

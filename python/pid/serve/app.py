@@ -23,7 +23,8 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import MemoryBudgetError, NonFiniteOutputError, PidError
-from . import require_serve_extra, wire
+from . import wire
+from .extras import require_serve_extra
 from .batch_decode import DecodeJob, decode_jobs
 from .batcher import Batcher, QueueFull, ShuttingDown
 from .limits import MemoryLimits

@@ -28,9 +28,11 @@ def _error(message: str):
 
 
 # ---------------------------------------------------------------------------------------------- pid serve
-def add_serve_parser(subparsers, add_model_args: Callable, add_hub_args: Callable, formatter_class=None):
+def add_serve_parser(subparsers, add_model_args: Callable, add_hub_args: Callable, model_source: Callable,
+                     formatter_class=None):
     """`pid serve`: the model options as `pid decode` takes them (`add_model_args`, `add_hub_args` are the pid
-    command's), the server's address and limits."""
+    command's; `model_source(args)` gives the checkpoint and config from them, checked as `pid decode` checks them),
+    the server's address and limits."""
     kwargs = {"formatter_class": formatter_class} if formatter_class is not None else {}
     p = subparsers.add_parser("serve", help="serve decodes over HTTP: diffusers' remote_decode protocol and pid's own "
                               "(pip install 'pid-decoder[serve]'; docs/serve.md)", **kwargs)
@@ -54,13 +56,13 @@ def add_serve_parser(subparsers, add_model_args: Callable, add_hub_args: Callabl
                    "may wait for others to batch with")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take, queue and decode "
                    "together (504 after)")
-    p.set_defaults(func=run_serve)
+    p.set_defaults(func=lambda args: run_serve(args, model_source))
     return p
 
 
 def check_serve_args(args) -> None:
     """The cheap checks of `pid serve`, before anything is loaded."""
-    from . import require_serve_extra
+    from .extras import require_serve_extra
 
     require_serve_extra()
     if not 0 <= args.port <= 65535:
@@ -99,14 +101,14 @@ def _check_empty_caption_available() -> None:
                      "`pid encode-caption \"\" --out empty.safetensors`, or pip install 'pid-decoder[text]'")
 
 
-def run_serve(args) -> int:
+def run_serve(args, model_source: Callable) -> int:
     """`pid serve`: bind the address, load the weights in the background (/health says 503 until then), serve until
-    SIGTERM / Ctrl-C, finish the requests in flight, exit 0."""
+    SIGTERM / Ctrl-C, finish the requests in flight, exit 0. `model_source(args)`: (checkpoint, config)."""
     check_serve_args(args)
     from ..decode import check_device
 
     device = check_device(args.device)
-    source, config = _model_source(args)
+    source, config = model_source(args)
     sock = _bind(args.host, args.port)
 
     import uvicorn
@@ -150,14 +152,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _model_source(args):
-    """The checkpoint (a file, or a released Variant) and --config, checked as `pid decode` checks them."""
-    # The pid command's own helpers, so `pid serve` takes the model options exactly as `pid decode` does.
-    from ..cli import _checkpoint_source, _load_config_arg
-
-    return _checkpoint_source(args.checkpoint, args), _load_config_arg(args.config)
-
-
 # ---------------------------------------------------------------------------------------------- pid decode --server
 def add_server_arg(decode_parser) -> None:
     decode_parser.add_argument("--server", metavar="URL", help="decode on a `pid serve` server (e.g. "
@@ -168,7 +162,7 @@ def add_server_arg(decode_parser) -> None:
 def decode_on_server(args):
     """`pid decode --server URL`: the images (float32 [B, 3, H, W]) the server decodes from the latent file with
     --sigma, --seed, --steps, --latent-format and --caption / --caption-embeds."""
-    from . import require_serve_extra
+    from .extras import require_serve_extra
 
     require_serve_extra(("httpx",), "pid decode --server")
     local = [name for name, default in _LOCAL_DECODE_OPTIONS.items() if getattr(args, name, default) != default]

@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import PidError
-from . import require_serve_extra, wire
+from . import wire
+from .extras import require_serve_extra
 
 log = logging.getLogger(__name__)
 

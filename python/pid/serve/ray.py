@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import RAY_EXTRA, require_serve_extra
+from .extras import RAY_EXTRA, require_serve_extra
 
 require_serve_extra(("ray", "starlette", "uvicorn", "prometheus_client"), "pid.serve.ray", RAY_EXTRA)
 from ray import serve  # noqa: E402  (the Ray package, not this module)
