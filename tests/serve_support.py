@@ -68,12 +68,13 @@ def caption_embeds(seed: int, length: int = 12) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def running(app, *, healthy: bool = True, timeout: float = 60.0):
-    """Serves `app` with uvicorn on 127.0.0.1 (a free port) in a thread; yields its URL; stops it after."""
+def running(app, *, healthy: bool = True, timeout: float = 60.0, http: str = "auto"):
+    """Serves `app` with uvicorn (its `http` protocol implementation) on 127.0.0.1 (a free port) in a thread; yields
+    its URL; stops it after."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -4,6 +4,7 @@ while the weights load. A held decoder (serve_support.HeldDecoder) fills the que
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import json
 import socket
 import threading
@@ -229,9 +230,14 @@ def _send_and_hang_up(url, x):
         time.sleep(0.2)  # the server has read it and queued it
 
 
-def test_timeout_and_disconnected_clients_are_dropped_before_their_decode():
+HTTP_IMPLEMENTATIONS = ["h11"] + (["httptools"] if importlib.util.find_spec("httptools") else [])
+
+
+@pytest.mark.parametrize("http", HTTP_IMPLEMENTATIONS)  # uvicorn's two: each tells of a disconnect its own way
+def test_timeout_and_disconnected_clients_are_dropped_before_their_decode(http):
     decoder = tiny_decoder(HeldDecoder)
-    with running(create_app(decoder, caption_embeds=caption_embeds(1), max_batch=1, timeout=1.0)) as url, \
+    app = create_app(decoder, caption_embeds=caption_embeds(1), max_batch=1, timeout=1.0)
+    with running(app, http=http) as url, \
             concurrent.futures.ThreadPoolExecutor(3) as pool:
         decoder.hold()
         decoder.calls.clear()
