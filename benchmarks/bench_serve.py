@@ -43,6 +43,7 @@ def _serve(port: int, arch: str, device: str, precision, app_kwargs: dict) -> No
     from pid.serve import create_app
 
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("pid.decoder").setLevel(logging.ERROR)  # "outside the trained sizes", once per decode
     from pid.plan import default_precision
 
     cfg = ARCHS[arch]

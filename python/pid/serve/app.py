@@ -333,12 +333,17 @@ async def read_body(request, size: int, *, exact: bool) -> bytes:
     what = f"shape x dtype make {size:,} bytes" if exact else f"at most {size:,} bytes are taken"
     if declared is not None and declared.isdigit() and (int(declared) > size or exact and int(declared) != size):
         raise WireError(400 if exact else 413, f"the body has {int(declared):,} bytes, but {what}")
+    from starlette.requests import ClientDisconnect
+
     chunks, received = [], 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > size:
-            raise WireError(400 if exact else 413, f"the body has more than {size:,} bytes, but {what}")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > size:
+                raise WireError(400 if exact else 413, f"the body has more than {size:,} bytes, but {what}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None
     if exact and received != size:
         raise WireError(400, f"the body has {received:,} bytes, but {what}")
     return b"".join(chunks)
