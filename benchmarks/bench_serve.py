@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import random
 import socket
-import statistics
 import sys
 import time
 

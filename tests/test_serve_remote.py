@@ -87,7 +87,7 @@ def test_pil_png_pixel_for_pixel_with_the_legacy_do_scaling_flag(served):
 def test_pil_jpg_is_the_jpeg_of_the_decoders_pixels(served):
     from PIL import Image
 
-    from pid.serve.wire import JPEG_QUALITY
+    from pid.serve.replies import JPEG_QUALITY
 
     decoder, url = served
     x = _latent((1, 16, 4, 4), torch.float16, seed=4)

@@ -1,6 +1,8 @@
 """`pid serve`: PiD as a batched HTTP decode service (`pip install 'pid-decoder[serve]'`).
 
-    wire.py          the Remote VAE decode protocol of diffusers' `remote_decode`, pid's native /v1/decode, replies
+    wire.py          the Remote VAE decode protocol of diffusers' `remote_decode`; query values, options, latent checks
+    native.py        pid's native form, POST /v1/decode (a safetensors body)
+    replies.py       the replies: JPEG / PNG, tensor bytes, safetensors
     batch_decode.py  several requests in one decode call, each equal to its own decode (seeds, σ, captions)
     batcher.py       the bounded queue and the worker thread that owns the decoder
     limits.py        the memory budget: 413 for what never fits, the batch cap

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import MemoryBudgetError, NonFiniteOutputError, PidError
-from . import wire
+from . import native, replies, wire
 from .extras import require_serve_extra
 from .batch_decode import DecodeJob, decode_jobs
 from .batcher import Batcher, QueueFull, ShuttingDown
@@ -167,7 +167,7 @@ class DecodeService:
         height, width = self.decoder.config.output_size(h, w)
         self.limits.check_request(samples, height, width)
 
-    async def parse_remote(self, request) -> tuple[DecodeJob, wire.ReplyFormat]:
+    async def parse_remote(self, request) -> tuple[DecodeJob, replies.ReplyFormat]:
         req = wire.parse_remote_query(request.query_params.multi_items())
         channels, space = self.decoder.config.lq_latent_channels, _latent_space(self.decoder)
         vae_factor = space.vae_factor if space is not None else self.decoder.config.latent_spatial_down_factor
@@ -178,26 +178,28 @@ class DecodeService:
         return DecodeJob(latent, req.options.sigmas(B), req.options.seed, req.options.steps,
                          req.options.caption), req.reply
 
-    async def parse_native(self, request) -> tuple[DecodeJob, wire.ReplyFormat]:
-        options, latent_format = wire.parse_native_query(request.query_params.multi_items())
-        reply = wire.native_reply_format(request.headers.get("accept"))
+    async def parse_native(self, request) -> tuple[DecodeJob, replies.ReplyFormat]:
+        options, latent_format = native.parse_native_query(request.query_params.multi_items())
+        reply = native.native_reply_format(request.headers.get("accept"))
         body = await read_body(request, MAX_NATIVE_BODY, exact=False)
         shape = _safetensors_shape(body, "latent")
         if shape is not None and len(shape) in (3, 4):
             B, h, w = (1, *shape[1:]) if len(shape) == 3 else (shape[0], *shape[2:])
             self.check_size(B, h, w)  # before the tensors are read
         cfg = self.decoder.config
-        parsed = wire.parse_native_body(body, options, latent_format, cfg.lq_latent_channels,
+        parsed = native.parse_native_body(body, options, latent_format, cfg.lq_latent_channels,
                                         _latent_space(self.decoder), cfg.txt_embed_dim)
         B, _, h, w = parsed.latent.shape
         self.check_size(B, h, w)
         if reply.single_image and B != 1:
             raise wire.bad(f"an image/{reply.kind} reply holds one image, the latent holds {B}: ask for "
-                           f"{wire.SAFETENSORS_TYPE}, or send one latent per request")
+                           f"{replies.SAFETENSORS_TYPE}, or send one latent per request")
         o = parsed.options
         return DecodeJob(parsed.latent, o.sigmas(B), o.seed, o.steps, o.caption, parsed.caption_embeds), reply
 
-    async def handle(self, request, endpoint: str, parse) -> "Response":
+    async def handle(self, request, endpoint: str, parse):
+        """One decode request: parse it, queue it, wait for its images, encode the reply. Every outcome is a response
+        (the reply, or a JSON error) and is counted in the metrics."""
         from starlette.responses import Response
 
         start = time.monotonic()
@@ -212,7 +214,7 @@ class DecodeService:
             images = await self._wait(job, request, start)
             encode_start = time.monotonic()
             body, media_type, headers = await asyncio.get_running_loop().run_in_executor(
-                self.encoder_pool, wire.encode_reply, images, reply)
+                self.encoder_pool, replies.encode_reply, images, reply)
             self.metrics.encode_seconds.observe(time.monotonic() - encode_start)
             self.metrics.images.inc(images.shape[0])
             response = Response(body, 200, headers=headers, media_type=media_type)

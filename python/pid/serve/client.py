@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import PidError
-from . import wire
+from . import replies
 from .extras import require_serve_extra
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,11 @@ class Client:
             params["caption"] = caption
         if caption_embeds is not None:
             tensors["caption_embeds"] = caption_embeds.detach().cpu().contiguous()
-        response = self._post("/v1/decode", save(tensors), params, {"Accept": wire.SAFETENSORS_TYPE})
+        response = self._post("/v1/decode", save(tensors), params, {"Accept": replies.SAFETENSORS_TYPE})
         images = load(response.content)["images"]
         if output == "tensor":
             return images
-        pixels = wire.to_pixels(images)
+        pixels = replies.to_pixels(images)
         if output == "numpy":
             return pixels.numpy()
         from PIL import Image

@@ -1,5 +1,5 @@
 """What travels over HTTP: the Remote VAE decode protocol exactly as diffusers' client (`diffusers.utils.remote_decode`)
-speaks it, pid's native form (`POST /v1/decode`), and the replies. Parsing turns a request's query and body into the
+speaks it, and what every request shares (query values, PiD's options, latent checks). Parsing turns a request's query and body into the
 normalised latent and PiD's per-request options, or a `WireError` (an HTTP status and a one-line message); nothing
 here touches the decoder or the event loop.
 
@@ -8,30 +8,25 @@ tensor/binary`); the query has `shape` (a repeated key), `dtype`, `output_type` 
 `partial_postprocess` (True | False), optionally `scaling_factor` / `shift_factor` (the raw VAE latent is
 x / scaling_factor + shift_factor), the legacy `do_scaling` flag, and `height` / `width` (the LDM image size, for
 FLUX's packed 3-D latents). PiD's own options are extra query parameters the stock client never sends: `sigma`,
-`seed`, `steps`, `caption`.
+`seed`, `steps`, `caption`. (pid's native form is native.py; the replies, replies.py.)
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import torch
 
+from .replies import ReplyFormat
+
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 REMOTE_PARAMS = ("shape", "dtype", "output_type", "image_format", "partial_postprocess", "scaling_factor",
                  "shift_factor", "do_scaling", "height", "width")
 PID_PARAMS = ("sigma", "seed", "steps", "caption")
-NATIVE_PARAMS = (*PID_PARAMS, "latent_format")
-NATIVE_TENSORS = ("latent", "caption_embeds", "sigma")
 MAX_STEPS = 100  # a sampler setting beyond this is a mistake (the student takes 4, the teachers 25)
 MAX_CAPTION_CHARS = 4000
-JPEG_QUALITY = 95
-PNG_COMPRESS_LEVEL = 1  # zlib level 1: a 4096² PNG takes ~2 s on a CPU core at level 1, ~3 s at PIL's default 6
-SAFETENSORS_TYPE = "application/x-safetensors"
 
 
 class WireError(Exception):
@@ -150,65 +145,6 @@ def parse_pid_options(query: Query) -> PidOptions:
     return PidOptions(parse_sigma(sigma) if sigma is not None else (0.0,), seed, steps, caption)
 
 
-# ------------------------------------------------------------------------------------------ replies
-@dataclass(frozen=True)
-class ReplyFormat:
-    """How decoded images go back: "jpeg" / "png" (one image), "tensor" (float32 [B, 3, H, W] in [-1, 1], raw bytes
-    with `shape` / `dtype` headers), "pixels" (uint8 [B, H, W, 3], likewise) or "safetensors" (float32 images under
-    "images")."""
-
-    kind: str
-
-    @property
-    def single_image(self) -> bool:
-        return self.kind in ("jpeg", "png")
-
-
-def to_pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, H, W, 3] pixels of images in [-1, 1], as the decoder makes them (`decode(output="numpy")`)."""
-    from ..decoder import to_pixels as decoder_pixels
-
-    return decoder_pixels(images)
-
-
-def encode_reply(images: torch.Tensor, reply: ReplyFormat) -> tuple[bytes, str, dict[str, str]]:
-    """(body, media type, headers) of a reply holding `images` (float32 [B, 3, H, W] in [-1, 1] on the CPU). Costly for
-    large images (a PNG of 4096² takes seconds): run it off the event loop."""
-    if reply.kind in ("jpeg", "png"):
-        from PIL import Image
-
-        image = Image.fromarray(to_pixels(images)[0].numpy())
-        buffer = io.BytesIO()
-        if reply.kind == "jpeg":
-            image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-        else:
-            image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        return buffer.getvalue(), f"image/{reply.kind}", {}
-    if reply.kind == "safetensors":
-        from safetensors.torch import save
-
-        return save({"images": images.float().contiguous()}), SAFETENSORS_TYPE, {}
-    tensor = images.float().contiguous() if reply.kind == "tensor" else to_pixels(images).contiguous()
-    dtype = "float32" if reply.kind == "tensor" else "uint8"
-    return tensor.numpy().tobytes(), "tensor/binary", {"shape": json.dumps(list(tensor.shape)), "dtype": dtype}
-
-
-def native_reply_format(accept: Optional[str]) -> ReplyFormat:
-    """The reply /v1/decode sends for an Accept header: image/png, image/jpeg, else a safetensors file."""
-    types = [part.split(";")[0].strip().lower() for part in (accept or "").split(",") if part.strip()]
-    for media in types:
-        if media == "image/png":
-            return ReplyFormat("png")
-        if media in ("image/jpeg", "image/jpg"):
-            return ReplyFormat("jpeg")
-        if media in (SAFETENSORS_TYPE, "application/octet-stream", "*/*", "application/*"):
-            return ReplyFormat("safetensors")
-    if not types:
-        return ReplyFormat("safetensors")
-    raise WireError(406, f"Accept {accept!r}: /v1/decode replies with image/png, image/jpeg or {SAFETENSORS_TYPE} "
-                         "(float32 images under 'images')")
-
-
 # ------------------------------------------------------------------------------------------ latents
 def check_latent_values(latent: torch.Tensor) -> None:
     """400 for values the decoder would refuse, before the latent joins a batch: NaN / Inf, and values that overflow
@@ -280,7 +216,7 @@ class RemoteRequest:
         return "raw"
 
     @property
-    def reply(self) -> ReplyFormat:
+    def reply(self) -> "ReplyFormat":
         if self.output_type == "pil":
             return ReplyFormat("jpeg" if self.image_format == "jpg" else "png")
         return ReplyFormat("pixels" if self.partial_postprocess else "tensor")
@@ -387,64 +323,3 @@ def parse_remote_query(pairs: Iterable[tuple[str, str]]) -> RemoteRequest:
                          partial_postprocess=query.boolean("partial_postprocess", False), scaling_factor=scaling,
                          shift_factor=query.number("shift_factor", float), do_scaling=query.boolean("do_scaling", False),
                          height=height, width=width, options=parse_pid_options(query))
-
-
-# ------------------------------------------------------------------------------------------ native form
-@dataclass(frozen=True)
-class NativeRequest:
-    """A parsed /v1/decode request: the normalised latent, caption embeddings if it brought them, PiD's options."""
-
-    latent: torch.Tensor
-    caption_embeds: Optional[torch.Tensor]
-    options: PidOptions
-
-
-def parse_native_query(pairs: Iterable[tuple[str, str]]) -> tuple[PidOptions, str]:
-    query = Query(pairs, NATIVE_PARAMS, "/v1/decode")
-    return parse_pid_options(query), query.choice("latent_format", ("normalized", "raw"), "normalized")
-
-
-def parse_native_body(body: bytes, options: PidOptions, latent_format: str, channels: int, space,
-                      txt_dim: int) -> NativeRequest:
-    """The safetensors body of /v1/decode: `latent` [B, C, h, w] (or [C, h, w]), optional `caption_embeds`
-    ([L, D] or [1 | B, L, D]) and `sigma` ([B] or a scalar, instead of the query's)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from ..captions import check_embeds
-    from ..errors import PidError
-
-    try:
-        tensors = load(body)
-    except (SafetensorError, ValueError, OSError) as e:
-        raise bad(f"the body is not a safetensors file ({e}); send one holding 'latent' (and optionally "
-                  "'caption_embeds', 'sigma')") from None
-    unknown = sorted(set(tensors) - set(NATIVE_TENSORS))
-    if unknown or "latent" not in tensors:
-        raise bad(f"the safetensors body holds {sorted(tensors)}; it takes 'latent' (required), 'caption_embeds' and "
-                  "'sigma'")
-    latent = tensors["latent"]
-    if not latent.is_floating_point() or latent.ndim not in (3, 4):
-        raise bad(f"'latent' must be a floating-point [B, C, h, w] tensor, got {latent.dtype} {list(latent.shape)}")
-    latent = (latent[None] if latent.ndim == 3 else latent).float()
-    check_latent_values(latent)
-    if latent_format == "raw":
-        latent = normalise(latent, space)
-    latent = check_for_decoder(latent, channels, space)
-    if "sigma" in tensors:
-        sigma = tensors["sigma"].reshape(-1).double().tolist()
-        check_sigma(sigma)
-        options = PidOptions(tuple(sigma), options.seed, options.steps, options.caption)
-    options.sigmas(latent.shape[0])  # one, or one per sample
-    embeds = tensors.get("caption_embeds")
-    if embeds is not None:
-        if options.caption is not None:
-            raise bad("give caption (text) or caption_embeds, not both")
-        try:
-            embeds = check_embeds(embeds, "caption_embeds", dim=txt_dim, txt_len=None).float()
-        except PidError as e:
-            raise bad(str(e)) from None
-        if embeds.shape[0] not in (1, latent.shape[0]):
-            raise bad(f"caption_embeds holds {embeds.shape[0]} captions for {latent.shape[0]} samples; give one or "
-                      "one per sample")
-    return NativeRequest(latent, embeds, options)
