@@ -1,6 +1,6 @@
-"""The CPU kernels' instruction-set variants (csrc/kernels/cpu/capability.h): chosen from the CPU's features,
-forced with PID_CPU_CAPABILITY, each giving the results the op tests demand, and none leaking AVX code into what
-the other variants call."""
+"""The CPU kernels' instruction-set variants (csrc/include/pid/cpu_capability.h; chosen in
+csrc/kernels/cpu/isa_select.cpp): chosen from the CPU's features, forced with PID_CPU_CAPABILITY, each giving the
+results the op tests demand, and none leaking AVX code into what the other variants call."""
 
 import os
 import platform
