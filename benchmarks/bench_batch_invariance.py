@@ -17,6 +17,7 @@ import torch
 import pid
 from pid.archs import ARCHS, random_net
 from pid.captions import CaptionCache
+from pid.images import to_pixels
 from pid.serve.batch_decode import DecodeJob, decode_jobs
 
 
@@ -39,7 +40,7 @@ def measure(arch: str, precision: str, batch: int, side: int, device: str) -> di
     for job, images in zip(jobs, together):
         (alone,) = decode_jobs(decoder, [job])
         worst = max(worst, (images - alone).abs().max().item())
-        pixels += int((pid.decoder.to_pixels(images) != pid.decoder.to_pixels(alone)).any(-1).sum())
+        pixels += int((to_pixels(images) != to_pixels(alone)).any(-1).sum())
         exact += int(torch.equal(images, alone))
         if reference is not None:
             regime = max(regime, (decode_jobs(reference, [job])[0] - alone).abs().max().item())

@@ -27,9 +27,9 @@ import pid
 from pid import _extension, sampling
 from pid.archs import ARCHS, random_net
 from pid.bench import measure
-from pid.cost import decode_flops, estimate_memory
 from pid.decoder import PidDecoder
-from pid.memory import parameter_bytes
+from pid.flops import decode_flops
+from pid.memory import estimate_memory, parameter_bytes
 from pid.nn import PidNet
 from pid.plan import ExecutionPlan
 
@@ -39,7 +39,7 @@ OFFICIAL = ExecutionPlan(precision="reference", kernels=False)
 def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device, steps: int):
     """The official student loop: full forward per step under bf16 autocast (entered once around the loop), float32
     weights, PyTorch ops only."""
-    def velocity(x, t):
+    def velocity(x, t, step):
         return net(x, t * 1000, y, lq_latent=latent, degrade_sigma=sigma, plan=OFFICIAL)
     with torch.no_grad(), OFFICIAL.autocast(device.type):
         return sampling.sample_student(velocity, noise, steps=steps, step_noises=eps, use_kernel=False).clamp(-1, 1)

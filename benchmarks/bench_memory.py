@@ -1,5 +1,5 @@
 """Peak memory of a decode: the estimator per rank (`pid.estimate_memory(..., world_size=N)`) unsplit and planned for a
-budget (`pid.budget.plan_for_budget`, what `decode(max_memory=)` runs), and measured peaks (weights + every tensor
+budget (`pid.memory.plan_for_budget`, what `decode(max_memory=)` runs), and measured peaks (weights + every tensor
 the decode allocates, `pid.memory.TensorMemoryTracker`; on CUDA the allocator's peak) beside the estimate.
 
     python benchmarks/bench_memory.py estimates --sizes 2048,4096,8192 --ranks 1,2,4,8 --budgets 3.5GB,6GB,16GB
@@ -25,11 +25,9 @@ import torch
 
 import pid
 from pid.archs import ARCHS, random_net
-from pid.budget import parse_bytes, plan_for_budget
-from pid.cost import estimate_memory
 from pid.decoder import PidDecoder
 from pid.errors import MemoryBudgetError
-from pid.memory import TensorMemoryTracker, parameter_bytes
+from pid.memory import TensorMemoryTracker, estimate_memory, parameter_bytes, parse_bytes, plan_for_budget
 
 GIB = 2.0**30
 
@@ -57,7 +55,8 @@ def shapes_only_peak(cfg, size: int, precision: str, max_memory, steps: int, win
     from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
     from pid import sampling
-    from pid.decoder import DecodeInputs, SamplerSettings
+    from pid.inputs import DecodeInputs
+    from pid.sampling import SamplerSettings
 
     with torch.device("meta"):
         net = pid.PidNet(cfg)
@@ -66,7 +65,7 @@ def shapes_only_peak(cfg, size: int, precision: str, max_memory, steps: int, win
         net = net.bfloat16()
     decoder = PidDecoder(net, precision=precision, caption_cache=None)
     settings = SamplerSettings("student", steps)
-    times = settings.velocity_times()
+    times = settings.times()
     schedule, tolist = sampling.student_schedule, torch.Tensor.tolist
 
     def real_schedule(*a, **k):  # host-side floats: computed for real
@@ -79,7 +78,9 @@ def shapes_only_peak(cfg, size: int, precision: str, max_memory, steps: int, win
     sampling.student_schedule, torch.Tensor.tolist = real_schedule, real_tolist
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
-            plan = decoder._call_plan(window, "same", "auto", "auto", None, max_memory, 1, size, size, False)
+            plan = decoder._call_plan(1, size, size, window=window, pixel_window="same", pixel_chunk="auto",
+                                      token_chunk="auto", keep_gate_features=None, max_memory=max_memory,
+                                      cuda_graph=False)
             inputs = DecodeInputs(torch.zeros(1, cfg.lq_latent_channels, size // 32, size // 32), torch.zeros(1),
                                   torch.zeros(1, cfg.txt_max_length, cfg.txt_embed_dim), None,
                                   torch.zeros(1, 3, size, size), None)
@@ -125,8 +126,10 @@ def measure(args) -> None:
                 decoder.decode(latent, **kwargs)
             measured = parameter_bytes(net) + tracker.peak
         seconds = time.perf_counter() - start
-        plan = decoder._call_plan(args.window, "same", kwargs.get("pixel_chunk", "auto"),
-                                  kwargs.get("token_chunk", "auto"), None, args.max_memory, 1, size, size, False)
+        plan = decoder._call_plan(1, size, size, window=args.window, pixel_window="same",
+                                  pixel_chunk=kwargs.get("pixel_chunk", "auto"),
+                                  token_chunk=kwargs.get("token_chunk", "auto"), keep_gate_features=None,
+                                  max_memory=args.max_memory, cuda_graph=False)
         _print_row(args, cfg, size, str(device), plan, measured, seconds)
 
 

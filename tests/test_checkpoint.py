@@ -5,7 +5,9 @@ import torch
 from safetensors.torch import save_file
 
 import pid
-from pid.checkpoint import CheckpointError, filter_reference_keys, read_checkpoint, resolve
+from pid.checkpoint import read_checkpoint, resolve
+from pid.errors import CheckpointError
+from pid.state_dict import filter_reference_keys
 from pid.config import PidConfig
 from pid.nn import PidNet
 from pid.variants import VARIANTS

@@ -114,7 +114,8 @@ def test_convert_round_trip(tmp_path, tiny_checkpoint):
 
 def test_bench_command(tmp_path):
     from pid.archs import ARCHS
-    from pid.cost import decode_flops, estimate_memory
+    from pid.flops import decode_flops
+    from pid.memory import estimate_memory
     from pid.nn import PidNet
 
     bf16_weights = 2 * sum(p.numel() for p in PidNet(ARCHS["tiny"]).parameters())

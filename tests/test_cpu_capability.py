@@ -1,6 +1,6 @@
-"""The CPU kernels' instruction-set variants (csrc/kernels/cpu/capability.h): chosen from the CPU's features,
-forced with PID_CPU_CAPABILITY, each giving the results the op tests demand, and none leaking AVX code into what
-the other variants call."""
+"""The CPU kernels' instruction-set variants (csrc/include/pid/cpu_capability.h; chosen in
+csrc/kernels/cpu/isa_select.cpp): chosen from the CPU's features, forced with PID_CPU_CAPABILITY, each giving the
+results the op tests demand, and none leaking AVX code into what the other variants call."""
 
 import os
 import platform
@@ -14,9 +14,9 @@ from pid import _extension
 
 from conftest import REPO, needs_ext
 
-# The tests that compare each kernel with its PyTorch reference (bit for bit where the kernels promise it).
-OP_TESTS = ["tests/test_ops_sigma_gate.py", "tests/test_ops_sampler_step.py", "tests/test_ops_attention.py",
-            "tests/test_ops_norm_modulate.py", "tests/test_golden_net.py"]
+# The tests that compare each kernel with its PyTorch reference (bit for bit where the kernels promise it): every
+# kernel family's tests/test_ops_<family>.py, and the golden networks.
+OP_TESTS = [*sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_ops_*.py")), "tests/test_golden_net.py"]
 
 
 def _forced(capability: str, code: str) -> subprocess.CompletedProcess:

@@ -75,7 +75,7 @@ def test_cuda_graph_replays_equal_eager_decodes(sampler):
 
 
 def test_cuda_graphs_kept_are_bounded():
-    from pid.decoder import MAX_GRAPHS
+    from pid.cuda_graphs import MAX_GRAPHS
 
     case = golden.GoldenCase("v15_net", GOLDEN)
     dec = pid.load(case.weights(), config=case.meta["net_kwargs"], precision="fast", device="cuda")

@@ -39,7 +39,7 @@ def _reference_student(decoder, io, latent, noise, eps, steps=4):
     with torch.no_grad():
         cond = net.encode_condition(_bf16(latent), io["degrade_sigma"], (H // 16, W // 16))
         text = net.encode_text(io["y"])
-        return sampling.sample_student(lambda x, t: net.velocity(x, net.encode_time(t[:1] * 1000).expand(B), text, cond),
+        return sampling.sample_student(lambda x, t, step: net.velocity(x, net.encode_time(t[:1] * 1000).expand(B), text, cond),
                                        noise, steps=steps, step_noises=eps).clamp(-1, 1)
 
 
@@ -95,7 +95,7 @@ def test_teacher_sampler_with_cfg(decoder, io):
         cond = net.encode_condition(_bf16(io["lq_latent"]), io["degrade_sigma"], (4, 6))
         tc, tu = net.encode_text(io["y"]), net.encode_text(y_null.expand(2, -1, -1))
 
-        def guided(x, t):
+        def guided(x, t, step):
             time = net.encode_time(t[:1] * 1000).expand(x.shape[0])  # one sample's, broadcast: as the decoder
             vu = net.velocity(x, time, tu, cond)
             return vu + 4.0 * (net.velocity(x, time, tc, cond) - vu)

@@ -290,7 +290,7 @@ def test_cli_generate(tmp_path, monkeypatch, tiny_checkpoint):
     from safetensors.torch import save_file
 
     from pid.cli import main
-    from pid.decoder import to_pixels
+    from pid.images import to_pixels
 
     pipe, kwargs = flux()
     pipe.set_progress_bar_config(disable=True)

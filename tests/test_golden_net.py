@@ -78,8 +78,8 @@ def test_net_intermediates_match(name, plan):
         lambda m, a, out: seen.__setitem__("dbg.patch_block_0.txt_in", a[1])))
     hooks.append(net.pixel_blocks[0].register_forward_hook(lambda m, a, out: seen.__setitem__("dbg.s_cond", a[1])))
     with torch.no_grad():
-        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], grid, plan)
-        net.velocity(io["x"], io["t"], net.encode_text(io["y"], plan), cond, plan)
+        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], grid, plan=plan)
+        net.velocity(io["x"], io["t"], net.encode_text(io["y"], plan=plan), cond, plan=plan)
     for h in hooks:
         h.remove()
     feats = [g.lq for g in cond.gates] + ([cond.pit.lq] if cond.pit is not None else [])
@@ -117,11 +117,11 @@ def test_split_equals_forward(name, plan):
     p = net.config.patch_size
     with torch.no_grad():
         full = net(io["x"], io["t"], io["y"], lq_latent=io["lq_latent"], degrade_sigma=io["degrade_sigma"], plan=plan)
-        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], (H // p, W // p), plan)
-        text = net.encode_text(io["y"], plan)
-        split = net.velocity(io["x"], io["t"], text, cond, plan)
-        again = net.velocity(io["x"], io["t"], text, cond, plan)  # reuse across steps changes nothing
-        hoisted = net.velocity(io["x"], net.encode_time(io["t"], plan), text, cond, plan)  # timestep work up front
+        cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], (H // p, W // p), plan=plan)
+        text = net.encode_text(io["y"], plan=plan)
+        split = net.velocity(io["x"], io["t"], text, cond, plan=plan)
+        again = net.velocity(io["x"], io["t"], text, cond, plan=plan)  # reuse across steps changes nothing
+        hoisted = net.velocity(io["x"], net.encode_time(io["t"], plan=plan), text, cond, plan=plan)  # timestep work up front
     assert torch.equal(full, split) and torch.equal(split, again) and torch.equal(split, hoisted)
 
 
@@ -153,5 +153,5 @@ def test_chunked_pixel_stage_equals_unchunked(chunk):
         cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], (H // 16, W // 16))
         text = net.encode_text(io["y"])
         full = net.velocity(io["x"], io["t"], text, cond)
-        chunked = net.velocity(io["x"], io["t"], text, cond, ExecutionPlan(pixel_chunk=chunk))
+        chunked = net.velocity(io["x"], io["t"], text, cond, plan=ExecutionPlan(pixel_chunk=chunk))
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5 * case.meta["output_max_abs"])

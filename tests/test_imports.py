@@ -80,3 +80,31 @@ def test_the_graph_sees_imports():
 def test_no_import_cycle_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [m for m in graph if m == start or m.startswith(start + ".")]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += graph.get(m, ())
+    return seen
+
+
+# What a layer must not reach, directly or through others: the network reads no files and knows nothing above it;
+# the samplers know no network; the kernels' faces know neither.
+LAYERS = {
+    "pid.nn": {"pid.checkpoint", "pid.tensor_file", "pid.hub", "pid.captions", "pid.decoder", "pid.decode",
+               "pid.inputs", "pid.sampling", "pid.memory", "pid.cli", "pid.diffusers"},
+    "pid.sampling": {"pid.nn", "pid.decoder", "pid.inputs", "pid.captions", "pid.checkpoint"},
+    "pid.ops": {"pid.nn", "pid.decoder", "pid.sampling", "pid.plan", "pid.checkpoint"},
+}
+
+
+def test_the_layers_do_not_reach_up():
+    graph = import_graph()
+    for layer, forbidden in LAYERS.items():
+        reached = _reachable(graph, layer)
+        bad = sorted(m for m in reached for f in forbidden if m == f or m.startswith(f + "."))
+        assert not bad, f"{layer} reaches {bad}"

@@ -159,7 +159,7 @@ def test_sigma_gate_formula(width):
     x, tokens = torch.randn(2, 5, 24, dtype=torch.float64), torch.randn(2, 5, 10, dtype=torch.float64)
     head = torch.nn.Linear(10, 24).double()
     sigma = torch.tensor([0.0, 0.6])
-    out = gate(x, gate.prepare(tokens, head, sigma), ExecutionPlan())
+    out = gate(x, gate.prepare(tokens, head, sigma), plan=ExecutionPlan())
     lq = head(tokens)
     logit = gate.content_proj(torch.cat([x, lq], dim=-1)) - math.exp(0.7) * sigma.double().view(2, 1, 1)
     ref = x + torch.sigmoid(logit) * lq  # [x ; lq] with x first
@@ -167,7 +167,7 @@ def test_sigma_gate_formula(width):
     # Kept only as the CNN's features, the gate's feature is made again at use: the same values.
     lazy = gate.prepare(tokens, head, sigma, keep=False)
     assert lazy.lq is None and lazy.lq_logit is None
-    assert torch.equal(gate(x, lazy, ExecutionPlan()), out)
+    assert torch.equal(gate(x, lazy, plan=ExecutionPlan()), out)
 
 
 def test_mmdit_adaln_chunk_order():
@@ -183,7 +183,11 @@ def test_mmdit_adaln_chunk_order():
         blk.adaLN_modulation_img[0].bias[5 * D:] = 0.5  # gate_mlp only
     x, y = torch.randn(1, 4, D, dtype=torch.float64), torch.randn(1, 3, D, dtype=torch.float64)
     rope = rope_2d(8, 2, 2)
-    out_x, out_y = blk(x, y, blk.modulation(c), tuple(t.double() for t in rope), None, ExecutionPlan())
+    mods = blk.modulation(c)  # named: only the image stream's feed-forward gate is 0.5
+    assert torch.equal(mods.image.mlp.gate, torch.full((1, 1, D), 0.5, dtype=torch.float64))
+    assert not any(t.any() for t in (*mods.image.attention, mods.image.mlp.shift, mods.image.mlp.scale, *mods.text.attention,
+                                     *mods.text.mlp))
+    out_x, out_y = blk(x, y, mods, tuple(t.double() for t in rope), None, plan=ExecutionPlan())
     assert torch.allclose(out_x, x + 0.5 * blk.mlp_x(blk.norm_x2(x)))
     assert torch.allclose(out_y, y)  # all text gates are zero
 
@@ -199,7 +203,7 @@ def test_pit_per_pixel_modulation_layout():
         blk.adaLN_modulation[0].bias.copy_(bias.reshape(-1))
     x = torch.randn(3, p * p, c, dtype=torch.float64)
     out = blk(x, torch.zeros(3, 8, dtype=torch.float64), 1, tuple(t.double() for t in rope_2d(4, 1, 3)),
-              ExecutionPlan())
+              plan=ExecutionPlan())
     assert torch.allclose(out, x + bias[:, 5][None] * blk.mlp(blk.norm2(x)))
 
 
@@ -209,8 +213,8 @@ def test_last_block_skips_dead_text_path():
     x, y, c = torch.randn(2, 6, 16), torch.randn(2, 3, 16), torch.randn(2, 1, 16)
     rope = rope_2d(8, 2, 3)
     mods, plan = blk.modulation(c), ExecutionPlan()
-    full_x, _ = blk(x, y, mods, rope, rope_1d(8, 3), plan)
-    skip_x, skip_y = blk(x, y, mods, rope, rope_1d(8, 3), plan, text_out=False)
+    full_x, _ = blk(x, y, mods, rope, rope_1d(8, 3), plan=plan)
+    skip_x, skip_y = blk(x, y, mods, rope, rope_1d(8, 3), plan=plan, text_out=False)
     assert skip_y is None
     torch.testing.assert_close(skip_x, full_x, rtol=1e-6, atol=1e-6)
 

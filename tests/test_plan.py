@@ -7,7 +7,7 @@ import torch
 
 import pid
 from pid.archs import TINY, random_net
-from pid.plan import ExecutionPlan, resolve_precision
+from pid.plan import ExecutionPlan, check_weights_dtype, default_precision, resolve_precision
 
 
 def test_regime_plans():
@@ -60,17 +60,17 @@ def test_resolve_precision(monkeypatch, native_bf16):
     assert resolve_precision(None, torch.bfloat16) == "fast"
     assert resolve_precision(None, "torch.float32", "cpu") == "float32"
     assert resolve_precision(None, torch.float32, "cuda") == "reference"
-    assert resolve_precision(None, weights_dtype=torch.bfloat16) == "fast"
-    assert resolve_precision(None, device="cpu", weights_dtype=torch.float32) == "float32"
-    assert resolve_precision(None, device="cuda", weights_dtype=torch.float32) == "reference"
-    assert resolve_precision("reference", weights_dtype=torch.float32) == "reference"
+    assert default_precision("cpu", torch.bfloat16) == "fast"
+    assert default_precision("cpu", torch.float32) == "float32"
+    assert default_precision("cuda", torch.float32) == "reference"
+    assert check_weights_dtype("reference", torch.float32) == "reference"
     assert resolve_precision("reference", torch.float32) == "reference"
     with pytest.raises(ValueError, match="contradict"):
         resolve_precision("reference", torch.bfloat16)
     with pytest.raises(ValueError, match="not supported"):
         resolve_precision(None, torch.float16)
     with pytest.raises(ValueError, match="needs bf16 weights"):
-        resolve_precision("fast", weights_dtype=torch.float32)
+        check_weights_dtype("fast", torch.float32)
 
 
 def _tiny_inputs(B=1, h=2, w=3, seed=0):
@@ -90,11 +90,11 @@ def test_decoder_plan_and_per_call_options():
     plan = decoder.plan.replace(window=2, pixel_window=2, pixel_chunk=5)  # pixel_window "same": the window
     with torch.no_grad():
         lat = latent.bfloat16().float()
-        cond = net.encode_condition(lat, torch.zeros(1), (4, 6), plan)
-        text = net.encode_text(y, plan)
+        cond = net.encode_condition(lat, torch.zeros(1), (4, 6), plan=plan)
+        text = net.encode_text(y, plan=plan)
         gen = torch.Generator().manual_seed(3)
         noise = torch.randn(1, 3, 64, 96, generator=gen)
-        by_hand = pid.sampling.sample_student(lambda x, t: net.velocity(x, t * 1000, text, cond, plan), noise,
+        by_hand = pid.sampling.sample_student(lambda x, t, step: net.velocity(x, t * 1000, text, cond, plan=plan), noise,
                                               generator=gen).clamp(-1, 1)
     assert torch.equal(decoder.decode(latent, window=2, pixel_chunk=5, **kw), by_hand)
     # The window changes the function, the chunks do not (to float rounding); the decoder's plan is unchanged.

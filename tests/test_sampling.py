@@ -7,7 +7,8 @@ import torch
 
 from pid import golden
 from pid.nn import PidNet
-from pid.sampling import (dynamic_shift, flow_timesteps, sample_dpmpp_2m, sample_student, student_schedule)
+from pid.sampling import (SamplerSettings, dynamic_shift, flow_timesteps, sample, sample_dpmpp_2m, sample_student,
+                          student_schedule)
 
 from conftest import SHARED
 
@@ -36,7 +37,7 @@ def _velocity(net, y, io, calls=None):
     cond = net.encode_condition(io["lq_latent"], io["degrade_sigma"], (H // p, W // p))
     text = net.encode_text(y)
 
-    def fn(x, t):
+    def fn(x, t, step):
         if calls is not None:
             calls.append(t * 1000)
         with torch.no_grad():
@@ -90,7 +91,7 @@ def test_student_generator_continues_the_initial_noise_stream():
 
     torch.randn = spy
     try:
-        sample_student(lambda x, t: torch.zeros_like(x), noise, generator=gen)
+        sample_student(lambda x, t, step: torch.zeros_like(x), noise, generator=gen)
     finally:
         torch.randn = real_randn
     assert len(drawn) == 3
@@ -107,9 +108,9 @@ def test_teacher_dpm_golden_with_cfg():
     s = meta["cfg_scale"]
     first = {}
 
-    def guided(x, t):
-        vu = v_uncond(x, t)  # unconditional pass first
-        vc = v_cond(x, t)
+    def guided(x, t, step):
+        vu = v_uncond(x, t, step)  # unconditional pass first
+        vc = v_cond(x, t, step)
         first.setdefault("u", vu)
         first.setdefault("c", vc)
         return vu + s * (vc - vu)
@@ -154,7 +155,7 @@ def test_dynamic_shift():
 # ----------------------------------------------------------------------------- float64 re-derivations
 def _linear_velocity(a: float, b: float):
     """v(x, t) = a·x + b·t, simple enough to re-derive every step in float64."""
-    return lambda x, t: a * x + b * t.view(-1, 1, 1, 1).to(x.dtype)
+    return lambda x, t, step: a * x + b * t.view(-1, 1, 1, 1).to(x.dtype)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8])
@@ -225,10 +226,33 @@ def test_dpmpp_2m_matches_float64_derivation(steps):
 def test_student_argument_errors():
     noise = torch.randn(1, 3, 4, 4)
     with pytest.raises(ValueError, match="step_noises must hold 3"):
-        sample_student(lambda x, t: x, noise, step_noises=[noise])
+        sample_student(lambda x, t, step: x, noise, step_noises=[noise])
     with pytest.raises(ValueError, match="mode"):
-        sample_student(lambda x, t: x, noise, mode="heun")
+        sample_student(lambda x, t, step: x, noise, mode="heun")
     with pytest.raises(ValueError, match="steps must be >= 1"):
         student_schedule(0)
     with pytest.raises(ValueError, match="shape"):
-        sample_student(lambda x, t: x, noise, step_noises=[torch.zeros(1, 3, 2, 2)] * 3)
+        sample_student(lambda x, t, step: x, noise, step_noises=[torch.zeros(1, 3, 2, 2)] * 3)
+
+
+@pytest.mark.parametrize("settings", [SamplerSettings("student", 4), SamplerSettings("student", 6),
+                                      SamplerSettings("student", 1), SamplerSettings("dpm++2m", 5, 3.0, 4.0),
+                                      SamplerSettings("dpm++2m", 1, 1.0, 6.0)], ids=str)
+def test_the_sampler_names_each_step(settings):
+    """velocity_fn(x, t, step): every call names its step, in order, each guidance pass with its step's; the step's
+    time is SamplerSettings.times()[step], the t passed (what a caller looks work up by, with no read-back of t);
+    the re-noising draws are SamplerSettings.noise_draws()."""
+    times, calls = settings.times(), []
+
+    def velocity(kind):
+        def fn(x, t, step):
+            calls.append((kind, step, t[0].item()))
+            return 0.1 * x
+        return fn
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    draws = [torch.randn_like(noise) for _ in range(settings.noise_draws())]
+    sample(settings, velocity("c"), noise, uncond_velocity_fn=velocity("u"), step_noises=draws)
+    passes = ("u", "c") if settings.guided else ("c",)
+    assert calls == [(kind, k, t) for k, t in enumerate(times) for kind in passes]
+    expected_draws = sum(1 for t in student_schedule(settings.steps)[1:] if t > 0) if settings.name == "student" else 0
+    assert settings.noise_draws() == expected_draws

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import pid
-from pid.cli import _read_latent
+from pid.cli.args import read_latent
 from pid.errors import CaptionEmbedsError, CheckpointError, LatentError, PidError, TensorFileError
 from pid.latents import DINOv2Latent, Flux2Latent
 from pid.tensor_file import read_tensor_file
@@ -38,7 +38,7 @@ def _bad_files(tmp):
 
 READERS = {  # caller -> (read the file, its error type, how it names the file)
     "checkpoint": (lambda p: pid.load(p), CheckpointError, "checkpoint"),
-    "latent file": (_read_latent, LatentError, "latent file"),
+    "latent file": (read_latent, LatentError, "latent file"),
     "caption embeddings": (load_caption_embeds, CaptionEmbedsError, "caption embeddings file"),
     "FLUX.2 VAE": (Flux2Latent.from_vae_file, LatentError, "FLUX.2 VAE file"),
     "DINOv2 statistics": (DINOv2Latent.from_stats_file, LatentError, "DINOv2-RAE statistics file"),

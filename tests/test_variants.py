@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from pid.checkpoint import candidate_variants, check_state_dict, fingerprint
+from pid.checkpoint import candidate_variants
+from pid.state_dict import check_state_dict, fingerprint
 from pid.nn import PidNet
 from pid.sampling import STUDENT_T_LIST
 from pid.variants import VARIANTS, get_variant

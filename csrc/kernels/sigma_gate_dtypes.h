@@ -1,11 +1,11 @@
 // The dtype combinations of pid::sigma_gate and pid::sigma_gate_apply (pid/sigma_gate.h), in one place for the
 // CPU and the CUDA kernels: f is called with the element types of a supported combination (and instantiated only
-// for those); any other combination throws std::invalid_argument. Bf16 as for with_dtypes (dispatch.h).
+// for those); any other combination throws std::invalid_argument. Bf16 as for with_dtypes (dtype_switch.h).
 #pragma once
 
 #include <type_traits>
 
-#include "dispatch.h"
+#include "dtype_switch.h"
 #include "pid/sigma_gate.h"
 
 namespace pid {

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "../kernels/cpu/capability.h"
+#include "pid/cpu_capability.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {

@@ -1,10 +1,11 @@
-// The one TORCH_LIBRARY(pid) block: schemas of every pid op. Kernels are registered per back end
-// with TORCH_LIBRARY_IMPL next to their bindings.
+// The one TORCH_LIBRARY(pid) block: schemas of every pid op. Each kernel family registers its kernels per back end
+// with TORCH_LIBRARY_IMPL in its bindings (<family>_binding.cpp: CPU, <family>_binding_cuda.cpp: CUDA). Includes
+// public headers only (csrc/include/pid/).
 #include <torch/library.h>
 
 #include <string>
 
-#include "../kernels/cpu/capability.h"
+#include "pid/cpu_capability.h"
 
 TORCH_LIBRARY(pid, m) {
   // The CPU kernels' instruction-set variant in use ("baseline", "avx2", "avx512" or "native"; chosen once per

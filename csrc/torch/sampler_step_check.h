@@ -1,4 +1,4 @@
-// Validation and dispatch of the sampler step ops (pid::student_step, pid::dpm_step,
+// Validation and kernel calls of the sampler step ops (pid::student_step, pid::dpm_step,
 // pid::dpm_data_prediction), shared by the CPU and CUDA bindings. `Backend` supplies the kernels
 // (student_step and dpm_step of pid/sampler_step.h) and a device guard; no arithmetic happens here.
 #pragma once

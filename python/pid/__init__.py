@@ -3,7 +3,8 @@
 from . import decode
 from ._version import __version__
 from .config import PidConfig
-from .cost import decode_flops, estimate_memory, forward_flops
+from .flops import decode_flops, forward_flops
+from .memory import estimate_memory
 from .decode import load
 from .decoder import PidDecoder
 from .errors import (CaptionEmbedsError, CheckpointError, ConfigError, LatentError, MemoryBudgetError,

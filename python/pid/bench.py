@@ -8,7 +8,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .cost import decode_flops, estimate_memory
+from .flops import decode_flops
+from .memory import estimate_memory
 from .memory import TensorMemoryTracker, parameter_bytes
 from .timing import summary, time_calls
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from . import checkpoint, hub
+from .state_dict import filter_reference_keys
 from . import parallel as pid_parallel
 from .config import PidConfig
 from .decoder import PidDecoder
@@ -74,7 +75,7 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
         log.info("reading %s", path)
         raw, metadata = checkpoint.read_checkpoint(path)
         source = str(path)
-    state_dict = checkpoint.filter_reference_keys(raw)
+    state_dict = filter_reference_keys(raw)
     cfg, chosen = checkpoint.resolve(state_dict, variant=variant, config=config, path=path, metadata=metadata)
     with torch.device("meta"):
         net = PidNet(cfg)

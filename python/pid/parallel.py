@@ -12,12 +12,16 @@ Two ways to split one decode across the ranks of a process group:
 * data parallelism (`DataParallel`): the samples of a batch are split across the ranks, each decodes its own, and
   the images are gathered on every rank.
 
+Every rank calls `decode` with the same arguments: rank 0's inputs and noise are broadcast (`share_inputs`), and a
+check that fails on one rank fails on all of them (`on_every_rank`), so no rank is left waiting in a collective.
+
 The heads of both attention layers (24 in the MMDiT blocks, 16 in the pixel blocks of the released networks) must
 divide among the ranks: 2, 4 or 8 ranks for the released networks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -73,11 +77,53 @@ class ProcessGroupInfo:
                            "init_process_group() first")
         return cls(dist.get_rank(group), dist.get_world_size(group), group)
 
+    mode = "sequence"  # how `pid.estimate_memory` (parallel=) splits a decode of this group
+
+    def collective_device(self, device: torch.device) -> torch.device:
+        """Where small tensors for a collective go: the decoder's GPU for NCCL, the CPU for gloo."""
+        return device if _dist().get_backend(self.group) == "nccl" else torch.device("cpu")
+
+    def share_inputs(self, inputs, time_conds: list, generator: torch.Generator, settings, device: torch.device):
+        """(inputs, time conditions, whole latent): what this rank decodes, from rank 0's inputs and noise
+        (`DecodeInputs`, received into new tensors on the other ranks: the callers' tensors are left as they were),
+        and rank 0's latent of the whole batch (what an error about the decode names)."""
+        dist = _dist()
+        src = dist.get_global_rank(self.group, 0) if self.group is not None else 0
+
+        def bcast(t):
+            t = t.contiguous() if self.rank == 0 else torch.empty_like(t, memory_format=torch.contiguous_format)
+            dist.broadcast(t, src=src, group=self.group)
+            return t
+        inputs = inputs.map(bcast)
+        return inputs, time_conds, inputs.latent
+
+    def gather_images(self, images: torch.Tensor, batch: int) -> torch.Tensor:
+        """The whole batch's images on every rank from what this rank decoded."""
+        return images
+
 
 @dataclass(frozen=True)
 class SequenceParallel(ProcessGroupInfo):
     """The image tokens of every network call split across the ranks of a process group (see the module docstring).
     Part of `ExecutionPlan` (`plan.sequence_parallel`): the network's modules shard, exchange and gather through it."""
+
+    def share_inputs(self, inputs, time_conds: list, generator: torch.Generator, settings, device: torch.device):
+        """Rank 0's inputs on every rank; every rank draws the student's re-noising from its own generator, so the
+        generators must agree (checked) unless the draws are given."""
+        shared = super().share_inputs(inputs, time_conds, generator, settings, device)
+        if settings.name == "student" and shared[0].step_noises is None:
+            self._check_same_generator(generator, device)
+        return shared
+
+    def _check_same_generator(self, generator: torch.Generator, device: torch.device) -> None:
+        digest = hashlib.sha256(generator.get_state().cpu().numpy().tobytes()).digest()
+        digest = torch.tensor([int.from_bytes(digest[i:i + 8], "little", signed=True) for i in range(0, 32, 8)])
+        device = self.collective_device(device)
+        digests = [torch.empty_like(digest, device=device) for _ in range(self.world_size)]
+        _dist().all_gather(digests, digest.to(device), group=self.group)
+        if any(not torch.equal(d, digests[0]) for d in digests):
+            raise PidError("the ranks' random generators differ, so their re-noising would too: pass the same seed (or "
+                           "a generator in the same state, or step_noises) on every rank")
 
     def check_heads(self, *head_counts: int) -> None:
         for heads in head_counts:
@@ -152,6 +198,18 @@ class SequenceParallel(ProcessGroupInfo):
 class DataParallel(ProcessGroupInfo):
     """The samples of a batch split across the ranks of a process group."""
 
+    mode = "data"
+
+    def share_inputs(self, inputs, time_conds: list, generator: torch.Generator, settings, device: torch.device):
+        """Rank 0's inputs (the whole batch's noise draws included), then this rank's samples of them: copies, so the
+        whole batch's tensors are not kept alive by views."""
+        inputs, time_conds, whole_latent = super().share_inputs(inputs, time_conds, generator, settings, device)
+        start, stop, _ = self.samples(inputs.noise.shape[0])
+        return inputs.map(lambda t: t[start:stop].clone()), [c.take(start, stop) for c in time_conds], whole_latent
+
+    def gather_images(self, images: torch.Tensor, batch: int) -> torch.Tensor:
+        return self.gather_samples(images, batch)
+
     def samples(self, batch: int) -> tuple[int, int, int]:
         """(start, stop, per_rank): this rank's samples [start, stop) of `batch`, padded to `per_rank` each."""
         per_rank = -(-batch // self.world_size)
@@ -180,6 +238,30 @@ def parallel_info(mode: Optional[str], group=None) -> "SequenceParallel | DataPa
     info = ProcessGroupInfo.current(group)
     cls = SequenceParallel if mode == "sequence" else DataParallel
     return cls(info.rank, info.world_size, group)
+
+
+def world_of(parallel: "ProcessGroupInfo | None") -> tuple[int, str]:
+    """(world size, "sequence" | "data") of a decoder's parallel decodes, as `pid.estimate_memory` takes them;
+    (1, "sequence") for one process."""
+    return (1, "sequence") if parallel is None else (parallel.world_size, parallel.mode)
+
+
+def on_every_rank(parallel: "ProcessGroupInfo | None", device: torch.device, check) -> None:
+    """Runs `check()`, which may raise PidError; with parallel decoding every rank learns whether any failed and all
+    raise together (a rank that stopped alone would leave the others waiting in a collective)."""
+    if parallel is None:
+        return check()
+    error = None
+    try:
+        check()
+    except PidError as e:
+        error = e
+    failed = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=parallel.collective_device(device))
+    _dist().all_reduce(failed, op=_dist().ReduceOp.MAX, group=parallel.group)
+    if error is not None:
+        raise error
+    if int(failed.item()):
+        raise PidError("another rank of this parallel decode refused it (its error is in its log); no rank decoded")
 
 
 def shutdown() -> None:

@@ -3,7 +3,8 @@
 One immutable value, owned by the decoder (`PidDecoder.plan`) and passed down as an argument to every module of the
 network, which reads what it needs from it; nothing else (no environment variable, thread-local or process-wide
 switch, no attribute set on a module) decides what a call runs. `resolve_precision` is the one place where a
-precision is chosen from the device and the `dtype=` spelling.
+precision is chosen from the device and the `dtype=` spelling (`pid.load`); a decoder only checks it against its
+weights (`check_weights_dtype`).
 """
 
 from __future__ import annotations
@@ -125,12 +126,10 @@ def default_precision(device: "str | torch.device", weights_dtype: Optional[torc
     return "fast" if cuda or native_bf16_cpu() else "float32"
 
 
-def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch.device" = "cpu",
-                      weights_dtype: Optional[torch.dtype] = None) -> str:
-    """The precision regime for a decoder: `precision` if given, else the one `dtype` implies (torch.bfloat16 →
-    "fast"; float32 → the regime of float32 weights on the device), else `default_precision(device,
-    weights_dtype)`. Validated, also against `weights_dtype` when given (the fast regime holds bfloat16 weights, the
-    others float32)."""
+def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch.device" = "cpu") -> str:
+    """The precision regime `pid.load` gives a decoder, from its arguments: `precision` if given, else the one
+    `dtype` implies (torch.bfloat16 → "fast"; float32 → the regime of float32 weights on the device), else
+    `default_precision(device)`. Validated."""
     if dtype is not None:
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
@@ -143,10 +142,19 @@ def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch
                            "the 'fast' regime; pass only precision=")
         precision = precision or implied
     if precision is None:
-        precision = default_precision(device, weights_dtype)
+        precision = default_precision(device)
     if precision not in PRECISIONS:
         raise PidError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if weights_dtype is not None and weights_dtype != (torch.bfloat16 if precision == "fast" else torch.float32):
+    return precision
+
+
+def check_weights_dtype(precision: str, weights_dtype: torch.dtype) -> str:
+    """`precision` if the network's weights hold what it runs on (the fast regime bfloat16 weights, the others
+    float32), else PidError; a decoder's precision is resolved once, by `pid.load` (or from the weights themselves,
+    `default_precision`), and only checked here."""
+    if precision not in PRECISIONS:
+        raise PidError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if weights_dtype != (torch.bfloat16 if precision == "fast" else torch.float32):
         raise PidError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
                        f"the network holds {weights_dtype}: convert it with net.to(...) or use pid.load(precision=...)")
     return precision

@@ -1,17 +1,23 @@
 """Samplers on the flow schedule x_t = (1 − t)·x0 + t·ε (t = 1 noise, t = 0 clean), independent of the network.
 
-Both take `velocity_fn(x, t)`: x [B, 3, H, W] float32, t [B] float32 flow time in [0, 1] (the caller turns
-it into the network's ×1000 units), returning the velocity v ≈ ε − x0. They return the final state before
-clamping. Each calls `velocity_fn` exactly once per step, in schedule order (`student_velocity_times`,
-`dpm_velocity_times`), and builds t on the device with a fill (no host-to-device copy, nothing that waits
-for the device), so a whole sampling loop can be captured in a CUDA graph. Classifier-free guidance is
-built by the caller as a guided velocity function, `v = v_u + s·(v_c − v_u)` (unconditional pass first).
+Both take `velocity_fn(x, t, step)`: x [B, 3, H, W] float32, t [B] float32 flow time in [0, 1] (the caller turns
+it into the network's ×1000 units), and `step`, the index of the step (0, 1, ...: `SamplerSettings.times()[step]`
+is its time), so a caller can look up work it did per time ahead without reading t back from the device. It
+returns the velocity v ≈ ε − x0. The samplers return the final state before clamping. Each calls `velocity_fn`
+once per step (and once more with guidance), builds t on the device with a fill (no host-to-device copy, nothing
+that waits for the device), so a whole sampling loop can be captured in a CUDA graph. Classifier-free guidance is
+either the caller's guided velocity function, `v = v_u + s·(v_c − v_u)`, or formed inside the fused step
+(`uncond_velocity_fn`, unconditional pass first).
+
+`SamplerSettings` is one decode's sampler (`settings_for` applies a variant's defaults); `sample` runs it.
 The reference guides the noise estimate ε̂ = (1 − t)·v + x instead;
 ε̂_u + s·(ε̂_c − ε̂_u) = (1 − t)·(v_u + s·(v_c − v_u)) + x, so the two are equal up to float rounding."""
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -19,7 +25,9 @@ import torch
 from pid import ops
 from pid.errors import PidError
 
-VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+log = logging.getLogger(__name__)
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (x, t, step index) → velocity
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, number of steps, state after it)
 
 STUDENT_T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)
@@ -43,11 +51,6 @@ def student_schedule(steps: int = STUDENT_STEPS, t_list: Optional[Sequence[float
     if abs(grid[-1].item()) > 1e-6:
         raise PidError(f"a student time list must end at 0, got {grid.tolist()}")
     return grid
-
-
-def student_velocity_times(steps: int = STUDENT_STEPS, t_list: Optional[Sequence[float]] = None) -> list[float]:
-    """The flow times at which `sample_student` calls the velocity, in call order (float32 values)."""
-    return student_schedule(steps, t_list)[:-1].tolist()
 
 
 def _fill(value: float, batch: int, device) -> torch.Tensor:
@@ -78,7 +81,7 @@ def sample_student(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int =
     draw = 0
     for k in range(n):
         t_cur, t_next = times[k], times[k + 1]
-        v = velocity_fn(x, _fill(t_cur, B, x.device))
+        v = velocity_fn(x, _fill(t_cur, B, x.device), k)
         if t_next <= 0:
             x = ops.student_step(x, v, None, t_cur, t_next, use_kernel=use_kernel)
         elif mode == "ode":
@@ -112,11 +115,6 @@ def flow_timesteps(steps: int, shift: float, t_start: float = 1.0, t_end: float 
     return (shift * u / (1 + (shift - 1) * u)).flip(0)
 
 
-def dpm_velocity_times(steps: int, shift: float) -> list[float]:
-    """The flow times at which `sample_dpmpp_2m` calls the velocity (each guidance pass), in call order."""
-    return flow_timesteps(steps, shift)[:-1].tolist()
-
-
 def _lambda(t: torch.Tensor) -> torch.Tensor:
     return torch.log(1 - t) - torch.log(t)  # +inf at t = 0
 
@@ -142,9 +140,9 @@ def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int,
     def velocities(x: torch.Tensor, i: int):
         t = _fill(host_grid[i].item(), B, x.device)
         if not guided:
-            return velocity_fn(x, t), None
-        v_u = uncond_velocity_fn(x, t)  # unconditional pass first
-        return velocity_fn(x, t), v_u
+            return velocity_fn(x, t, i), None
+        v_u = uncond_velocity_fn(x, t, i)  # unconditional pass first
+        return velocity_fn(x, t, i), v_u
 
     x = noise
     d_prev = None
@@ -167,3 +165,76 @@ def sample_dpmpp_2m(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int,
         if callback is not None:
             callback(i - 1, steps, x)
     return x
+
+
+# ----------------------------------------------------------------------------------- one decode's sampler
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The sampler of one decode: the 4-step student, or DPM-Solver++(2M) with guidance and shift."""
+
+    name: str  # "student" or "dpm++2m"
+    steps: int
+    cfg_scale: float = 1.0  # dpm++2m only
+    shift: float = 0.0  # dpm++2m only
+
+    @property
+    def guided(self) -> bool:
+        return self.name != "student" and self.cfg_scale != 1.0
+
+    def times(self) -> list[float]:
+        """The flow time of each step (float32 values), where the sampler calls the velocity (every guidance pass
+        of a step at its time): `velocity_fn`'s `step` indexes this list."""
+        if self.name == "student":
+            return student_schedule(self.steps)[:-1].tolist()
+        return flow_timesteps(self.steps, self.shift)[:-1].tolist()
+
+    def noise_draws(self) -> int:
+        """How many [B, 3, H, W] noises the sampler draws after the initial one (the student's re-noising; SDE)."""
+        if self.name != "student":
+            return 0
+        return sum(1 for t in student_schedule(self.steps).tolist()[1:] if t > 0)
+
+
+def settings_for(defaults, sampler: Optional[str], steps: Optional[int], cfg_scale: Optional[float],
+                 shift: Optional[float], height: int, width: int, *, teacher: bool = False) -> SamplerSettings:
+    """One decode's sampler from `decode`'s arguments and the variant's defaults (`pid.variants.SamplerDefaults`, or
+    None for a network outside the registry: the student). A teacher's defaults also give guidance and the shift
+    (dynamic: from the output size)."""
+    name = sampler or (defaults.sampler if defaults else "student")
+    if name not in ("student", "dpm++2m"):
+        raise PidError(f"sampler must be 'student' or 'dpm++2m', got {name!r}")
+    if steps is None:
+        steps = defaults.steps if defaults and defaults.sampler == name else (4 if name == "student" else 25)
+    if steps < 1:
+        raise PidError(f"steps must be >= 1, got {steps}")
+    if name == "student":
+        if cfg_scale is not None or shift is not None:
+            log.warning("cfg_scale and shift are ignored by the distilled 4-step student sampler")
+        return SamplerSettings(name, int(steps))
+    teacher_defaults = defaults if teacher else None
+    if cfg_scale is None:
+        cfg_scale = teacher_defaults.cfg_scale if teacher_defaults else 1.0
+    if shift is None:
+        if teacher_defaults and teacher_defaults.dynamic_shift:
+            shift = dynamic_shift(height, width, *teacher_defaults.dynamic_shift)
+        else:
+            shift = teacher_defaults.shift if teacher_defaults else 6.0
+    if not math.isfinite(cfg_scale):
+        raise PidError(f"cfg_scale must be a finite number (1: no guidance; the teachers' default 5), got {cfg_scale}")
+    if not (math.isfinite(shift) and shift > 0):
+        raise PidError(f"shift must be a positive number (the flow schedule's; the teachers' default 6 at 2048²), "
+                       f"got {shift}")
+    return SamplerSettings(name, int(steps), float(cfg_scale), float(shift))
+
+
+def sample(settings: SamplerSettings, velocity_fn: VelocityFn, noise: torch.Tensor, *,
+           uncond_velocity_fn: Optional[VelocityFn] = None, generator: Optional[torch.Generator] = None,
+           step_noises: Optional[Sequence[torch.Tensor]] = None, callback: Optional[StepCallback] = None,
+           use_kernel: bool = True) -> torch.Tensor:
+    """Runs one decode's sampler from the initial noise: `sample_student` (re-noising from `generator` or
+    `step_noises`) or `sample_dpmpp_2m` (guidance with `uncond_velocity_fn` and `settings.cfg_scale`)."""
+    if settings.name == "student":
+        return sample_student(velocity_fn, noise, steps=settings.steps, generator=generator, step_noises=step_noises,
+                              callback=callback, use_kernel=use_kernel)
+    return sample_dpmpp_2m(velocity_fn, noise, steps=settings.steps, shift=settings.shift, callback=callback,
+                           uncond_velocity_fn=uncond_velocity_fn, cfg_scale=settings.cfg_scale, use_kernel=use_kernel)

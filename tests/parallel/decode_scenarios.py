@@ -60,7 +60,7 @@ def run(name: str, golden_dir: Path, parallel=None, samples=None, seed: int = 3)
 
 
 # The per-rank memory cases: (precision, output size, pixel_chunk, token_chunk, keep_gate_features), a 4-head network
-# (as tests/test_cost.py's) with random weights, one student step.
+# (as tests/test_estimates.py's) with random weights, one student step.
 MEMORY_CASES = [("float32", 512, None, None, True), ("fast", 640, 128, 128, False)]
 
 

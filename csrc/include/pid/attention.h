@@ -32,12 +32,6 @@
 #include "pid/bf16.h"
 #include "pid/dtype.h"
 
-#if defined(__CUDACC__)
-#define PID_HOST_DEVICE __host__ __device__
-#else
-#define PID_HOST_DEVICE
-#endif
-
 namespace pid {
 
 // ---- qk_norm_rope --------------------------------------------------------------------------------
@@ -97,86 +91,17 @@ void attention_cpu(const AttentionParams& p);
 bool attention_cuda_supports_head_dim(std::int64_t D);
 int attention_cuda(const AttentionParams& p, void* stream);
 
-// ---- window geometry, shared by the back ends ------------------------------------------------------
+// ---- window geometry ------------------------------------------------------------------------------
 
 // First index of the window of size w around position i on an axis of length n; the window is
-// [start, start + min(w, n)). Odd w is centred on i; even w reaches w/2 before and w/2 - 1 after i.
-PID_HOST_DEVICE inline std::int64_t window_start(std::int64_t i, std::int64_t w, std::int64_t n) {
+// [start, start + window_len(w, n)). Odd w is centred on i; even w reaches w/2 before and w/2 - 1 after i.
+constexpr std::int64_t window_start(std::int64_t i, std::int64_t w, std::int64_t n) {
   const std::int64_t len = w < n ? w : n;
   std::int64_t s = i - w / 2;
   if (s > n - len) s = n - len;
   return s < 0 ? 0 : s;
 }
 
-PID_HOST_DEVICE inline std::int64_t window_len(std::int64_t w, std::int64_t n) { return w < n ? w : n; }
-
-// Windowed attention is processed in query tiles. Text query rows (present when Sq == Sk) form tiles of
-// `rows` consecutive queries that see every key. The image grid is cut into blocks of tile_h x tile_w
-// positions (at most `rows` of them); a block's keys are the text keys and the rectangle of image keys
-// covering the union of its queries' windows, so the work per query grows with w^2, not with the grid.
-struct WindowTiling {
-  std::int64_t n_text_q;          // text query rows: n_text when Sq == Sk, else 0
-  std::int64_t text_tiles;        // ceil(n_text_q / rows)
-  std::int64_t tile_h, tile_w;    // image block shape
-  std::int64_t tiles_h, tiles_w;  // number of blocks per axis
-  std::int64_t rows;              // query rows per tile (capacity)
-
-  PID_HOST_DEVICE std::int64_t tiles() const { return text_tiles + tiles_h * tiles_w; }
-};
-
-PID_HOST_DEVICE inline WindowTiling window_tiling(const AttentionParams& p, std::int64_t rows) {
-  WindowTiling t{};
-  t.rows = rows;
-  t.n_text_q = p.Sq == p.Sk ? p.n_text : 0;
-  t.text_tiles = (t.n_text_q + rows - 1) / rows;
-  t.tile_w = p.grid_w < 8 ? p.grid_w : 8;
-  if (t.tile_w > rows) t.tile_w = rows;
-  if (t.tile_w < 1) t.tile_w = 1;
-  t.tile_h = rows / t.tile_w;
-  if (t.tile_h > p.grid_h) t.tile_h = p.grid_h;
-  if (t.tile_h < 1) t.tile_h = 1;
-  t.tiles_h = (p.grid_h + t.tile_h - 1) / t.tile_h;
-  t.tiles_w = (p.grid_w + t.tile_w - 1) / t.tile_w;
-  return t;
-}
-
-// The query tiles of `rows` rows a kernel launches: window_tiling's when windowed, else ceil(Sq / rows).
-struct QueryTiling {
-  WindowTiling wt;     // windowed only
-  std::int64_t tiles;
-};
-
-PID_HOST_DEVICE inline QueryTiling query_tiling(const AttentionParams& p, std::int64_t rows) {
-  QueryTiling q{};
-  if (p.window > 0) {
-    q.wt = window_tiling(p, rows);
-    q.tiles = q.wt.tiles();
-  } else {
-    q.tiles = (p.Sq + rows - 1) / rows;
-  }
-  return q;
-}
-
-// An image block: query positions [i0, i0 + h) x [j0, j0 + w) of the grid, and the key rectangle
-// [r0, r0 + rh) x [c0, c0 + cw) covering all their windows.
-struct ImageTile {
-  std::int64_t i0, j0, h, w;
-  std::int64_t r0, c0, rh, cw;
-};
-
-PID_HOST_DEVICE inline ImageTile image_tile(const AttentionParams& p, const WindowTiling& t,
-                                            std::int64_t index) {  // index in [0, tiles_h * tiles_w)
-  ImageTile it{};
-  it.i0 = (index / t.tiles_w) * t.tile_h;
-  it.j0 = (index % t.tiles_w) * t.tile_w;
-  it.h = p.grid_h - it.i0 < t.tile_h ? p.grid_h - it.i0 : t.tile_h;
-  it.w = p.grid_w - it.j0 < t.tile_w ? p.grid_w - it.j0 : t.tile_w;
-  // window_start is non-decreasing in the position, so the union of the windows is one rectangle.
-  it.r0 = window_start(it.i0, p.window, p.grid_h);
-  it.c0 = window_start(it.j0, p.window, p.grid_w);
-  it.rh = window_start(it.i0 + it.h - 1, p.window, p.grid_h) + window_len(p.window, p.grid_h) - it.r0;
-  it.cw = window_start(it.j0 + it.w - 1, p.window, p.grid_w) + window_len(p.window, p.grid_w) - it.c0;
-  return it;
-}
+constexpr std::int64_t window_len(std::int64_t w, std::int64_t n) { return w < n ? w : n; }
 
 }  // namespace pid

@@ -8,7 +8,8 @@
 // vector code uses GCC/Clang vector extensions at the widest width the variant's flags enable (avx512:
 // AVX-512, avx2: AVX2, baseline: 128-bit), so d = 64 and d = 72 compile to straight-line FMA loops.
 #include "pid/attention.h"
-#include "../dispatch.h"
+#include "../attention_tiling.h"
+#include "../attention_dtypes.h"
 #include "load_store.h"
 
 #include <algorithm>
@@ -25,7 +26,7 @@
 #endif
 
 // PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
-// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+// namespace; the public functions in namespace pid (isa_select.cpp) call the variant chosen at run time.
 namespace pid::PID_CPU_NS {
 namespace {
 
@@ -521,14 +522,13 @@ void qk_norm_rope_impl(const QkNormRopeParams& p) {
 
 void qk_norm_rope_cpu(const QkNormRopeParams& p) {
   if (p.B * p.N * p.H == 0 || p.D == 0 || (!p.q_out && !p.k_out)) return;
-  with_dtypes<bf16>("pid::qk_norm_rope_cpu", {p.qkv_dtype, p.weight_dtype, p.out_dtype},
-                    [&](auto in, auto wt, auto out) {
-                      qk_norm_rope_impl<decltype(in), decltype(wt), decltype(out)>(p);
-                    });
+  with_qk_norm_rope_dtypes<bf16>("pid::qk_norm_rope_cpu", p, [&](auto in, auto wt, auto out) {
+    qk_norm_rope_impl<decltype(in), decltype(wt), decltype(out)>(p);
+  });
 }
 
 void attention_cpu(const AttentionParams& p) {
-  with_dtype<bf16>("pid::attention_cpu", p.dtype, [&](auto t) { attention_impl<decltype(t)>(p); });
+  with_attention_dtypes<bf16>("pid::attention_cpu", p, [&](auto t) { attention_impl<decltype(t)>(p); });
 }
 
 }  // namespace pid::PID_CPU_NS

@@ -3,12 +3,11 @@
 // -ffp-contract=off (CMakeLists.txt): every product and sum is rounded separately, as in the
 // PyTorch reference, which runs each operation as its own kernel.
 #include "pid/norm_modulate.h"
-#include "../dispatch.h"
+#include "../norm_modulate_dtypes.h"
 #include "load_store.h"
 
 #include <algorithm>
 #include <cmath>
-#include <string>
 #include <type_traits>
 
 #ifdef _OPENMP
@@ -16,7 +15,7 @@
 #endif
 
 // PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
-// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+// namespace; the public functions in namespace pid (isa_select.cpp) call the variant chosen at run time.
 namespace pid::PID_CPU_NS {
 namespace {
 
@@ -176,11 +175,9 @@ constexpr int kSmallPixelWidth = 8;  // the small test networks' pixel width
 
 void rms_norm_modulate_cpu(const NormModulateParams& a) {
   constexpr const char* fn = "pid::rms_norm_modulate_cpu";
-  if (a.shift.dtype != a.scale.dtype)
-    throw_unsupported(fn, std::string("shift and scale must share a dtype, got ") + dtype_name(a.shift.dtype) +
-                              " and " + dtype_name(a.scale.dtype));
+  check_norm_modulate_dtypes(fn, a);
   if (a.B * a.L == 0 || a.D == 0) return;
-  with_dtypes<bf16>(fn, {a.x.dtype, a.scale.dtype, a.out_dtype}, [&](auto tx, auto tm, auto to) {
+  with_norm_modulate_dtypes<bf16>(fn, a, [&](auto tx, auto tm, auto to) {
     using TX = decltype(tx);
     using TM = decltype(tm);
     using TO = decltype(to);
@@ -195,8 +192,7 @@ void rms_norm_modulate_cpu(const NormModulateParams& a) {
 
 void gated_residual_cpu(const GatedResidualParams& a) {
   if (a.B * a.L == 0 || a.D == 0) return;
-  const DType tags[] = {a.x.dtype, a.gate.dtype, a.y.dtype, a.out_dtype};
-  with_dtypes<bf16>("pid::gated_residual_cpu", tags, [&](auto tx, auto tg, auto ty, auto to) {
+  with_gated_residual_dtypes<bf16>("pid::gated_residual_cpu", a, [&](auto tx, auto tg, auto ty, auto to) {
     using TX = decltype(tx);
     using TG = decltype(tg);
     using TY = decltype(ty);

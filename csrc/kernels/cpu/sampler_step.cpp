@@ -3,13 +3,13 @@
 // branches). Compiled with -ffp-contract=off (CMakeLists.txt): every product and sum below is
 // rounded separately, as PyTorch's eager kernels round them; an FMA would change the result.
 #include "pid/sampler_step.h"
-#include "../dispatch.h"
+#include "../sampler_step_dtypes.h"
 #include "load_store.h"
 
 #include <cstdint>
 
 // PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
-// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+// namespace; the public functions in namespace pid (isa_select.cpp) call the variant chosen at run time.
 namespace pid::PID_CPU_NS {
 namespace {
 
@@ -31,9 +31,10 @@ void student(const float* __restrict x, const V* __restrict v, const float* __re
   }
 }
 
+// The specialisation for the optional operands given.
 template <typename V>
-void student_dispatch(const float* x, const V* v, const float* eps, float t, float t_next, float* x_next,
-                      float* x0_out, std::int64_t n) {
+void run_student(const float* x, const V* v, const float* eps, float t, float t_next, float* x_next,
+                 float* x0_out, std::int64_t n) {
   if (n <= 0) return;
   if (eps && x0_out)
     student<V, true, true>(x, v, eps, t, t_next, x_next, x0_out, n);
@@ -83,8 +84,8 @@ void dpm_order(const float* x, const V* v_c, const V* v_u, const float* d_prev, 
 }
 
 template <typename V>
-void dpm_dispatch(const float* x, const V* v_c, const V* v_u, const float* d_prev, DpmStepCoeffs k,
-                  float* x_next, float* d, std::int64_t n) {
+void run_dpm(const float* x, const V* v_c, const V* v_u, const float* d_prev, DpmStepCoeffs k, float* x_next,
+             float* d, std::int64_t n) {
   if (n <= 0) return;
   if (v_u)
     dpm_order<V, true>(x, v_c, v_u, d_prev, k, x_next, d, n);
@@ -95,16 +96,15 @@ void dpm_dispatch(const float* x, const V* v_c, const V* v_u, const float* d_pre
 }  // namespace
 
 void student_step_cpu(const StudentStepParams& p) {
-  with_dtype<bf16>("pid::student_step_cpu", p.v_dtype, [&](auto v) {
-    student_dispatch(p.x, static_cast<const decltype(v)*>(p.v), p.eps, p.t, p.t_next, p.x_next, p.x0_out, p.n);
+  with_sampler_step_dtypes<bf16>("pid::student_step_cpu", p, [&](auto v) {
+    run_student(p.x, static_cast<const decltype(v)*>(p.v), p.eps, p.t, p.t_next, p.x_next, p.x0_out, p.n);
   });
 }
 
 void dpm_step_cpu(const DpmStepParams& p) {
-  with_dtype<bf16>("pid::dpm_step_cpu", p.v_dtype, [&](auto v) {
+  with_sampler_step_dtypes<bf16>("pid::dpm_step_cpu", p, [&](auto v) {
     using V = decltype(v);
-    dpm_dispatch(p.x, static_cast<const V*>(p.v_c), static_cast<const V*>(p.v_u), p.d_prev, p.coeffs, p.x_next, p.d,
-                 p.n);
+    run_dpm(p.x, static_cast<const V*>(p.v_c), static_cast<const V*>(p.v_u), p.d_prev, p.coeffs, p.x_next, p.d, p.n);
   });
 }
 

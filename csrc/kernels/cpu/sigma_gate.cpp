@@ -8,7 +8,7 @@
 #include <vector>
 
 // PID_CPU_NS: this file is compiled once per instruction-set variant (CMakeLists.txt), each into its own
-// namespace; the public functions in namespace pid (cpu_dispatch.cpp) call the variant chosen at run time.
+// namespace; the public functions in namespace pid (isa_select.cpp) call the variant chosen at run time.
 namespace pid::PID_CPU_NS {
 namespace {
 

@@ -7,10 +7,11 @@
 // query tile, one thread per query row holding its (pre-scaled) query and its output accumulator in
 // registers; K/V tiles of 32 keys are staged in shared memory as float32 and every thread walks them
 // with an online softmax (base 2), 8 keys per rescale. Windowed attention uses the same kernels: a
-// tile's keys are the text keys and the key rectangle of its image block (pid::image_tile), masked per
-// query.
+// tile's keys are the text keys and the key rectangle of its image block (image_tile, ../attention_tiling.h),
+// masked per query.
 #include "pid/attention.h"
-#include "../dispatch.h"
+#include "../attention_tiling.h"
+#include "../attention_dtypes.h"
 #include "attention_mma.cuh"
 #include "load_store.cuh"
 #include "qk_norm_rope_bf16.cuh"
@@ -252,12 +253,12 @@ int qk_norm_rope_cuda(const QkNormRopeParams& p, void* stream) {
     const std::int64_t blocks = (vec::warps(p) + vec::kWarps - 1) / vec::kWarps;
     if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     auto s = static_cast<cudaStream_t>(stream);
-    return with_dtype<std::uint16_t>(fn, p.weight_dtype, [&](auto wt) -> int {
+    return with_qk_norm_rope_dtypes<std::uint16_t>(fn, p, [&](auto, auto wt, auto) -> int {
       vec::qk_norm_rope_kernel<decltype(wt)><<<unsigned(blocks), 32 * vec::kWarps, 0, s>>>(p);
       return cudaGetLastError();
     });
   }
-  return with_dtypes<__nv_bfloat16>(fn, {p.qkv_dtype, p.weight_dtype, p.out_dtype}, [&](auto in, auto wt, auto out) {
+  return with_qk_norm_rope_dtypes<__nv_bfloat16>(fn, p, [&](auto in, auto wt, auto out) {
     return launch_norm_rope<decltype(in), decltype(wt), decltype(out)>(p, stream);
   });
 }
@@ -270,7 +271,7 @@ int attention_cuda(const AttentionParams& p, void* stream) {
   if (!attention_cuda_supports_head_dim(p.D))
     throw_unsupported(fn, "head_dim must be 64 or 72, got " + std::to_string(p.D));
   auto s = static_cast<cudaStream_t>(stream);
-  return with_dtype<std::uint16_t>(fn, p.dtype, [&](auto t) {
+  return with_attention_dtypes<std::uint16_t>(fn, p, [&](auto t) {
     return std::is_same_v<decltype(t), float> ? launch_attention_f32(p, s) : launch_attention_bf16(p, s);
   });
 }

@@ -8,7 +8,7 @@
 // head_dim 72 is zero-padded to 80 in shared memory for q.k (5 k-steps of 16) and is 9 n-tiles of 8 for
 // p.v: nothing is padded in global memory. The softmax weights are rounded to bfloat16 for p.v (as flash
 // attention and torch SDPA do); their sum and every accumulation stay float32. Windowed attention uses the
-// same 64-row tiling as the CUDA-core kernel (pid::window_tiling, pid::image_tile), masked per query.
+// same 64-row tiling as the CUDA-core kernel (window_tiling, image_tile: ../attention_tiling.h), masked per query.
 //
 // Written against the primitives of warp_mma.cuh (sync_block, shfl_xor, mma_bf16_m16n8k16, ldmatrix_*,
 // cp_async_*, bf16 conversions), so that csrc/tests/test_attention_mma_emulated.cpp runs this very code on the
@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../attention_tiling.h"
 #include "pid/attention.h"
 
 #if defined(__CUDACC__)

@@ -5,7 +5,7 @@
 // Arithmetic uses the __f*_rn intrinsics so nvcc cannot contract a*b+c into an FMA: each step is
 // rounded like the PyTorch reference's separate kernels. rsqrt is rsqrtf, as in PyTorch's CUDA rsqrt.
 #include "pid/norm_modulate.h"
-#include "../dispatch.h"
+#include "../norm_modulate_dtypes.h"
 #include "load_store.cuh"
 
 #include <cuda_bf16.h>
@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <string>
 #include <type_traits>
 
 namespace pid {
@@ -174,7 +173,7 @@ int launch_norm(const NormModulateParams& a, cudaStream_t stream) {
 }
 
 template <int V, typename TX, typename TM, typename TO>
-int dispatch_group(const NormModulateParams& a, cudaStream_t stream) {
+int launch_norm_with_group(const NormModulateParams& a, cudaStream_t stream) {
   switch (group_size(a.D, V)) {
     case 1: return launch_norm<1, V, TX, TM, TO>(a, stream);
     case 2: return launch_norm<2, V, TX, TM, TO>(a, stream);
@@ -189,18 +188,16 @@ int dispatch_group(const NormModulateParams& a, cudaStream_t stream) {
 
 int rms_norm_modulate_cuda(const NormModulateParams& a, void* stream) {
   constexpr const char* fn = "pid::rms_norm_modulate_cuda";
-  if (a.shift.dtype != a.scale.dtype)
-    throw_unsupported(fn, std::string("shift and scale must share a dtype, got ") + dtype_name(a.shift.dtype) +
-                              " and " + dtype_name(a.scale.dtype));
+  check_norm_modulate_dtypes(fn, a);
   if (a.B * a.L == 0 || a.D == 0) return cudaSuccess;
   auto st = static_cast<cudaStream_t>(stream);
   const bool v4 = a.D % 4 == 0 && vec4_ok(a.x) && vec4_ok(a.shift) && vec4_ok(a.scale) &&
                   vec4_ok(a.weight, DType::kFloat32) && vec4_ok(a.out, a.out_dtype);
-  return with_dtypes<nv_bf16>(fn, {a.x.dtype, a.scale.dtype, a.out_dtype}, [&](auto tx, auto tm, auto to) {
+  return with_norm_modulate_dtypes<nv_bf16>(fn, a, [&](auto tx, auto tm, auto to) {
     using TX = decltype(tx);
     using TM = decltype(tm);
     using TO = decltype(to);
-    return v4 ? dispatch_group<4, TX, TM, TO>(a, st) : dispatch_group<1, TX, TM, TO>(a, st);
+    return v4 ? launch_norm_with_group<4, TX, TM, TO>(a, st) : launch_norm_with_group<1, TX, TM, TO>(a, st);
   });
 }
 
@@ -210,8 +207,8 @@ int gated_residual_cuda(const GatedResidualParams& a, void* stream) {
   const bool v4 = a.D % 4 == 0 && vec4_ok(a.x) && vec4_ok(a.gate) && vec4_ok(a.y) && vec4_ok(a.out, a.out_dtype);
   const std::int64_t items = a.B * a.L * (v4 ? a.D / 4 : a.D);
   const std::int64_t blocks = std::min<std::int64_t>((items + kThreads - 1) / kThreads, 1 << 20);  // grid-stride beyond
-  const DType tags[] = {a.x.dtype, a.gate.dtype, a.y.dtype, a.out_dtype};
-  return with_dtypes<nv_bf16>("pid::gated_residual_cuda", tags, [&](auto tx, auto tg, auto ty, auto to) -> int {
+  constexpr const char* fn = "pid::gated_residual_cuda";
+  return with_gated_residual_dtypes<nv_bf16>(fn, a, [&](auto tx, auto tg, auto ty, auto to) -> int {
     using TX = decltype(tx);
     using TG = decltype(tg);
     using TY = decltype(ty);

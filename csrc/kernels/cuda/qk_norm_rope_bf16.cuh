@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "../host_device.h"
 #include "pid/attention.h"
 
 #if defined(__CUDACC__)

@@ -6,7 +6,7 @@
 // contract a·b + c into an FMA, which rounds once instead of twice and breaks bit-equality with
 // PyTorch's eager kernels. Division is IEEE (__fdiv_rn), as PyTorch's true division by a tensor.
 #include "pid/sampler_step.h"
-#include "../dispatch.h"
+#include "../sampler_step_dtypes.h"
 #include "load_store.cuh"
 
 #include <cuda_bf16.h>
@@ -172,14 +172,14 @@ int dpm_launch(const float* x, const V* v_c, const V* v_u, const float* d_prev, 
 }  // namespace
 
 int student_step_cuda(const StudentStepParams& p, void* stream) {
-  return with_dtype<__nv_bfloat16>("pid::student_step_cuda", p.v_dtype, [&](auto v) {
+  return with_sampler_step_dtypes<__nv_bfloat16>("pid::student_step_cuda", p, [&](auto v) {
     return student_launch(p.x, static_cast<const decltype(v)*>(p.v), p.eps, p.t, p.t_next, p.x_next, p.x0_out, p.n,
                           stream);
   });
 }
 
 int dpm_step_cuda(const DpmStepParams& p, void* stream) {
-  return with_dtype<__nv_bfloat16>("pid::dpm_step_cuda", p.v_dtype, [&](auto v) {
+  return with_sampler_step_dtypes<__nv_bfloat16>("pid::dpm_step_cuda", p, [&](auto v) {
     using V = decltype(v);
     return dpm_launch(p.x, static_cast<const V*>(p.v_c), static_cast<const V*>(p.v_u), p.d_prev, p.coeffs, p.x_next,
                       p.d, p.n, stream);

@@ -51,9 +51,10 @@ class SigmaGate(nn.Module):
         w_lq = self.content_proj.weight[:, self.dim:]
         return lq, F.linear(lq, w_lq, self.content_proj.bias)
 
-    def forward(self, x: torch.Tensor, inp: GateInput, plan: ExecutionPlan) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inp: GateInput, *, plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
         """Returns at least float32: in the reference the float32 sigma term promotes the gate, so the image
         stream becomes float32 here even under bf16 autocast (docs/architecture.md, Precision)."""
+        plan = plan or ExecutionPlan()
         w_x = self.content_proj.weight[:, : self.dim]
         x = x.to(torch.promote_types(x.dtype, torch.float32))
         lq, lq_logit = (inp.lq, inp.lq_logit) if inp.lq is not None else self._latent_half(inp.head(inp.tokens))
@@ -68,11 +69,10 @@ class ResBlock(nn.Module):
             GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode),
             GroupNorm(4, channels), nn.SiLU(), _conv3x3(channels, channels, padding_mode))
 
-    def forward(self, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
-        h = x
-        for layer in self.block:  # GroupNorm, SiLU, conv, GroupNorm, SiLU, conv (the reference's keys)
-            h = layer(h, plan) if isinstance(layer, GroupNorm) else layer(h)
-        return x + h
+    def forward(self, x: torch.Tensor, *, plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
+        norm1, act1, conv1, norm2, act2, conv2 = self.block  # a Sequential only for the reference's keys
+        h = conv1(act1(norm1(x, plan=plan)))
+        return x + conv2(act2(norm2(h, plan=plan)))
 
 
 def _conv3x3(c_in: int, c_out: int, padding_mode: str) -> nn.Conv2d:
@@ -115,9 +115,12 @@ class LatentProjection(nn.Module):
         self.gate_modules = nn.ModuleList(
             SigmaGate(config.hidden_size, config.gate_width) for _ in range(config.num_gates))
 
-    def trunk(self, latent: torch.Tensor, grid_h: int, grid_w: int, plan: ExecutionPlan) -> torch.Tensor:
+    def trunk(self, latent: torch.Tensor, grid_h: int, grid_w: int, *,
+              plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
         """Latent [B, C, h, w] → patch-grid features [B, L, Hd] (row-major tokens)."""
         feats = align_latent_to_grid(latent, grid_h, grid_w, self.config)
-        for layer in self.latent_proj:  # conv, SiLU, conv, then the residual blocks
-            feats = layer(feats, plan) if isinstance(layer, ResBlock) else layer(feats)
+        stem, blocks = self.latent_proj[:3], self.latent_proj[3:]  # conv, SiLU, conv; then the residual blocks
+        feats = stem(feats)
+        for block in blocks:
+            feats = block(feats, plan=plan)
         return feats.flatten(2).transpose(1, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch import nn
 from .. import ops
 from ..ops import reference
 from ..plan import ExecutionPlan
+from .modulation import AdaLN, PixelChunks, PixelModulation
 
 
 class RMSNorm(nn.Module):
@@ -44,7 +46,8 @@ class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (same parameters and keys); on CUDA with the plan's fused norms (the fast regime) it computes
     through `group_norm_split`, with F.group_norm's output dtype (float32 under autocast, else x's)."""
 
-    def forward(self, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
+        plan = plan or ExecutionPlan()
         if not (x.is_cuda and plan.fused_norm):
             return super().forward(x)
         y = group_norm_split(x, self.num_groups, self.weight, self.bias, self.eps)
@@ -64,28 +67,26 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 # would have cast their float32 result to.
 
 
-def norm_modulate(norm: RMSNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
-                  plan: ExecutionPlan) -> torch.Tensor:
-    """``modulate(norm(x), shift, scale)`` for x [B, L, D], shift/scale [B, 1, D] (MMDiT)."""
+def norm_modulate(norm: RMSNorm, x: torch.Tensor, mod: AdaLN, *, plan: ExecutionPlan) -> torch.Tensor:
+    """``modulate(norm(x), mod.shift, mod.scale)`` for x [B, L, D], shift/scale [B, 1, D] (MMDiT)."""
     if plan.fused_norm:
-        return ops.rms_norm_modulate(x, norm.weight.float(), shift, scale, norm.eps, plan.autocast_dtype,
+        return ops.rms_norm_modulate(x, norm.weight.float(), mod.shift, mod.scale, norm.eps, plan.autocast_dtype,
                                      use_kernel=plan.kernels)
-    return modulate(norm(x), shift, scale)
+    return modulate(norm(x), mod.shift, mod.scale)
 
 
-def norm_modulate_pixels(norm: RMSNorm, x: torch.Tensor, mods: torch.Tensor, shift_chunk: int, scale_chunk: int,
+def norm_modulate_pixels(norm: RMSNorm, x: torch.Tensor, mods: PixelModulation, chunks: PixelChunks, *,
                          plan: ExecutionPlan) -> torch.Tensor:
-    """``modulate(norm(x), shift, scale).reshape(N, P·c)`` for pixel tokens x [N, P, c] with shift and scale
-    chunks ``shift_chunk`` and ``scale_chunk`` of the per-pixel modulation mods [N, P, 6c] (PiT)."""
+    """``modulate(norm(x), shift, scale).reshape(N, P·c)`` for pixel tokens x [N, P, c], with the shift and scale
+    of `chunks` (`PixelModulation.ATTENTION` or `.MLP`) of the per-pixel modulation [N, P, 6c] (PiT)."""
     if plan.fused_norm:
-        return ops.rms_norm_modulate_pixels(x, norm.weight.float(), mods, shift_chunk, scale_chunk, norm.eps,
+        return ops.rms_norm_modulate_pixels(x, norm.weight.float(), mods.table, chunks.shift, chunks.scale, norm.eps,
                                             plan.autocast_dtype, use_kernel=plan.kernels)
     N, P, c = x.shape
-    shift, scale = reference.pixel_chunk(mods, shift_chunk, c), reference.pixel_chunk(mods, scale_chunk, c)
-    return modulate(norm(x), shift, scale).reshape(N, P * c)
+    return modulate(norm(x), mods.chunk(chunks.shift), mods.chunk(chunks.scale)).reshape(N, P * c)
 
 
-def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, *, plan: ExecutionPlan) -> torch.Tensor:
     """``x + gate · y``: the residual update of the blocks (gate [B, 1, D] or a per-pixel chunk view)."""
     # The op returns x's dtype; use it only where the expression's promoted dtype is x's (always in PiD).
     if plan.fused_norm and torch.promote_types(x.dtype, torch.promote_types(gate.dtype, y.dtype)) == x.dtype:

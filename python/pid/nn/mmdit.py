@@ -10,6 +10,7 @@ from torch import nn
 from .. import ops
 from ..plan import ExecutionPlan
 from .layers import RMSNorm, SwiGLU, gated_residual, norm_modulate
+from .modulation import BlockModulation, StreamModulation
 from .rope import RopeTable
 
 
@@ -39,11 +40,12 @@ class JointAttention(nn.Module):
         self.proj_x = nn.Linear(dim, dim)
         self.proj_y = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, img_rope: RopeTable, txt_rope: Optional[RopeTable],
-                plan: ExecutionPlan, text_out: bool = True,
+    def forward(self, x: torch.Tensor, y: torch.Tensor, img_rope: RopeTable, txt_rope: Optional[RopeTable], *,
+                plan: Optional[ExecutionPlan] = None, text_out: bool = True,
                 grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """x [B, L, D] image tokens (row-major ``grid``, needed for windowed attention and sequence parallelism; with
         ``plan.sequence_parallel`` x holds this rank's slice of them), y [B, Ltxt, D]."""
+        plan = plan or ExecutionPlan()
         B, L, D = x.shape
         n_txt, H = y.shape[1], self.heads
         d = D // H
@@ -111,39 +113,40 @@ class MMDiTBlock(nn.Module):
         self.adaLN_modulation_img = nn.Sequential(nn.Linear(dim, 6 * dim))
         self.adaLN_modulation_txt = nn.Sequential(nn.Linear(dim, 6 * dim))
 
-    def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The adaLN vectors [B, 1, 6D] of the image and text streams; they depend only on the timestep."""
-        return self.adaLN_modulation_img(c), self.adaLN_modulation_txt(c)
+    def modulation(self, c: torch.Tensor) -> BlockModulation:
+        """The image and text streams' modulations (views of [B, 1, 6D] vectors); they depend only on the timestep."""
+        return BlockModulation(StreamModulation.split(self.adaLN_modulation_img(c)),
+                               StreamModulation.split(self.adaLN_modulation_txt(c)))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, mods: tuple[torch.Tensor, torch.Tensor], img_rope: RopeTable,
-                txt_rope: Optional[RopeTable], plan: ExecutionPlan, text_out: bool = True,
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mods: BlockModulation, img_rope: RopeTable,
+                txt_rope: Optional[RopeTable], *, plan: Optional[ExecutionPlan] = None, text_out: bool = True,
                 grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """x [B, L, D] image tokens (a row-major ``grid``), y [B, Ltxt, D] text tokens, `mods` = modulation(c) of
         the timestep (computed once per timestep by PidNet.encode_time). With text_out=False (the last block, whose
         text stream nothing reads) the text stream's own update is skipped and None returned. With the plan's
         `token_chunk` the image tokens' per-token work runs chunk by chunk and x is updated in place."""
-        mod_img, mod_txt = mods
-        shift_x, scale_x, gate_x, shift_x2, scale_x2, gate_x2 = mod_img.chunk(6, dim=-1)
-        shift_y, scale_y, gate_y, shift_y2, scale_y2, gate_y2 = mod_txt.chunk(6, dim=-1)
-        attn_x, attn_y = self.attn(norm_modulate(self.norm_x1, x, shift_x, scale_x, plan),
-                                   norm_modulate(self.norm_y1, y, shift_y, scale_y, plan), img_rope, txt_rope, plan,
-                                   text_out, grid)
+        plan = plan or ExecutionPlan()
+        img, txt = mods
+        attn_x, attn_y = self.attn(norm_modulate(self.norm_x1, x, img.attention, plan=plan),
+                                   norm_modulate(self.norm_y1, y, txt.attention, plan=plan), img_rope, txt_rope,
+                                   plan=plan, text_out=text_out, grid=grid)
         chunk = plan.token_chunk
         if chunk is None or chunk >= x.shape[1]:
-            x = gated_residual(x, gate_x, attn_x, plan)
-            x = gated_residual(x, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, x, shift_x2, scale_x2, plan)), plan)
+            x = gated_residual(x, img.attention.gate, attn_x, plan=plan)
+            x = gated_residual(x, img.mlp.gate, self.mlp_x(norm_modulate(self.norm_x2, x, img.mlp, plan=plan)),
+                               plan=plan)
         else:
             # Chunks of tokens through the residual updates and the feed-forward (its [B, L, 3·hidden] working set
             # bounded to a chunk); x is updated in place (without autograd), as PiTBlock does with pixel chunks.
             x = x if not torch.is_grad_enabled() else x.clone()
             for i in range(0, x.shape[1], chunk):
                 xi = x[:, i:i + chunk].contiguous()
-                xi = gated_residual(xi, gate_x, attn_x[:, i:i + chunk], plan)
+                xi = gated_residual(xi, img.attention.gate, attn_x[:, i:i + chunk], plan=plan)
                 x[:, i:i + chunk] = gated_residual(
-                    xi, gate_x2, self.mlp_x(norm_modulate(self.norm_x2, xi, shift_x2, scale_x2, plan)), plan)
+                    xi, img.mlp.gate, self.mlp_x(norm_modulate(self.norm_x2, xi, img.mlp, plan=plan)), plan=plan)
             del attn_x
         if not text_out:
             return x, None
-        y = gated_residual(y, gate_y, attn_y, plan)
-        y = gated_residual(y, gate_y2, self.mlp_y(norm_modulate(self.norm_y2, y, shift_y2, scale_y2, plan)), plan)
+        y = gated_residual(y, txt.attention.gate, attn_y, plan=plan)
+        y = gated_residual(y, txt.mlp.gate, self.mlp_y(norm_modulate(self.norm_y2, y, txt.mlp, plan=plan)), plan=plan)
         return x, y

@@ -12,9 +12,11 @@ from torch import nn
 from ..config import PidConfig
 from ..errors import PidError
 from ..plan import ExecutionPlan
+from ..state_dict import check_state_dict
 from .latent_adapter import GateInput, LatentProjection, SigmaGate
 from .layers import FinalLayer, PixelEmbedder, TimestepEmbedder, TokenEmbedder, pixel_sincos_axes
 from .mmdit import MMDiTBlock
+from .modulation import BlockModulation
 from .pit import PiTBlock
 from .rope import RopeTable, rope_1d, rope_2d
 
@@ -33,17 +35,18 @@ class TimeCondition:
     """Everything that depends only on the timestep: its embedding and every MMDiT block's modulation."""
 
     t_emb: torch.Tensor  # [B, 1, D], before SiLU
-    block_mods: list[tuple[torch.Tensor, torch.Tensor]]  # per block: image and text adaLN vectors [B, 1, 6D]
+    block_mods: list[BlockModulation]  # per MMDiT block: its image and text streams' modulations ([B, 1, D] each)
+
+    def map(self, fn) -> "TimeCondition":
+        return TimeCondition(fn(self.t_emb), [mods.map(fn) for mods in self.block_mods])
 
     def expand(self, batch: int) -> "TimeCondition":
         """One sample's condition broadcast to `batch` samples (views)."""
-        def grow(t):
-            return t.expand(batch, *t.shape[1:])
-        return TimeCondition(grow(self.t_emb), [(grow(a), grow(b)) for a, b in self.block_mods])
+        return self.map(lambda t: t.expand(batch, *t.shape[1:]))
 
     def take(self, start: int, stop: int) -> "TimeCondition":
         """Samples [start, stop) (a data-parallel rank's)."""
-        return TimeCondition(self.t_emb[start:stop], [(a[start:stop], b[start:stop]) for a, b in self.block_mods])
+        return self.map(lambda t: t[start:stop])
 
 
 @dataclass
@@ -133,14 +136,14 @@ class PidNet(nn.Module):
 
     # ------------------------------------------------------------------ once per decode
     # Every entry point runs under `plan` (default: ExecutionPlan(), float32 with pid's kernels), in its autocast.
-    def encode_condition(self, lq_latent: torch.Tensor, degrade_sigma: torch.Tensor, grid: tuple[int, int],
+    def encode_condition(self, lq_latent: torch.Tensor, degrade_sigma: torch.Tensor, grid: tuple[int, int], *,
                          plan: Optional[ExecutionPlan] = None) -> LatentCondition:
         """Latent [B, C, h, w] and σ [B] → the gate inputs for a patch grid (Hs, Ws)."""
         plan = plan or ExecutionPlan()
         lq = self.lq_proj
         sp = plan.sequence_parallel
         with plan.autocast(lq_latent.device.type):
-            tokens = lq.trunk(lq_latent, *grid, plan)
+            tokens = lq.trunk(lq_latent, *grid, plan=plan)
             if sp is not None:  # the CNN needs the whole latent; its features are per token from here on
                 tokens = sp.take(tokens, sp.shard(grid[0] * grid[1]))
             keep = plan.keep_gate_features
@@ -150,7 +153,7 @@ class PidNet(nn.Module):
                    if self.pit_lq_gate is not None else None)
         return LatentCondition(tuple(grid), gates, pit, sharded=sp is not None)
 
-    def encode_text(self, y: torch.Tensor, plan: Optional[ExecutionPlan] = None) -> TextCondition:
+    def encode_text(self, y: torch.Tensor, *, plan: Optional[ExecutionPlan] = None) -> TextCondition:
         """Caption embeddings [B, Ltxt, txt_embed_dim] → text tokens; rows past txt_max_length are dropped."""
         plan = plan or ExecutionPlan()
         n = min(y.shape[1], self.config.txt_max_length)
@@ -159,7 +162,7 @@ class PidNet(nn.Module):
             tokens = tokens + self.y_pos_embedding[:, :n].to(tokens.dtype)
         return TextCondition(tokens, self.text_rope(n, y.device))
 
-    def encode_time(self, t: torch.Tensor, plan: Optional[ExecutionPlan] = None) -> TimeCondition:
+    def encode_time(self, t: torch.Tensor, *, plan: Optional[ExecutionPlan] = None) -> TimeCondition:
         """Network time t [B] (flow time × 1000) → the timestep embedding and all block modulations."""
         plan = plan or ExecutionPlan()
         with plan.autocast(t.device.type):
@@ -169,7 +172,7 @@ class PidNet(nn.Module):
 
     # ------------------------------------------------------------------ once per step
     def velocity(self, x: torch.Tensor, t: "torch.Tensor | TimeCondition", text: TextCondition,
-                cond: Optional[LatentCondition] = None, plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
+                 cond: Optional[LatentCondition] = None, *, plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
         """Velocity for x [B, 3, H, W] at network time t [B] (flow time × 1000), or its `encode_time`."""
         plan = plan or ExecutionPlan()
         cfg = self.config
@@ -184,7 +187,7 @@ class PidNet(nn.Module):
             raise PidError("the latent condition and this call must both be sequence-parallel or both not: call "
                            "encode_condition with the same plan")
         shard = sp.shard(Hs * Ws) if sp is not None else None
-        time = t if isinstance(t, TimeCondition) else self.encode_time(t, plan)
+        time = t if isinstance(t, TimeCondition) else self.encode_time(t, plan=plan)
         img_rope = self.image_rope(Hs, Ws, x.device)
         with plan.autocast(x.device.type):
             # With sequence parallelism: this rank's patches only (the image rows that hold them).
@@ -197,12 +200,13 @@ class PidNet(nn.Module):
             for i, block in enumerate(self.patch_blocks):
                 if cond is not None and i % cfg.lq_interval == 0:
                     gate_idx = i // cfg.lq_interval
-                    s = self.lq_proj.gate_modules[gate_idx](s, cond.gates[gate_idx], plan)
-                s, y = block(s, y, time.block_mods[i], img_rope, text.rope, plan, text_out=i != last, grid=(Hs, Ws))
+                    s = self.lq_proj.gate_modules[gate_idx](s, cond.gates[gate_idx], plan=plan)
+                s, y = block(s, y, time.block_mods[i], img_rope, text.rope, plan=plan, text_out=i != last,
+                             grid=(Hs, Ws))
 
             s = F.silu(time.t_emb + s)
             if cond is not None and cond.pit is not None:
-                s = self.pit_lq_gate(s, cond.pit, plan)
+                s = self.pit_lq_gate(s, cond.pit, plan=plan)
             n = s.shape[1]  # this process's patches per sample
             s_cond = s.reshape(B * n, cfg.hidden_size)
 
@@ -214,7 +218,7 @@ class PidNet(nn.Module):
                 pixels = pixels.reshape(B * n, p * p, -1)
             pix_rope = self.pixel_rope(Hs, Ws, x.device)
             for block in self.pixel_blocks:
-                pixels = block(pixels, s_cond, B, pix_rope, plan, grid=(Hs, Ws))
+                pixels = block(pixels, s_cond, B, pix_rope, plan=plan, grid=(Hs, Ws))
             chunk = plan.pixel_chunk
             if chunk is None:
                 out = self.final_layer(pixels)  # [B·n, p², 3]
@@ -225,7 +229,7 @@ class PidNet(nn.Module):
         return unpatchify(out.view(B, Hs, Ws, p, p, cfg.in_channels))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, lq_latent: Optional[torch.Tensor] = None,
-                degrade_sigma: Optional[torch.Tensor | float] = None,
+                degrade_sigma: Optional[torch.Tensor | float] = None, *,
                 plan: Optional[ExecutionPlan] = None) -> torch.Tensor:
         """The reference signature: x [B, 3, H, W], t [B] (flow time × 1000), y [B, Ltxt, txt_embed_dim],
         lq_latent [B, C, h, w] (normalised latent), degrade_sigma [B] (or a float) → velocity [B, 3, H, W]."""
@@ -234,8 +238,8 @@ class PidNet(nn.Module):
         if lq_latent is not None:
             sigma = self.sigma_per_sample(degrade_sigma, B, x.device)
             grid = (H // self.config.patch_size, W // self.config.patch_size)
-            cond = self.encode_condition(lq_latent, sigma, grid, plan)
-        return self.velocity(x, t.reshape(B), self.encode_text(y, plan), cond, plan)
+            cond = self.encode_condition(lq_latent, sigma, grid, plan=plan)
+        return self.velocity(x, t.reshape(B), self.encode_text(y, plan=plan), cond, plan=plan)
 
     # ------------------------------------------------------------------ input checks
     def _check_inputs(self, x, t, y, lq_latent):
@@ -275,7 +279,5 @@ class PidNet(nn.Module):
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
         """Load reference-named weights. Strict: every parameter must be present with its shape; only the
         documented unused keys (the training-only aux RGB head) may be extra. Errors list the keys."""
-        from ..checkpoint import check_state_dict
-
         state_dict = check_state_dict(state_dict, self, strict=strict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -11,6 +11,7 @@ from .. import ops
 from ..plan import ExecutionPlan
 from .layers import PixelMLP, RMSNorm, gated_residual, norm_modulate_pixels
 from .mmdit import _merge_heads
+from .modulation import PixelModulation
 from .rope import RopeTable
 
 
@@ -28,8 +29,9 @@ class PatchAttention(nn.Module):
         self.k_norm = RMSNorm(dim // heads)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rope: RopeTable, plan: ExecutionPlan,
+    def forward(self, x: torch.Tensor, rope: RopeTable, *, plan: Optional[ExecutionPlan] = None,
                 grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        plan = plan or ExecutionPlan()
         B, L, D = x.shape
         H = self.heads
         qkv = self.qkv(x).view(B, L, 3, H, D // H)
@@ -62,41 +64,45 @@ class PiTBlock(nn.Module):
         self.mlp = PixelMLP(pixel_dim, 4 * pixel_dim)
         self.adaLN_modulation = nn.Sequential(nn.Linear(patch_dim, 6 * pixel_dim * p2))
 
-    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable, plan: ExecutionPlan,
-                grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, s_cond: torch.Tensor, batch: int, rope: RopeTable, *,
+                plan: Optional[ExecutionPlan] = None, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """The plan's `pixel_chunk` bounds memory: the per-pixel work (adaLN linear, modulation, compress; expand,
         gated residual, MLP) runs on `pixel_chunk` patches at a time, recomputing the adaLN output in the second
         phase instead of keeping it, and the block updates x in place. Only the attention sees all patches (a
         row-major `grid` of them, needed by windowed attention)."""
+        plan = plan or ExecutionPlan()
         BL, chunk = x.shape[0], plan.pixel_chunk
         if chunk is None or chunk >= BL:
-            mods = self._modulation(s_cond)
+            mods = self.modulation(s_cond)
             h = self._compress(x, mods, plan)
             return self._expand_mlp(x, mods, self._attend(h, batch, rope, plan, grid), plan)
-        h = torch.cat([self._compress(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]), plan)
+        h = torch.cat([self._compress(x[i:i + chunk], self.modulation(s_cond[i:i + chunk]), plan)
                        for i in range(0, BL, chunk)])
         h = self._attend(h, batch, rope, plan, grid)
         out = x if not torch.is_grad_enabled() else torch.empty_like(x)
         for i in range(0, BL, chunk):
-            out[i:i + chunk] = self._expand_mlp(x[i:i + chunk], self._modulation(s_cond[i:i + chunk]), h[i:i + chunk],
+            out[i:i + chunk] = self._expand_mlp(x[i:i + chunk], self.modulation(s_cond[i:i + chunk]), h[i:i + chunk],
                                                 plan)
         return out
 
-    def _modulation(self, s_cond: torch.Tensor) -> torch.Tensor:
-        # Output feature o of the adaLN linear → (pixel o // 6c, chunk (o % 6c) // c, channel o % c).
-        # Chunks of mods: 0 shift1, 1 scale1, 2 gate1, 3 shift2, 4 scale2, 5 gate2 (read in place).
+    def modulation(self, s_cond: torch.Tensor) -> PixelModulation:
+        """The per-pixel modulation of n patches from their conditioning [n, D]: the adaLN Linear's output feature o
+        is (pixel o // 6c, chunk (o % 6c) // c, channel o % c)."""
         n, c = s_cond.shape[0], self.pixel_dim
-        return self.adaLN_modulation(s_cond).view(n, -1, 6 * c)
+        return PixelModulation(self.adaLN_modulation(s_cond).view(n, -1, 6 * c), c)
 
-    def _compress(self, x: torch.Tensor, mods: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
-        return self.compress_to_attn(norm_modulate_pixels(self.norm1, x, mods, 0, 1, plan))  # [n, P2·c] → [n, A]
+    def _compress(self, x: torch.Tensor, mods: PixelModulation, plan: ExecutionPlan) -> torch.Tensor:
+        modulated = norm_modulate_pixels(self.norm1, x, mods, PixelModulation.ATTENTION, plan=plan)  # [n, P2·c]
+        return self.compress_to_attn(modulated)  # [n, A]
 
     def _attend(self, h: torch.Tensor, batch: int, rope: RopeTable, plan: ExecutionPlan, grid) -> torch.Tensor:
         BL = h.shape[0]
-        return self.attn(h.view(batch, BL // batch, self.attn_dim), rope, plan, grid).reshape(BL, self.attn_dim)
+        return self.attn(h.view(batch, BL // batch, self.attn_dim), rope, plan=plan, grid=grid).reshape(BL,
+                                                                                                      self.attn_dim)
 
-    def _expand_mlp(self, x: torch.Tensor, mods: torch.Tensor, h: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
-        c = self.pixel_dim
-        x = gated_residual(x, mods[..., 2 * c:3 * c], self.expand_from_attn(h).view(x.shape), plan)
-        mlp_in = norm_modulate_pixels(self.norm2, x, mods, 3, 4, plan).view(x.shape)
-        return gated_residual(x, mods[..., 5 * c:6 * c], self.mlp(mlp_in), plan)
+    def _expand_mlp(self, x: torch.Tensor, mods: PixelModulation, h: torch.Tensor,
+                    plan: ExecutionPlan) -> torch.Tensor:
+        attention, mlp = PixelModulation.ATTENTION, PixelModulation.MLP
+        x = gated_residual(x, mods.chunk(attention.gate), self.expand_from_attn(h).view(x.shape), plan=plan)
+        mlp_in = norm_modulate_pixels(self.norm2, x, mods, mlp, plan=plan).view(x.shape)
+        return gated_residual(x, mods.chunk(mlp.gate), self.mlp(mlp_in), plan=plan)

@@ -49,7 +49,7 @@ class DecodeService:
             raise PidError(f"max_batch >= 1, max_queue >= 0, batch_wait_ms >= 0, timeout > 0 and encode_threads >= 1, "
                            f"got {max_batch}, {max_queue}, {batch_wait_ms}, {timeout}, {encode_threads}")
         if max_memory is not None:
-            from ..budget import parse_bytes
+            from ..memory import parse_bytes
 
             max_memory = parse_bytes(max_memory)
         self._source = decoder  # a PidDecoder, or a callable that loads one (on the worker thread)

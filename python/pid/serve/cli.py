@@ -1,8 +1,8 @@
 """The command line of the decode service: `pid serve` and `pid decode --server URL`.
 
-The `pid` command registers these (pid/cli.py): `add_serve_parser(subparsers, ...)` adds `pid serve`, whose body is
-`run_serve(args)`; `add_server_arg(decode_parser)` adds `--server` to `pid decode`, whose body calls
-`decode_on_server(args)` when it is given.
+The `pid` command registers these (pid/cli/main.py): `register(subparsers, fmt)` adds `pid serve`, whose body is
+`run_serve(args)`; `add_server_arg(decode_parser)` adds `--server` to `pid decode` (pid/cli/decode.py), whose body
+calls `decode_on_server(args)` when it is given.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ def _error(message: str):
 
 
 # ---------------------------------------------------------------------------------------------- pid serve
+def register(sub, fmt) -> None:
+    """Adds `pid serve` to the `pid` parser's subcommands, with the model options as `pid decode` takes them."""
+    from ..cli.args import add_hub_args, add_model_args, checkpoint_source, load_config_arg
+
+    def model_source(args):
+        return checkpoint_source(args.checkpoint, args), load_config_arg(args.config)
+    add_serve_parser(sub, add_model_args, add_hub_args, model_source, fmt)
+
+
 def add_serve_parser(subparsers, add_model_args: Callable, add_hub_args: Callable, model_source: Callable,
                      formatter_class=None):
     """`pid serve`: the model options as `pid decode` takes them (`add_model_args`, `add_hub_args` are the pid
@@ -75,7 +84,7 @@ def check_serve_args(args) -> None:
     if not args.timeout > 0:
         raise _error(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.max_memory is not None:
-        from ..budget import parse_bytes
+        from ..memory import parse_bytes
 
         parse_bytes(args.max_memory)
     if args.caption_embeds is not None:
@@ -173,7 +182,9 @@ def decode_on_server(args):
         sigma = [float(s) for s in args.sigma.split(",")] if "," in args.sigma else float(args.sigma)
     except ValueError:
         raise _error(f"--sigma {args.sigma!r}: a number in [0, 1], or one per sample: 0.3,0.5") from None
-    latent = _read_latent(args.latent)
+    from ..cli.args import read_latent
+
+    latent = read_latent(args.latent)
     embeds = None
     if args.caption_embeds is not None:
         from ..captions import load_caption_embeds
@@ -186,18 +197,4 @@ def decode_on_server(args):
                              caption_embeds=embeds, latent_format=args.latent_format)
 
 
-def _read_latent(path: str):
-    """The latent of a file: its tensor named "latent", or its only tensor (as `pid decode` reads it)."""
-    from ..errors import LatentError
-    from ..tensor_file import read_tensor_file
-
-    tensors = read_tensor_file(path, "latent file", error=LatentError).tensors
-    if "latent" in tensors:
-        return tensors["latent"]
-    if len(tensors) != 1:
-        raise LatentError(f"latent file {path!r} holds {len(tensors)} tensors ({sorted(tensors)}); expected one "
-                          "(or one named 'latent')")
-    return next(iter(tensors.values()))
-
-
-__all__ = ["add_serve_parser", "add_server_arg", "check_serve_args", "decode_on_server", "run_serve"]
+__all__ = ["add_serve_parser", "add_server_arg", "check_serve_args", "decode_on_server", "register", "run_serve"]

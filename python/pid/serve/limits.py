@@ -9,8 +9,7 @@ from typing import Optional
 
 import torch
 
-from ..budget import parse_bytes, plan_for_budget
-from ..cost import estimate_memory
+from ..memory import estimate_memory, parse_bytes, plan_for_budget
 from ..errors import MemoryBudgetError
 from .wire import WireError
 

@@ -29,7 +29,7 @@ class ReplyFormat:
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B, H, W, 3] pixels of images in [-1, 1], as the decoder makes them (`decode(output="numpy")`)."""
-    from ..decoder import to_pixels as decoder_pixels
+    from ..images import to_pixels as decoder_pixels
 
     return decoder_pixels(images)
 

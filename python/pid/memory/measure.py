@@ -1,4 +1,4 @@
-"""Peak memory: measured (every tensor that ops allocate, or the CUDA allocator's peak) and estimated."""
+"""Peak memory measured: every tensor storage that ops allocate (any device), and what a new allocation can use."""
 
 from __future__ import annotations
 

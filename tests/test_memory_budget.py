@@ -1,14 +1,12 @@
-"""decode(max_memory=...): planning chunks for a memory budget (pid.budget)."""
+"""decode(max_memory=...): planning chunks for a memory budget (pid.memory)."""
 
 import pytest
 import torch
 
 from pid.archs import TINY, random_net
-from pid.budget import parse_bytes, plan_for_budget
-from pid.cost import estimate_memory
+from pid.memory import TensorMemoryTracker, estimate_memory, parameter_bytes, parse_bytes, plan_for_budget
 from pid.decoder import PidDecoder
 from pid.errors import MemoryBudgetError, PidError
-from pid.memory import TensorMemoryTracker, parameter_bytes
 
 
 @pytest.mark.parametrize("text,expected", [("6GB", 6 * 10**9), ("5.5GiB", int(5.5 * 2**30)), ("800MiB", 800 * 2**20),
@@ -61,7 +59,8 @@ def test_an_8k_decode_of_the_tiny_network_stays_within_its_estimate():
     net = random_net(TINY).bfloat16()
     decoder = PidDecoder(net, precision="fast", caption_cache=None)
     latent = torch.randn(1, 16, 256, 256, generator=torch.Generator().manual_seed(0))
-    plan = decoder._call_plan(8, "same", "auto", "auto", None, "6GB", 1, 8192, 8192, False)
+    plan = decoder._call_plan(1, 8192, 8192, window=8, pixel_window="same", pixel_chunk="auto", token_chunk="auto",
+                              keep_gate_features=None, max_memory="6GB", cuda_graph=False)
     estimate = estimate_memory(TINY, 8192, 8192, 1, "fast", plan.pixel_chunk, txt_len=12,
                                token_chunk=plan.token_chunk, keep_gate_features=plan.keep_gate_features)
     assert estimate.peak <= 6 * 10**9

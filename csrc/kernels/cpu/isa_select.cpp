@@ -1,7 +1,9 @@
-// The public CPU kernel functions (pid/*.h): each calls its copy in the instruction-set variant chosen once per
-// process (capability.h). Compiled for the baseline target only, like everything outside the variant objects, so
-// nothing here executes an instruction the CPU may lack.
-#include "capability.h"
+// Selection of the CPU kernels' instruction-set variant at run time (pid/cpu_capability.h), and the public CPU
+// kernel functions of pid/*.h: each calls its copy in the variant chosen once per process. Every CPU kernel source
+// is compiled once per variant, into namespace pid::cpu_<variant> (CMakeLists.txt); this file is compiled for the
+// baseline target only, like everything outside the variant objects, so nothing here executes an instruction the
+// CPU may lack.
+#include "pid/cpu_capability.h"
 
 #include <cstdlib>
 #include <stdexcept>
@@ -12,22 +14,22 @@
 #include "pid/sampler_step.h"
 #include "pid/sigma_gate.h"
 
-// Every public CPU kernel: X(function, params type).
-#define PID_CPU_KERNELS(X)                        \
-  X(sigma_gate_cpu, SigmaGateParams)              \
-  X(sigma_gate_apply_cpu, SigmaGateApplyParams)   \
-  X(student_step_cpu, StudentStepParams)          \
-  X(dpm_step_cpu, DpmStepParams)                  \
-  X(qk_norm_rope_cpu, QkNormRopeParams)           \
-  X(attention_cpu, AttentionParams)               \
-  X(rms_norm_modulate_cpu, NormModulateParams)    \
-  X(gated_residual_cpu, GatedResidualParams)
+// Every public CPU kernel: X(ns, function, params type), ns passed through (a new kernel family adds its lines here).
+#define PID_CPU_KERNELS(X, ns)                        \
+  X(ns, sigma_gate_cpu, SigmaGateParams)              \
+  X(ns, sigma_gate_apply_cpu, SigmaGateApplyParams)   \
+  X(ns, student_step_cpu, StudentStepParams)          \
+  X(ns, dpm_step_cpu, DpmStepParams)                  \
+  X(ns, qk_norm_rope_cpu, QkNormRopeParams)           \
+  X(ns, attention_cpu, AttentionParams)               \
+  X(ns, rms_norm_modulate_cpu, NormModulateParams)    \
+  X(ns, gated_residual_cpu, GatedResidualParams)
 
 // The variants this build compiled (CMakeLists.txt defines PID_CPU_HAS_<NAME> for each), declared per namespace.
-#define PID_DECLARE(fn, P) void fn(const P&);
-#define PID_VARIANT_NAMESPACE(ns) \
-  namespace pid::ns {             \
-  PID_CPU_KERNELS(PID_DECLARE)    \
+#define PID_DECLARE(ns, fn, P) void fn(const P&);
+#define PID_VARIANT_NAMESPACE(ns)  \
+  namespace pid::ns {              \
+  PID_CPU_KERNELS(PID_DECLARE, ns) \
   }
 #ifdef PID_CPU_HAS_BASELINE
 PID_VARIANT_NAMESPACE(cpu_baseline)
@@ -45,15 +47,15 @@ PID_VARIANT_NAMESPACE(cpu_native)
 namespace pid {
 namespace {
 
-#define PID_POINTER(fn, P) void (*fn)(const P&);
+#define PID_POINTER(ns, fn, P) void (*fn)(const P&);
 struct Variant {
   const char* name;
-  PID_CPU_KERNELS(PID_POINTER)
+  PID_CPU_KERNELS(PID_POINTER, unused)
 };
 
+#define PID_ADDRESS(ns, fn, P) &ns::fn,
 #define PID_VARIANT(name, ns) \
-  Variant { name, &ns::sigma_gate_cpu, &ns::sigma_gate_apply_cpu, &ns::student_step_cpu, &ns::dpm_step_cpu, \
-            &ns::qk_norm_rope_cpu, &ns::attention_cpu, &ns::rms_norm_modulate_cpu, &ns::gated_residual_cpu }
+  Variant { name, PID_CPU_KERNELS(PID_ADDRESS, ns) }
 
 // Worst first.
 const Variant kVariants[] = {
@@ -134,8 +136,8 @@ std::string cpu_capabilities() {
   return out;
 }
 
-#define PID_DEFINE(fn, P) \
+#define PID_DEFINE(ns, fn, P) \
   void fn(const P& p) { variant().fn(p); }
-PID_CPU_KERNELS(PID_DEFINE)
+PID_CPU_KERNELS(PID_DEFINE, unused)
 
 }  // namespace pid

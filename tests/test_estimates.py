@@ -5,9 +5,9 @@ import torch
 
 from pid.archs import random_net
 from pid.config import PidConfig
-from pid.cost import decode_flops, estimate_memory, forward_flops, pixel_chunk_for_budget
+from pid.flops import decode_flops, forward_flops
+from pid.memory import TensorMemoryTracker, estimate_memory, parameter_bytes, pixel_chunk_for_budget
 from pid.decoder import PidDecoder
-from pid.memory import TensorMemoryTracker, parameter_bytes
 from pid.nn import PidNet
 from pid.variants import VARIANTS
 
@@ -91,8 +91,8 @@ def test_mmdit_stages_estimate_within_20_percent_beyond_the_weights(precision, s
 
 def test_released_network_fits_the_consumer_card_targets():
     """The issue's budgets for a fast decode of the released architecture (estimator; GB = 10^9 bytes): 2048² in
-    3.5 GB, 4096² in 6 GB, 8192² in 16 GB, with the plan pid.budget chooses."""
-    from pid.budget import plan_for_budget
+    3.5 GB, 4096² in 6 GB, 8192² in 16 GB, with the plan pid.memory chooses."""
+    from pid.memory import plan_for_budget
 
     cfg = VARIANTS["flux-v1.5"].config
     for size, budget in ((2048, 3.5e9), (4096, 6e9), (8192, 16e9)):

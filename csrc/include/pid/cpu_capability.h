@@ -1,14 +1,13 @@
-// Which instruction-set variant of the CPU kernels runs (cpu_dispatch.cpp). Private to pid: the torch binding
-// reports it (torch.ops.pid.cpu_capability) and the C++ tests force each variant; the public API in
-// csrc/include/pid/ is the same whichever variant runs.
-//
-// The build compiles every CPU kernel source once per variant (CMakeLists.txt):
+// Which instruction-set variant of the CPU kernels (the *_cpu functions of pid/*.h) runs. The results are the
+// same whichever runs (each passes the same tests); only the speed differs. The build compiles every CPU kernel
+// once per variant:
 //   baseline  the compiler's default target (x86-64: SSE2; any other architecture: its default)
 //   avx2      x86-64-v3: AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE (Haswell, Zen 1 and later)
 //   avx512    x86-64-v4: AVX-512 F/BW/CD/DQ/VL (Skylake-SP, Ice Lake, Zen 4 and later)
 //   native    -march=native, the only variant of a PID_NATIVE_CPU=ON build
-// On first use the best variant this build has and this CPU (and its OS) supports is chosen, unless the
-// environment variable PID_CPU_CAPABILITY names one; then that one, or std::runtime_error if it cannot run.
+// On the first call of any CPU kernel (or of a function below) the best variant that this build has and this CPU
+// (and its OS) supports is chosen, unless the environment variable PID_CPU_CAPABILITY names one; then that one, or
+// std::runtime_error if this build lacks it or this CPU cannot run it.
 #pragma once
 
 #include <string>

@@ -1,5 +1,6 @@
 // From run-time DType tags to template instantiations, for the CPU and the CUDA kernels alike, and how a
-// kernel reports a tag or a combination of tags it does not support: std::invalid_argument (pid/dtype.h).
+// kernel reports a tag or a combination of tags it does not support: std::invalid_argument (pid/dtype.h). Each
+// kernel family states the combinations it takes once, for its CPU and CUDA kernels, in <family>_dtypes.h.
 #pragma once
 
 #include <cstddef>
