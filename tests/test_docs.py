@@ -109,7 +109,7 @@ def doc_folder(tmp_path, monkeypatch, tiny_checkpoint):
 def test_runnable_example(path, line, lang, code, doc_folder):
     if lang == "python":
         exec(compile(code, f"{path.name}:{line}", "exec"), {"__name__": "__doc_example__"})
-        written = re.findall(r"\.save\(\"([^"]+)\"\)", code)
+        written = re.findall(r'\.save\("([^"]+)"\)', code)
     else:
         assert lang == "bash", f"{path.name}:{line}: runnable blocks are python or bash"
         from pid.cli import main

@@ -17,6 +17,7 @@ from pid import latents as L
 from pid.latents import (DINOv2Latent, Flux2Latent, LatentError, QwenImageLatent, SigLIPLatent, add_noise,
                          check_latent, euler_to_vp, flow_sigma_after_step, get_latent_space, rae_sigma,
                          rae_time_schedule)
+from pid.latents import LATENT_CLASSES
 from pid.variants import VARIANTS
 
 # The reference's normalisation constants
@@ -504,3 +505,13 @@ def test_add_noise_errors():
         add_noise(z, float("nan"))
     with pytest.raises(LatentError, match="floating-point"):
         add_noise(z.long(), 0.5)
+
+
+def test_known_layouts_name_the_registrys_decoders():
+    """The messages' list of latent spaces that decode a channel count is the registry's (kept beside the base class,
+    which the registry imports)."""
+    from pid.latents.base import KNOWN_LAYOUTS
+
+    for channels, (_, decoders) in KNOWN_LAYOUTS.items():
+        assert list(decoders) == [n for n, cls in LATENT_CLASSES.items() if cls.channels == channels], channels
+    assert {cls.channels for cls in LATENT_CLASSES.values()} <= set(KNOWN_LAYOUTS)

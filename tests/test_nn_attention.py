@@ -64,7 +64,7 @@ def test_joint_attention_matches_spec_float32(text_out, text_rope):
     m, x, y, img_rope, txt_rope = _joint()
     txt_rope = txt_rope if text_rope else None
     with torch.no_grad():
-        got = m(x, y, img_rope, txt_rope, F32, text_out, grid=(3, 5))
+        got = m(x, y, img_rope, txt_rope, plan=F32, text_out=text_out, grid=(3, 5))
         want = joint_attention_as_written(m, x, y, img_rope, txt_rope, text_out)
     for a, b in zip(got, want):
         if b is None:
@@ -82,7 +82,7 @@ def test_joint_attention_matches_spec_bf16(weights):
     x, y = x.to(weights), y.to(weights)
     plan = ExecutionPlan.for_precision("reference" if weights == torch.float32 else "fast")
     with torch.no_grad(), plan.autocast("cpu"):  # both regimes run under bf16 autocast
-        got = m(x, y, img_rope, txt_rope, plan, grid=(3, 5))
+        got = m(x, y, img_rope, txt_rope, plan=plan, grid=(3, 5))
         want = joint_attention_as_written(m, x, y, img_rope, txt_rope)
     for a, b in zip(got, want):
         assert a.dtype == b.dtype
@@ -97,7 +97,7 @@ def test_patch_attention_matches_spec():
     m = PatchAttention(144, 2).eval()
     x, rope = torch.randn(2, 12, 144), rope_2d(72, 3, 4)
     with torch.no_grad():
-        torch.testing.assert_close(m(x, rope, F32, grid=(3, 4)), patch_attention_as_written(m, x, rope), rtol=2e-5,
+        torch.testing.assert_close(m(x, rope, plan=F32, grid=(3, 4)), patch_attention_as_written(m, x, rope), rtol=2e-5,
                                    atol=2e-5)
 
 

@@ -286,7 +286,7 @@ def legacy_sample_dpmpp_2m(velocity_fn, noise, steps, shift):
 
 def velocity(a, b, dtype=torch.float32):
     """A cheap nonlinear stand-in for the network: v = tanh(a·x) + b·t, in `dtype`."""
-    return lambda x, t: (torch.tanh(a * x) + b * t.view(-1, 1, 1, 1)).to(dtype)
+    return lambda x, t, step=None: (torch.tanh(a * x) + b * t.view(-1, 1, 1, 1)).to(dtype)  # step: unused
 
 
 @pytest.mark.parametrize("v_dtype", [torch.float32, torch.bfloat16])
@@ -315,11 +315,11 @@ def test_sample_dpmpp_2m_fused_guidance_bit_equal_to_guided_velocity(steps):
     v_c, v_u, s = velocity(-0.4, 0.7), velocity(0.3, -0.2), 4.5
     calls = []
 
-    def cond(x, t):
+    def cond(x, t, step):
         calls.append("c")
         return v_c(x, t)
 
-    def uncond(x, t):
+    def uncond(x, t, step):
         calls.append("u")
         return v_u(x, t)
 
@@ -433,7 +433,7 @@ def test_fallback_without_extension_equals_kernels(tmp_path):
     fallback = run_without_extension(tmp_path, {"noise": noise, "eps": eps}, (
         "from pid import sampling\n"
         "d = inp\n"
-        "fn = lambda a, b, dt: (lambda x, t: (torch.tanh(a * x) + b * t.view(-1, 1, 1, 1)).to(dt))\n"
+        "fn = lambda a, b, dt: (lambda x, t, step: (torch.tanh(a * x) + b * t.view(-1, 1, 1, 1)).to(dt))\n"
         "out = [sampling.sample_student(fn(0.7, -0.3, dt), d['noise'], step_noises=d['eps']) "
         "for dt in (torch.float32, torch.bfloat16)]\n"
         "out.append(sampling.sample_dpmpp_2m(fn(-0.4, 0.7, torch.float32), d['noise'], steps=7, shift=6.0,\n"
@@ -540,12 +540,12 @@ def test_cuda_samplers_bit_equal_to_cpu(steps):
     g = torch.Generator().manual_seed(steps)
     noise = torch.randn(2, 3, 33, 47, generator=g)
     eps = [torch.randn(2, 3, 33, 47, generator=g) for _ in range(3)]
-    fn = lambda x, t: 0.5 * x + 0.25 * t.view(-1, 1, 1, 1)  # noqa: E731
+    fn = lambda x, t, step: 0.5 * x + 0.25 * t.view(-1, 1, 1, 1)  # noqa: E731
     cpu = sampling.sample_student(fn, noise, step_noises=eps)
     gpu = sampling.sample_student(fn, noise.cuda(), step_noises=[e.cuda() for e in eps])
     assert_bit_equal(gpu.cpu(), cpu, "student cuda vs cpu")
-    cpu = sampling.sample_dpmpp_2m(fn, noise, steps=steps, shift=6.0, uncond_velocity_fn=lambda x, t: -x, cfg_scale=2.0)
-    gpu = sampling.sample_dpmpp_2m(fn, noise.cuda(), steps=steps, shift=6.0, uncond_velocity_fn=lambda x, t: -x,
+    cpu = sampling.sample_dpmpp_2m(fn, noise, steps=steps, shift=6.0, uncond_velocity_fn=lambda x, t, step: -x, cfg_scale=2.0)
+    gpu = sampling.sample_dpmpp_2m(fn, noise.cuda(), steps=steps, shift=6.0, uncond_velocity_fn=lambda x, t, step: -x,
                                    cfg_scale=2.0)
     assert_bit_equal(gpu.cpu(), cpu, "dpm cuda vs cpu")
 

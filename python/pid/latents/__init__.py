@@ -1,5 +1,5 @@
-"""Latent spaces PiD decodes: raw VAE moment <-> normalised latent, validation (`pid.latents.spaces`), and the
-noise frames of early-terminated (still noisy) latents (`pid.latents.noise`).
+"""Latent spaces PiD decodes: raw VAE moment <-> normalised latent (`base.py`, `vae.py`, `flux2.py`, `rae.py`), the
+registry and validation (`registry.py`), and the noise frames of early-terminated (still noisy) latents (`noise.py`).
 
 PiD always consumes the *normalised* latent, the tensor the LDM denoises (diffusers
 ``output_type="latent"``), never the raw VAE mean. pid runs no VAE; this module only converts between
@@ -27,9 +27,11 @@ Arithmetic is float32 (float64 inputs stay float64); outputs keep the input's fl
 
 from ..errors import LatentError
 from .noise import add_noise, euler_to_vp, flow_sigma_after_step, rae_sigma, rae_time_schedule
-from .spaces import (ALIASES, FLOW, LATENT_CLASSES, LATENT_NAMES, NOISE_FRAMES, QWENIMAGE_MEAN, QWENIMAGE_STD, VP,
-                     LatentSpace, DINOv2Latent, Flux2Latent, FluxLatent, QwenImageLatent, ScaledLatent, SD3Latent,
-                     SDXLLatent, SigLIPLatent, check_latent, get_latent_space, tokens_to_grid)
+from .base import FLOW, NOISE_FRAMES, VP, LatentSpace
+from .flux2 import Flux2Latent
+from .rae import DINOv2Latent, SigLIPLatent, tokens_to_grid
+from .registry import ALIASES, LATENT_CLASSES, LATENT_NAMES, check_latent, get_latent_space
+from .vae import QWENIMAGE_MEAN, QWENIMAGE_STD, FluxLatent, QwenImageLatent, ScaledLatent, SD3Latent, SDXLLatent
 
 __all__ = [
     "ALIASES", "LatentSpace", "DINOv2Latent", "FLOW", "Flux2Latent", "FluxLatent", "LATENT_CLASSES",

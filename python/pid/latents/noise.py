@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..errors import LatentError
-from .spaces import FLOW, NOISE_FRAMES, _compute_dtype, _out_dtype, _require_tensor
+from .base import FLOW, NOISE_FRAMES, compute_dtype, out_dtype, require_tensor
 
 SigmaLike = Union[float, int, Sequence[float], torch.Tensor]
 RAE_SHIFT_BASE = 4096  # RAE's dimension shift: s = sqrt(C·H·W / 4096)
@@ -56,7 +56,7 @@ def euler_to_vp(latent: torch.Tensor, sigma_euler: SigmaLike) -> tuple[torch.Ten
 
     `sigma_euler` per sample (float, list or [B] tensor). Returns σ_vp as a float for a scalar σ, else a float32
     [B] tensor on the latent's device. The latent keeps its dtype."""
-    latent = _require_tensor(latent, "latent")
+    latent = require_tensor(latent, "latent")
     if latent.ndim < 1:
         raise LatentError("euler_to_vp: latent must have a batch dimension [B, C, h, w]")
     s, scalar = _sigma_vector(sigma_euler, latent.shape[0], "sigma_euler")
@@ -64,9 +64,9 @@ def euler_to_vp(latent: torch.Tensor, sigma_euler: SigmaLike) -> tuple[torch.Ten
         raise LatentError(f"euler_to_vp: Euler sigmas are ≥ 0, got {s.tolist()}")
     denom = torch.sqrt(s * s + 1.0)
     sigma_vp = s / denom
-    cd = _compute_dtype(latent)
+    cd = compute_dtype(latent)
     d = denom.to(cd).to(latent.device).view(-1, *([1] * (latent.ndim - 1)))
-    out = (latent.to(cd) / d).to(_out_dtype(latent))
+    out = (latent.to(cd) / d).to(out_dtype(latent))
     if scalar:
         return out, float(sigma_vp[0])
     return out, sigma_vp.to(device=latent.device, dtype=torch.float32)
@@ -108,7 +108,7 @@ def add_noise(latent: torch.Tensor, sigma: SigmaLike, generator: Optional[torch.
     coefficients are rounded to float32 like the reference's Python scalars; the math is float32 and the
     result has the latent's dtype. Note the reference draws per sample with a generator seeded `seed + idx`;
     for bit parity with it inject that noise."""
-    latent = _require_tensor(latent, "latent")
+    latent = require_tensor(latent, "latent")
     if not latent.is_floating_point():
         raise LatentError(f"add_noise: latent has dtype {latent.dtype}; expected a floating-point latent")
     if frame not in NOISE_FRAMES:
@@ -123,14 +123,14 @@ def add_noise(latent: torch.Tensor, sigma: SigmaLike, generator: Optional[torch.
     active = s > 0
     if not bool(active.any()):
         return latent
-    cd = _compute_dtype(latent)
+    cd = compute_dtype(latent)
     if noise is None:
         if generator is not None and generator.device.type != latent.device.type:
             raise LatentError(f"add_noise: the generator is on {generator.device} but the latent on {latent.device}; "
                               f"create it with torch.Generator(device={str(latent.device)!r})")
         eps = torch.randn(latent.shape, generator=generator, device=latent.device, dtype=torch.float32).to(cd)
     else:
-        noise = _require_tensor(noise, "noise")
+        noise = require_tensor(noise, "noise")
         if tuple(noise.shape) != tuple(latent.shape):
             raise LatentError(f"add_noise: noise has shape {tuple(noise.shape)}, the latent {tuple(latent.shape)}; "
                               "they must match")
