@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv in this checkout (unless it exists) and installs pid into it, editable, with its
-# compiled kernels and the dev, images, text and diffusers extras (the tests use them all). Re-run after
+# compiled kernels and the dev, images, text, diffusers, serve and ray extras (the tests use them all). Re-run after
 # changing C++/CUDA code or adding, moving or removing a Python module (the editable install maps module
 # files; incremental).
 #
@@ -34,5 +34,5 @@ fi
 if pip show pid 2>/dev/null | grep -qx "Editable project location: $PWD"; then
   pip uninstall -y pid
 fi
-pip install --progress-bar off --no-build-isolation -e '.[dev,images,text,diffusers]'
+pip install --progress-bar off --no-build-isolation -e '.[dev,images,text,diffusers,serve,ray]'
 "$VENV/bin/python" -c 'import pid._extension as e; print("pid: compiled kernels loaded:", e.available(), "| CUDA kernels:", e.has_cuda_kernels())'

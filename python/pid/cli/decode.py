@@ -18,6 +18,11 @@ def cmd_decode(args) -> int:
     if out.suffix.lower() in IMAGE_FORMATS:
         require("PIL", f"writing {out.suffix} images", "pip install pillow (or 'pid-decoder[images]'), or write "
                  f"{out.with_suffix(RAW_IMAGES).name} (float images)")
+    if args.server is not None:  # a `pid serve` server decodes (docs/serve.md)
+        from pid.serve.cli import decode_on_server
+
+        write_images(decode_on_server(args), out)
+        return 0
     if args.caption is not None and not caption_cached(args.caption):
         require("transformers", "--caption (encoding with Gemma-2)", "pip install 'pid-decoder[text]', or pass "
                  "--caption-embeds made by `pid encode-caption` on a machine that has it")
@@ -186,6 +191,9 @@ def register(sub, fmt) -> None:
                    "pid decode ...): split each image's tokens (sequence) or the batch's samples (data) across the "
                    "ranks; rank 0 writes --out")
     add_attention_args(p)
+    from pid.serve.cli import add_server_arg
+
+    add_server_arg(p)
     p.set_defaults(func=cmd_decode)
     p = sub.add_parser("generate", help="run a diffusers pipeline (optionally stopped early) and decode with PiD",
                        formatter_class=fmt)

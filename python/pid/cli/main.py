@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="a traceback for every error (also PID_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (decode, models, captions, bench):
+    from pid.serve import cli as serve  # pid serve (issue 22): its own module, its optional packages imported late
+
+    for commands in (decode, models, captions, bench, serve):
         commands.register(sub, fmt)
     return parser
 
