@@ -258,7 +258,7 @@ def test_early_stop_ksampler_hands_pid_the_flow_latent_and_its_sigma(nodes, stub
     z, sigma, _ = to_pid_latent(out, "flux")
     eps = torch.randn(1, 16, 2, 3, generator=torch.manual_seed(42))  # comfy.sample.prepare_noise
     assert sigma == record["sigma"]
-    torch.testing.assert_close(z, add_noise(x0, sigma, "flow", noise=eps), rtol=0, atol=2e-6)
+    torch.testing.assert_close(z, add_noise(x0, sigma, frame="flow", noise=eps), rtol=0, atol=2e-6)
 
 
 def test_early_stop_ksampler_on_sdxl_moves_latent_and_sigma_to_the_vp_frame(nodes, stub):
