@@ -12,7 +12,7 @@ import torch
 import comfy.model_management as mm
 import comfy.utils
 
-from ..cost import estimate_memory
+from .. import estimate_memory
 from ..errors import MemoryBudgetError
 from .model import PidModel
 

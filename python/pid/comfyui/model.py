@@ -13,8 +13,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import folder_paths
 
-from ..decode import load
-from ..decoder import PidDecoder
+from .. import PidDecoder, load
 from ..errors import PidError
 from ..plan import resolve_precision
 from ..variants import VARIANTS
