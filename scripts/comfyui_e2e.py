@@ -293,8 +293,6 @@ def compare(a, b) -> dict:
 
 
 def run_examples(server: Server, comfyui: Path, work: Path, prep: dict, report: dict) -> None:
-    import torch
-
     import pid
     from pid.latents import FluxLatent
     from pid.plan import resolve_precision
