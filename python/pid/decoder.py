@@ -162,8 +162,7 @@ class PidDecoder:
         latent = inputs.prepare_latent(latent, self.config, space, latent_format, self.device)
         B, _, h, w = latent.shape
         H, W = inputs.output_size(self.config, self.variant, h, w, output_size)
-        settings = sampling.settings_for(self.variant.sampler if self.variant else None, sampler, steps, cfg_scale,
-                                         shift, H, W, teacher=self.variant is not None and self.variant.kind == "teacher")
+        settings = self.sampler_settings(H, W, sampler=sampler, steps=steps, cfg_scale=cfg_scale, shift=shift)
         plan = self._call_plan(B, H, W, window=window, pixel_window=pixel_window, pixel_chunk=pixel_chunk,
                                token_chunk=token_chunk, keep_gate_features=keep_gate_features, max_memory=max_memory,
                                cuda_graph=cuda_graph)
@@ -209,6 +208,14 @@ class PidDecoder:
             out = self.parallel.gather_images(out, B)
         self._check_finite(out, whole_latent)
         return images.format_output(out.clamp_(-1, 1), output)  # in place: the sampler's state, owned here
+
+    def sampler_settings(self, height: int, width: int, *, sampler: Optional[str] = None, steps: Optional[int] = None,
+                         cfg_scale: Optional[float] = None, shift: Optional[float] = None) -> sampling.SamplerSettings:
+        """The sampler a decode of a height × width output with these arguments runs: the variant's defaults applied
+        (`SamplerSettings`: its step times, how many noises it draws)."""
+        defaults = self.variant.sampler if self.variant is not None else None
+        return sampling.settings_for(defaults, sampler, steps, cfg_scale, shift, height, width,
+                                     teacher=self.variant is not None and self.variant.kind == "teacher")
 
     def release_graphs(self) -> None:
         """Drops the captured decodes of `cuda_graph=True` and their working memory."""

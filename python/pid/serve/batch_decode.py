@@ -18,7 +18,6 @@ from typing import Optional
 
 import torch
 
-from .. import sampling
 from ..errors import PidError
 
 log = logging.getLogger(__name__)
@@ -46,28 +45,15 @@ class DecodeJob:
         return (tuple(self.latent.shape[1:]), self.steps)
 
 
-def sampler_of(decoder, steps: Optional[int]) -> tuple[str, int]:
-    """(sampler name, steps) a decode with `steps=` uses: the variant's sampler (the 4-step student when the decoder
-    has no variant), and its steps unless given. Mirrors PidDecoder.decode's defaults."""
-    default = decoder.variant.sampler if decoder.variant is not None else None
-    name = default.sampler if default is not None else "student"
-    if steps is None:
-        steps = default.steps if default is not None else (4 if name == "student" else 25)
-    return name, int(steps)
-
-
 def noise_draws(decoder, job: DecodeJob, height: int, width: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The request's initial noise [b, 3, H, W] and the student's re-noising draws, from a generator on the decoder's
-    device seeded with the request's seed, in decode's order."""
-    name, steps = sampler_of(decoder, job.steps)
+    """The request's initial noise [b, 3, H, W] and the sampler's re-noising draws (`SamplerSettings.noise_draws`),
+    from a generator on the decoder's device seeded with the request's seed, in decode's order."""
+    settings = decoder.sampler_settings(height, width, steps=job.steps)
     generator = torch.Generator(decoder.device).manual_seed(int(job.seed))
     shape = (job.samples, 3, height, width)
     noise = torch.randn(shape, generator=generator, device=decoder.device, dtype=torch.float32)
-    draws = 0
-    if name == "student":  # as pid.sampling.sample_student counts them (SDE mode): one per intermediate time > 0
-        draws = sum(1 for t in sampling.student_schedule(steps).tolist()[1:] if t > 0)
     return noise, [torch.randn(shape, generator=generator, device=decoder.device, dtype=torch.float32)
-                   for _ in range(draws)]
+                   for _ in range(settings.noise_draws())]
 
 
 def caption_embeds_of(decoder, job: DecodeJob, default_embeds: Optional[torch.Tensor]) -> torch.Tensor:
