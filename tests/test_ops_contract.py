@@ -53,7 +53,7 @@ def describe(entry, args) -> str:
 def assert_bits(got: tuple, want: tuple, what: str):
     assert len(got) == len(want), f"{what}: {len(got)} outputs, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
-        assert (g.shape, g.dtype) == (w.shape, w.dtype), f"{what}, output {i}: {g.shape} {g.dtype} vs {w.shape} {w.dtype}"
+        assert (g.shape, g.dtype) == (w.shape, w.dtype), f"{what}, output {i}: {(g.shape, g.dtype)} vs {(w.shape, w.dtype)}"
         assert torch.equal(g, w), f"{what}, output {i}: {int((g != w).sum())} of {g.numel()} elements differ"
 
 
@@ -172,7 +172,7 @@ def test_fallback_without_extension_equals_reference(entry, fallback_outputs):
 
 # ---- one device ----------------------------------------------------------------------------------------------------
 def with_a_foreign_input(entry, device):
-    """(index, args, device of the others) for each input of entry.foreign moved to OTHER_DEVICE[device]."""
+    """(index, args, kwargs, the others' device) for each input of entry.foreign moved to OTHER_DEVICE[device]."""
     s = next(s for s in entry.samples(device) if all(is_tensor(s.args[i]) for i in entry.foreign))
     anchor = next(a for a in s.args if is_tensor(a)).device
     for i in entry.foreign:
@@ -182,10 +182,12 @@ def with_a_foreign_input(entry, device):
 
 
 def one_device_error(prefix: str, anchor: torch.device, name: str, other: str) -> str:
-    return rf"{re.escape(prefix)}: all (inputs|tensors) must be on \w+'s device {re.escape(str(anchor))}, but {name} is on {other}"
+    """The documented error (pid/ops/_face.py: check_one_device; the C++ checks word it alike)."""
+    device = re.escape(str(anchor))
+    return rf"{re.escape(prefix)}: all (inputs|tensors) must be on \w+'s device {device}, but {name} is on {other}"
 
 
-QK_NORM_ROPE_CUDA_MESSAGE = ("the CUDA check of pid::qk_norm_rope says 'k_weight must be on qkv's device cuda:0, got cpu' "
+QK_NORM_ROPE_CUDA_MESSAGE = ("pid::qk_norm_rope's CUDA check says 'k_weight must be on qkv's device cuda:0, got cpu' "
                              "(csrc/torch/attention_check.h), not the documented form")
 
 
@@ -213,7 +215,7 @@ def test_face_refuses_two_devices(entry, device):
 
 # ---- when the face runs the reference ------------------------------------------------------------------------------
 def outputs_and_grad(fn, args: tuple, kwargs: dict, i: int):
-    """fn's outputs with input i requiring grad, and that input's gradient of the outputs' sum (None: none reached it)."""
+    """fn's outputs with input i requiring grad, and that input's gradient of the outputs' sum (None: none reaches)."""
     args = list(args)
     args[i] = args[i].detach().requires_grad_()
     out = fn(*args, **kwargs)
