@@ -53,7 +53,8 @@ def describe(entry, args) -> str:
 def assert_bits(got: tuple, want: tuple, what: str):
     assert len(got) == len(want), f"{what}: {len(got)} outputs, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
-        assert (g.shape, g.dtype) == (w.shape, w.dtype), f"{what}, output {i}: {(g.shape, g.dtype)} vs {(w.shape, w.dtype)}"
+        meta, want_meta = (g.shape, g.dtype), (w.shape, w.dtype)
+        assert meta == want_meta, f"{what}, output {i}: {meta} vs {want_meta}"
         assert torch.equal(g, w), f"{what}, output {i}: {int((g != w).sum())} of {g.numel()} elements differ"
 
 
