@@ -1,5 +1,6 @@
 """Hostile input: every user error is one line naming the problem and the fix (exit code 2 on the command line, no
-traceback), nothing is lost on a failed or interrupted write, no NaN image, no op returns uninitialised memory."""
+traceback), nothing is lost on a failed or interrupted write, no NaN image. (No op returns uninitialised memory for
+inputs on two devices: tests/test_ops_contract.py.)"""
 
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from safetensors.torch import save_file
 import pid
 from pid.errors import (CaptionEmbedsError, CheckpointError, ConfigError, LatentError, MemoryBudgetError,
                         NonFiniteOutputError, PidError)
-
-from conftest import needs_ext
 
 ENV = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
 
@@ -221,7 +220,8 @@ def test_every_writer_is_atomic(tmp_path, tiny_checkpoint):
         save_safetensors(decoder, tmp_path / "model.pth")
 
 
-def test_a_full_disk_leaves_each_writers_old_file(tmp_path, tiny_checkpoint, monkeypatch):
+@pytest.mark.parametrize("writer", ["convert", "caption embeddings"])
+def test_a_full_disk_leaves_each_writers_old_file(tmp_path, tiny_checkpoint, monkeypatch, writer):
     """The disk fills halfway through each writer: the file written before is intact and no temporary is left."""
     import safetensors.torch
 
@@ -241,9 +241,10 @@ def test_a_full_disk_leaves_each_writers_old_file(tmp_path, tiny_checkpoint, mon
 
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        save_safetensors(decoder, tmp_path / "model.safetensors")
-    with pytest.raises(OSError, match="No space left"):
-        save_caption_embeds(tmp_path / "e.safetensors", torch.randn(300, 8))
+        if writer == "convert":
+            save_safetensors(decoder, tmp_path / "model.safetensors")
+        else:
+            save_caption_embeds(tmp_path / "e.safetensors", torch.randn(300, 8))
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert torch.equal(load_caption_embeds(tmp_path / "e.safetensors", dim=8)[0], embeds[None])
@@ -324,46 +325,3 @@ def test_nan_weights_are_named(tiny_checkpoint):
 
 def test_estimate_memory_takes_a_variant_name():
     assert pid.estimate_memory("flux-v1.5", 1024, 1024) == pid.estimate_memory(pid.VARIANTS["flux-v1.5"], 1024, 1024)
-
-
-# ---- ops: one device ------------------------------------------------------------------------------------------
-def _op_calls():
-    x = torch.randn(2, 5, 8)
-    m = torch.empty(2, 5, 8, device="meta")
-    q = torch.randn(1, 2, 6, 8)
-    qm = q.to("meta")
-    a = torch.rand(2)
-    qkv = torch.randn(1, 6, 3, 2, 8)
-    w = torch.ones(8)
-    return [
-        ("pid::sigma_gate", lambda: torch.ops.pid.sigma_gate(x, m, x[..., :1], w[None], a)),
-        ("pid.ops.sigma_gate", lambda: pid.ops.sigma_gate(x, m, x[..., :1], w[None], a)),
-        ("pid::sigma_gate_apply", lambda: torch.ops.pid.sigma_gate_apply(x, x, x, a.to("meta"))),
-        ("pid.ops.sigma_gate_apply", lambda: pid.ops.sigma_gate_apply(x, x, x, a.to("meta"))),
-        ("pid::student_step", lambda: torch.ops.pid.student_step(x, m, None, 0.5, 0.0)),
-        ("pid.ops.student_step", lambda: pid.ops.student_step(x, m, None, 0.5, 0.0)),
-        ("pid::dpm_step", lambda: torch.ops.pid.dpm_step(x, x, None, m, 1.0, 0.5, 0.9, 0.1, 0.05, 1.0)),
-        ("pid.ops.dpm_step", lambda: pid.ops.dpm_step(x, x, None, m, t=0.5, t_ratio=0.9, alpha_phi=0.1)),
-        ("pid::dpm_data_prediction", lambda: torch.ops.pid.dpm_data_prediction(x, m, None, 1.0, 0.5)),
-        ("pid.ops.dpm_data_prediction", lambda: pid.ops.dpm_data_prediction(x, m, t=0.5)),
-        ("pid::attention", lambda: torch.ops.pid.attention(q, q, qm, 0, 0, 0, 0)),
-        ("pid.ops.attention", lambda: pid.ops.attention(q, q, qm)),
-        ("pid::qk_norm_rope", lambda: torch.ops.pid.qk_norm_rope(qkv, w, w.to("meta"), None, None, 1e-6,
-                                                                 torch.empty(1, 2, 6, 8), 0, None, 0)),
-        ("pid.ops.qk_norm_rope", lambda: pid.ops.qk_norm_rope(qkv, w, w.to("meta"))),
-        ("pid::rms_norm_modulate", lambda: torch.ops.pid.rms_norm_modulate(x, w, m[:, :1], x[:, :1], 1e-6)),
-        ("pid.ops.rms_norm_modulate", lambda: pid.ops.rms_norm_modulate(x, w, m[:, :1], x[:, :1], 1e-6)),
-        ("pid::rms_norm_modulate_pixels", lambda: torch.ops.pid.rms_norm_modulate_pixels(
-            x, w, torch.empty(2, 5, 48, device="meta"), 0, 1, 1e-6)),
-        ("pid.ops.rms_norm_modulate_pixels", lambda: pid.ops.rms_norm_modulate_pixels(
-            x, w, torch.empty(2, 5, 48, device="meta"), 0, 1, 1e-6)),
-        ("pid::gated_residual", lambda: torch.ops.pid.gated_residual(x, x, m)),
-        ("pid.ops.gated_residual", lambda: pid.ops.gated_residual(x, x, m)),
-    ]
-
-
-@needs_ext
-@pytest.mark.parametrize("op,call", _op_calls(), ids=[c[0] for c in _op_calls()])
-def test_ops_refuse_a_meta_tensor_among_cpu_ones(op, call):
-    with pytest.raises(RuntimeError, match=f"{op}: all inputs must be on .* device cpu, but .* is on meta"):
-        call()

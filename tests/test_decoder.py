@@ -136,36 +136,37 @@ def test_raw_latent_format_with_latent_space(decoder, io):
         decoder.decode(raw, latent_format="raw", **kw)
 
 
-def test_bad_inputs_are_named(decoder, io):
-    lat, y = io["lq_latent"], io["y"]
-    with pytest.raises(ValueError, match="16-channel latents, got 4"):
-        decoder.decode(lat[:, :4], caption_embeds=y)
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        decoder.decode(lat * float("nan"), caption_embeds=y)
-    with pytest.raises(ValueError, match="multiple of 16"):
-        decoder.decode(lat, caption_embeds=y, output_size=(100, 96))
-    with pytest.raises(ValueError, match=r"sigma must lie in \[0, 1\]"):
-        decoder.decode(lat, caption_embeds=y, sigma=1.5)
-    with pytest.raises(ValueError, match="one value per sample"):
-        decoder.decode(lat, caption_embeds=y, sigma=[0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match="pid encode-caption"):
-        decoder.decode(lat)
-    with pytest.raises(ValueError, match="noise must have shape"):
-        decoder.decode(lat, caption_embeds=y, noise=torch.zeros(2, 3, 8, 8))
-    with pytest.raises(ValueError, match="sampler must be"):
-        decoder.decode(lat, caption_embeds=y, sampler="euler")
-    with pytest.raises(TypeError):
-        decoder.decode(lat.numpy(), caption_embeds=y)
-    with pytest.raises(ValueError, match="floating-point"):
-        decoder.decode(lat.long(), caption_embeds=y)
-    with pytest.raises(ValueError, match="latent is on meta but the decoder is on cpu"):
-        decoder.decode(lat.to("meta"), caption_embeds=y)
-    with pytest.raises(ValueError, match="steps must be >= 1"):
-        decoder.decode(lat, caption_embeds=y, steps=0)
-    with pytest.raises(ValueError, match="caption embeddings must be"):
-        decoder.decode(lat, caption_embeds=torch.zeros(2, 12, 31))
-    with pytest.raises(ValueError, match="cuda_graph=True needs a decoder on a CUDA device"):
-        decoder.decode(lat, caption_embeds=y, cuda_graph=True)
+# (id, call(decoder, latent, caption embeddings), error, message): each bad input named by its error. (sampler="euler"
+# is tests/test_bad_input.py's API case "sampler".)
+BAD_INPUTS = [
+    ("4-channel latent", lambda d, lat, y: d.decode(lat[:, :4], caption_embeds=y), ValueError,
+     "16-channel latents, got 4"),
+    ("NaN latent", lambda d, lat, y: d.decode(lat * float("nan"), caption_embeds=y), ValueError, "NaN or Inf"),
+    ("output size not a multiple of 16", lambda d, lat, y: d.decode(lat, caption_embeds=y, output_size=(100, 96)),
+     ValueError, "multiple of 16"),
+    ("sigma out of range", lambda d, lat, y: d.decode(lat, caption_embeds=y, sigma=1.5), ValueError,
+     r"sigma must lie in \[0, 1\]"),
+    ("a sigma too many", lambda d, lat, y: d.decode(lat, caption_embeds=y, sigma=[0.1, 0.2, 0.3]), ValueError,
+     "one value per sample"),
+    ("no caption embeddings", lambda d, lat, y: d.decode(lat), ValueError, "pid encode-caption"),
+    ("noise of another shape", lambda d, lat, y: d.decode(lat, caption_embeds=y, noise=torch.zeros(2, 3, 8, 8)),
+     ValueError, "noise must have shape"),
+    ("numpy latent", lambda d, lat, y: d.decode(lat.numpy(), caption_embeds=y), TypeError, None),
+    ("integer latent", lambda d, lat, y: d.decode(lat.long(), caption_embeds=y), ValueError, "floating-point"),
+    ("latent on another device", lambda d, lat, y: d.decode(lat.to("meta"), caption_embeds=y), ValueError,
+     "latent is on meta but the decoder is on cpu"),
+    ("zero steps", lambda d, lat, y: d.decode(lat, caption_embeds=y, steps=0), ValueError, "steps must be >= 1"),
+    ("caption embeddings of another width", lambda d, lat, y: d.decode(lat, caption_embeds=torch.zeros(2, 12, 31)),
+     ValueError, "caption embeddings must be"),
+    ("CUDA graph on the CPU", lambda d, lat, y: d.decode(lat, caption_embeds=y, cuda_graph=True), ValueError,
+     "cuda_graph=True needs a decoder on a CUDA device"),
+]
+
+
+@pytest.mark.parametrize("call,error,match", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_inputs_are_named(decoder, io, call, error, match):
+    with pytest.raises(error, match=match):
+        call(decoder, io["lq_latent"], io["y"])
 
 
 def test_size_rules_and_warnings(decoder, io, caplog):

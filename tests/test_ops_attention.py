@@ -1,5 +1,7 @@
 """pid::qk_norm_rope and pid::attention: compiled kernels vs float64 evaluations and the reference,
-windowed attention vs its explicit mask, fake kernels, fallback, input errors."""
+windowed attention vs its explicit mask, the faces' back ends and routes, input errors. The contract every op meets
+(registration, fake kernels, opcheck, torch.compile, the fallback, one device, autograd) is
+tests/test_ops_contract.py."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import pid.ops
 from pid import _extension
 from pid.nn.rope import rope_1d, rope_2d
 from pid.ops import reference
-from conftest import run_without_extension, needs_ext, needs_cuda
+from conftest import needs_ext, needs_cuda
+from op_inputs import make_norm_rope_inputs, make_qkv, windowed_inputs
 
 
 U32 = 2.0**-24  # unit roundoff (half an ulp of 1) of float32
@@ -89,15 +92,6 @@ def assert_attention_close(
     _first_bad(got.cpu(), exact, tol, "attention")
 
 
-def make_qkv(B, H, Sq, Sk, d, dtype, seed=0, sharp=1.0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    # q.k / sqrt(d) ~ N(0, sharp^2): sharp 2-3 gives peaked softmax rows, 0.5 nearly uniform ones.
-    q = torch.randn(B, H, Sq, d, generator=g) * math.sqrt(sharp)
-    k = torch.randn(B, H, Sk, d, generator=g) * math.sqrt(sharp)
-    v = torch.randn(B, H, Sk, d, generator=g)
-    return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
-
-
 def kernel_attention(q, k, v, window=None, grid=None, n_text=0):
     if window is None:
         return torch.ops.pid.attention(q, k, v, 0, 0, 0, 0)
@@ -130,14 +124,6 @@ windowed_cases = st.tuples(
     DTYPES,
     st.integers(0, 2**31 - 1),
 )
-
-
-def windowed_inputs(B, H, gh, gw, n_text, image_only, d, dtype, seed, device="cpu"):
-    Sk = n_text + gh * gw
-    q, k, v = make_qkv(B, H, Sk, Sk, d, dtype, seed, sharp=2.0, device=device)
-    if image_only:
-        q = q[:, :, n_text:]
-    return q, k, v
 
 
 @needs_ext
@@ -280,16 +266,6 @@ def test_face_promotes_and_ignores_autocast():
     assert_attention_close(out, qb, kb, vb)
 
 
-@needs_ext
-def test_face_uses_reference_for_autograd_and_other_dtypes():
-    q, k, v = make_qkv(1, 2, 6, 7, 8, torch.float32)
-    q = q.clone().requires_grad_()
-    pid.ops.attention(q, k, v).sum().backward()
-    assert q.grad is not None
-    q64, k64, v64 = (t.detach().double() for t in (q, k, v))
-    torch.testing.assert_close(pid.ops.attention(q64, k64, v64), reference.attention(q64, k64, v64))
-
-
 def test_global_backend_argument():
     assert pid.ops.default_attention_backend("cpu") == "kernel"  # measured faster on the CPU
     assert pid.ops.default_attention_backend("cuda") == "sdpa"  # until pid's CUDA kernels are measured on a GPU
@@ -377,40 +353,6 @@ def test_face_window_errors():
         pid.ops.attention(q, k, v, window=3, grid=(2, 2))
 
 
-@needs_ext
-@pytest.mark.parametrize("window", [0, 2])
-def test_attention_opcheck(window):
-    for dtype in (torch.float32, torch.bfloat16):
-        q, k, v = make_qkv(2, 3, 10, 10, 8, dtype)
-        torch.library.opcheck(torch.ops.pid.attention.default, (q, k, v, window, 2, 4, 2))
-
-
-@needs_ext
-def test_attention_fake_and_meta():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    q, k, v = make_qkv(2, 3, 7, 9, 16, torch.bfloat16)
-    with FakeTensorMode() as mode:
-        out = torch.ops.pid.attention(*(mode.from_tensor(t) for t in (q, k, v)), 0, 0, 0, 0)
-    assert out.shape == (2, 3, 7, 16) and out.dtype == torch.bfloat16 and out.stride() == (7 * 3 * 16, 16, 48, 1)
-    out = torch.ops.pid.attention(*(t.to("meta") for t in (q, k, v)), 0, 0, 0, 0)
-    assert out.device.type == "meta" and out.shape == (2, 3, 7, 16)
-
-
-@needs_ext
-def test_compiles_without_graph_break():
-    q, k, v = windowed_inputs(1, 2, 3, 4, 2, False, 16, torch.float32, seed=0)
-    compiled = torch.compile(pid.ops.attention, backend="aot_eager", fullgraph=True)
-    for args in ((), (3, (3, 4), 2)):
-        torch.testing.assert_close(compiled(q, k, v, *args), pid.ops.attention(q, k, v, *args), rtol=0, atol=0)
-    qkv = torch.randn(2, 5, 3, 2, 8)
-    w = torch.randn(8)
-    rope = rope_2d(8, 1, 5)
-    c = torch.compile(pid.ops.qk_norm_rope, backend="aot_eager", fullgraph=True)
-    for a, b in zip(c(qkv, w, w, rope), pid.ops.qk_norm_rope(qkv, w, w, rope)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
 # ---- qk_norm_rope ---------------------------------------------------------------------------------
 #
 # Float64 evaluation of the op on the same inputs: r = x / sqrt(mean(x^2) + eps), y = w r, rotated pairs.
@@ -448,21 +390,6 @@ def norm_rope_exact_and_tol(qkv, w, rope, eps, which, out_dtype):
     u_res = UNIT_ROUNDOFF[torch.bfloat16] if (both_bf16 or out_dtype == torch.bfloat16) else 0.0
     tol = u_res * exact.abs() + (1 + u_res) * e
     return exact.transpose(1, 2), tol.transpose(1, 2)  # [B, H, N, d]
-
-
-def make_norm_rope_inputs(B, N, H, d, in_dtype, w_dtype, rope_kind, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    # A strided view, as the qkv projection's output viewed per head (+ an extra column to break density).
-    qkv = (torch.randn(B, N, 3 * H * d + 1, generator=g) * 3)[..., 1:].reshape(B, N, 3, H, d).to(in_dtype)
-    qw = (1 + 0.3 * torch.randn(d, generator=g)).to(w_dtype)
-    kw = (1 + 0.3 * torch.randn(d, generator=g)).to(w_dtype)
-    if rope_kind == "none":
-        rope = None
-    elif rope_kind == "text":
-        rope = rope_1d(d, N)
-    else:
-        rope = rope_2d(d, 1, N) if d % 4 == 0 else rope_1d(d, N, theta=100.0)
-    return qkv, qw, kw, rope
 
 
 norm_rope_cases = st.tuples(
@@ -562,16 +489,8 @@ def test_qk_norm_rope_bad_input_errors(match, args):
         torch.ops.pid.qk_norm_rope(*args)
 
 
-@needs_ext
-def test_qk_norm_rope_opcheck():
-    for dt in (torch.float32, torch.bfloat16):
-        qkv, qw, kw, (cos, sin) = make_norm_rope_inputs(2, 6, 3, 8, dt, torch.float32, "text")
-        q, k = torch.empty(2, 3, 9, 8, dtype=dt), torch.empty(2, 3, 6, 8, dtype=dt)
-        torch.library.opcheck(torch.ops.pid.qk_norm_rope.default, (qkv, qw, kw, cos, sin, 1e-6, q, 3, k, 0))
-        torch.library.opcheck(torch.ops.pid.qk_norm_rope.default, (qkv, qw, kw, None, None, 1e-6, None, 0, k, 0))
-
-
 def test_face_norm_rope_reference_for_other_dtypes():
+    # The face's allocating route (out=None); the contract checks float64 through given buffers.
     qkv, qw, kw, rope = make_norm_rope_inputs(1, 4, 2, 8, torch.float32, torch.float32, "text")
     qkv64, w64 = qkv.double(), qw.double()
     rope64 = tuple(t.double() for t in rope)
@@ -579,33 +498,18 @@ def test_face_norm_rope_reference_for_other_dtypes():
         assert torch.equal(a, b)
 
 
-# ---- fallback without the extension --------------------------------------------------------------
-
-
-def test_fallback_without_extension_equals_reference(tmp_path):
-    attn_cases = [
-        (make_qkv(2, 3, 9, 11, 16, dt, seed=3), None, None, 0) for dt in (torch.float32, torch.bfloat16)
-    ] + [(windowed_inputs(1, 2, 3, 7, 4, False, 8, torch.float32, seed=4), 3, (3, 7), 4)]
-    nr_cases = [make_norm_rope_inputs(2, 5, 3, 8, dt, torch.float32, "text", seed=5) for dt in (torch.float32, torch.bfloat16)]
-    got_attn, got_nr = run_without_extension(tmp_path, (attn_cases, nr_cases), (
-        "attn, nr = inp\n"
-        "out = ([pid.ops.attention(*qkv, window=w, grid=g, n_text=n) for qkv, w, g, n in attn],\n"
-        "       [pid.ops.qk_norm_rope(*c) for c in nr])"))
-    for ((q, k, v), w, g, n), got in zip(attn_cases, got_attn):
-        assert torch.equal(got, reference.attention(q, k, v, w, g, n))
-    for c, got in zip(nr_cases, got_nr):
-        for a, b in zip(got, reference.qk_norm_rope(*c)):
-            assert torch.equal(a, b)
+@needs_ext
+def test_qk_norm_rope_face_allocating_compiles():
+    # The face's own output buffers (out=None) in the graph; the contract compiles the op with given buffers.
+    qkv = torch.randn(2, 5, 3, 2, 8)
+    w = torch.randn(8)
+    rope = rope_2d(8, 1, 5)
+    c = torch.compile(pid.ops.qk_norm_rope, backend="aot_eager", fullgraph=True)
+    for a, b in zip(c(qkv, w, w, rope), pid.ops.qk_norm_rope(qkv, w, w, rope)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 # ---- CUDA: skipped without a GPU (run on a lent GPU by benchmarks/device/run.sh) ------------------
-
-
-@needs_cuda
-def test_cuda_kernels_registered():
-    assert _extension.has_cuda_kernels(), f"no CUDA kernels in pid._C ({_extension.LOAD_ERROR})"
-    for op in ("pid::attention", "pid::qk_norm_rope"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
 
 
 def cuda_rounds_weights(dtype):
@@ -662,20 +566,15 @@ def test_cuda_qk_norm_rope_matches_exact(case):
 
 
 @needs_cuda
-def test_cuda_face_and_compile():
-    q, k, v = windowed_inputs(1, 2, 3, 4, 2, False, 64, torch.bfloat16, seed=0, device="cuda")
-    compiled = torch.compile(pid.ops.attention, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(q, k, v, 3, (3, 4), 2), pid.ops.attention(q, k, v, 3, (3, 4), 2), rtol=0, atol=0)
+def test_cuda_face_other_head_dims_use_reference():
     # Head dims the CUDA kernel lacks go to the reference.
     q8, k8, v8 = make_qkv(1, 2, 5, 5, 8, torch.float32, device="cuda")
     torch.testing.assert_close(pid.ops.attention(q8, k8, v8, 1, (1, 5)), reference.attention(q8, k8, v8, 1, (1, 5)))
 
 
 @needs_cuda
-def test_cuda_bad_device_error():
+def test_cuda_head_dim_error():
     q, k, v = make_qkv(1, 2, 5, 5, 64, torch.float32, device="cuda")
-    with pytest.raises(RuntimeError, match="v is on cpu"):
-        torch.ops.pid.attention(q, k, v.cpu(), 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match="head_dim 64 or 72"):
         torch.ops.pid.attention(q[..., :8], k[..., :8], v[..., :8], 0, 0, 0, 0)
 

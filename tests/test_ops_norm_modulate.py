@@ -1,5 +1,7 @@
 """pid::rms_norm_modulate, pid::rms_norm_modulate_pixels, pid::gated_residual: compiled kernels vs the
-reference and a float64 evaluation, fake kernels, fallback, input errors, CUDA (skipped without a GPU)."""
+reference and a float64 evaluation, the faces' layouts and routes, input errors, CUDA (skipped without a GPU). The
+contract every op meets (registration, fake kernels, opcheck, torch.compile, the fallback, one device, autograd) is
+tests/test_ops_contract.py."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pid.ops
-from pid import _extension
 from pid.ops import reference
-from conftest import run_without_extension, needs_ext, needs_cuda
+from conftest import needs_ext, needs_cuda
+from op_inputs import MOD_LAYOUTS, make_gated_inputs, make_norm_inputs, make_pixel_inputs
 
 
 F32, BF16 = torch.float32, torch.bfloat16
@@ -85,52 +87,6 @@ def assert_bits_equal(got, want, what=""):
     if not same.all():
         i = tuple((~same).nonzero()[0].tolist())
         raise AssertionError(f"{what}: {int((~same).sum())} elements differ; first at {i}: {got[i]!r} vs {want[i]!r}")
-
-
-# ---- inputs -----------------------------------------------------------------------------------------
-MOD_LAYOUTS = ("chunk", "contiguous", "per_token", "shared")
-
-
-def make_norm_inputs(B, L, D, x_dtype, mod_dtype, layout="chunk", seed=0, integer_x=False, device="cpu"):
-    """x [B, L, D]; weight [D] float32; shift, scale as the blocks see them:
-    chunk      views of an adaLN output [B, 1, 6D] (row stride 6D), broadcast over L (MMDiT);
-    contiguous [B, 1, D] tensors; per_token: views of a [B, L, 6D] output (PiT-like); shared: [1, 1, D]."""
-    g = torch.Generator().manual_seed(seed)
-    if integer_x:  # every float32 sum of squares is exact, in any order
-        x = torch.randint(-16, 17, (B, L, D), generator=g).float()
-    else:
-        x = torch.randn(B, L, D, generator=g) * 3
-    weight = 1 + 0.2 * torch.randn(D, generator=g)
-    if layout in ("chunk", "per_token"):
-        m = torch.randn(B, L if layout == "per_token" else 1, 6 * D, generator=g).to(device=device, dtype=mod_dtype)
-        shift, scale = m[..., 3 * D : 4 * D], m[..., 4 * D : 5 * D]
-    else:
-        rows = 1 if layout == "shared" else B
-        shift, scale = (torch.randn(rows, 1, D, generator=g).to(device=device, dtype=mod_dtype) for _ in range(2))
-    return x.to(device=device, dtype=x_dtype), weight.to(device), shift, scale
-
-
-def make_pixel_inputs(N, P, c, K, x_dtype, mod_dtype, padded=False, seed=0, integer_x=False, device="cpu"):
-    """x [N, P, c]; weight [c]; mods [N, P, K*c] (padded: a view of a wider tensor, row stride (K+1)*c)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(-16, 17, (N, P, c), generator=g).float() if integer_x else torch.randn(N, P, c, generator=g) * 3
-    weight = 1 + 0.2 * torch.randn(c, generator=g)
-    mods = torch.randn(N, P, (K + padded) * c, generator=g).to(device=device, dtype=mod_dtype)[..., : K * c]
-    return x.to(device=device, dtype=x_dtype), weight.to(device), mods
-
-
-def make_gated_inputs(B, L, D, x_dtype, g_dtype, y_dtype, layout="chunk", seed=0, device="cpu"):
-    """x, y [B, L, D]; gate: chunk of [B, 1, 6D] (MMDiT), per_token chunk of [B, L, 6D] (PiT),
-    contiguous [B, 1, D], or shared [1, 1, D]."""
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(B, L, D, generator=g) * 4).to(device=device, dtype=x_dtype)
-    y = torch.randn(B, L, D, generator=g).to(device=device, dtype=y_dtype)
-    if layout in ("chunk", "per_token"):
-        m = torch.randn(B, L if layout == "per_token" else 1, 6 * D, generator=g).to(device=device, dtype=g_dtype)
-        gate = m[..., 2 * D : 3 * D]
-    else:
-        gate = torch.randn(1 if layout == "shared" else B, 1, D, generator=g).to(device=device, dtype=g_dtype)
-    return x, gate, y
 
 
 dtypes = st.sampled_from([F32, BF16])
@@ -303,11 +259,8 @@ def test_faces_use_kernels_and_handle_odd_layouts():
 
 
 @needs_ext
-def test_faces_use_reference_for_autograd_and_other_dtypes():
+def test_faces_use_reference_for_other_dtypes():
     x, w, shift, scale = make_norm_inputs(1, 4, 8, F32, BF16)
-    xg = x.clone().requires_grad_()
-    pid.ops.rms_norm_modulate(xg, w, shift, scale, EPS).sum().backward()
-    assert xg.grad is not None
     half = [t.half() for t in (x, shift, scale)]
     torch.testing.assert_close(
         pid.ops.rms_norm_modulate(half[0], w, half[1], half[2], EPS),
@@ -323,29 +276,6 @@ def test_faces_use_reference_for_autograd_and_other_dtypes():
         torch.testing.assert_close(
             pid.ops.rms_norm_modulate(x, w, s, c, EPS), reference.rms_norm_modulate(x, w, s, c, EPS), rtol=0, atol=0
         )
-    xg = x.clone().requires_grad_()
-    gate = shift.clone()
-    out = pid.ops.gated_residual(xg, gate, x)
-    out.sum().backward()
-    assert xg.grad is not None
-
-
-def test_fallback_without_extension_equals_reference(tmp_path):
-    norm = [make_norm_inputs(2, 5, 12, xd, md, "chunk", seed=3) for xd in (F32, BF16) for md in (F32, BF16)]
-    pix = [make_pixel_inputs(3, 7, 5, 6, xd, BF16, seed=4) for xd in (F32, BF16)]
-    gated = [make_gated_inputs(2, 5, 12, F32, gd, BF16, "per_token", seed=5) for gd in (F32, BF16)]
-    got_norm, got_pix, got_gated = run_without_extension(tmp_path, (norm, pix, gated), (
-        "o = pid.ops\n"
-        "norm, pix, gated = inp\n"
-        "out = ([o.rms_norm_modulate(*a, 1e-6, torch.bfloat16) for a in norm],\n"
-        "       [o.rms_norm_modulate_pixels(*a, 3, 4, 1e-6) for a in pix],\n"
-        "       [o.gated_residual(*a) for a in gated])"))
-    for a, got in zip(norm, got_norm):
-        assert torch.equal(got, reference.rms_norm_modulate(*a, EPS, BF16))
-    for a, got in zip(pix, got_pix):
-        assert torch.equal(got, reference.rms_norm_modulate_pixels(*a, 3, 4, EPS))
-    for a, got in zip(gated, got_gated):
-        assert torch.equal(got, reference.gated_residual(*a))
 
 
 # ---- input errors -----------------------------------------------------------------------------------
@@ -415,67 +345,7 @@ def test_bad_gated_inputs(match, args):
         torch.ops.pid.gated_residual(*args)
 
 
-# ---- fake kernels, torch.compile ---------------------------------------------------------------------
-
-
-@needs_ext
-@pytest.mark.parametrize("layout", ["chunk", "per_token"])
-def test_opcheck(layout):
-    for xd, md, od in ((F32, BF16, None), (BF16, F32, BF16)):
-        x, w, sh, sc = make_norm_inputs(2, 5, 12, xd, md, layout)
-        torch.library.opcheck(torch.ops.pid.rms_norm_modulate.default, (x, w, sh, sc, EPS), {"out_dtype": od})
-        x, w, mods = make_pixel_inputs(3, 5, 4, 6, xd, md, padded=layout == "per_token")
-        torch.library.opcheck(torch.ops.pid.rms_norm_modulate_pixels.default, (x, w, mods, 3, 4, EPS), {"out_dtype": od})
-        torch.library.opcheck(torch.ops.pid.gated_residual.default, make_gated_inputs(2, 5, 12, xd, md, md, layout))
-
-
-@needs_ext
-def test_fake_and_meta():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    norm = make_norm_inputs(2, 7, 16, BF16, BF16)
-    x, w, mods = make_pixel_inputs(3, 7, 4, 6, F32, BF16)
-    gated = make_gated_inputs(2, 7, 16, F32, BF16, BF16)
-    with FakeTensorMode() as mode:
-        f = lambda ts: [mode.from_tensor(t) for t in ts]  # noqa: E731
-        a = torch.ops.pid.rms_norm_modulate(*f(norm), EPS)
-        b = torch.ops.pid.rms_norm_modulate_pixels(*f((x, w, mods)), 0, 1, EPS, BF16)
-        c = torch.ops.pid.gated_residual(*f(gated))
-    assert (a.shape, a.dtype) == ((2, 7, 16), F32)
-    assert (b.shape, b.dtype) == ((3, 28), BF16)
-    assert (c.shape, c.dtype) == ((2, 7, 16), F32)
-    meta = lambda ts: [t.to("meta") for t in ts]  # noqa: E731
-    out = torch.ops.pid.rms_norm_modulate(*meta(norm), EPS, BF16)
-    assert out.device.type == "meta" and out.shape == (2, 7, 16) and out.dtype == BF16
-    out = torch.ops.pid.rms_norm_modulate_pixels(*meta((x, w, mods)), 0, 1, EPS)
-    assert out.device.type == "meta" and out.shape == (3, 28) and out.dtype == F32
-    out = torch.ops.pid.gated_residual(*meta(gated))
-    assert out.device.type == "meta" and out.shape == (2, 7, 16) and out.dtype == F32
-
-
-@needs_ext
-def test_compiles_without_graph_break():
-    x, w, mods = make_pixel_inputs(3, 7, 4, 6, F32, BF16)
-
-    def pit_like(x, w, mods):
-        h = pid.ops.rms_norm_modulate_pixels(x, w, mods, 0, 1, EPS).view(x.shape)
-        return pid.ops.gated_residual(x, mods[..., 8:12], h)
-
-    compiled = torch.compile(pit_like, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(x, w, mods), pit_like(x, w, mods), rtol=0, atol=0)
-    norm = make_norm_inputs(2, 7, 16, F32, BF16)
-    compiled = torch.compile(pid.ops.rms_norm_modulate, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(*norm, EPS, BF16), torch.ops.pid.rms_norm_modulate(*norm, EPS, BF16), rtol=0, atol=0)
-
-
 # ---- CUDA: skipped without a GPU (run on a lent GPU by benchmarks/device/run.sh) ------------------
-
-
-@needs_cuda
-def test_cuda_kernels_registered():
-    assert _extension.has_cuda_kernels(), f"no CUDA kernels in pid._C ({_extension.LOAD_ERROR})"
-    for op in ("rms_norm_modulate", "rms_norm_modulate_pixels", "gated_residual"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pid::{op}", "CUDA"), op
 
 
 @needs_cuda
@@ -521,20 +391,3 @@ def test_cuda_large(xd, md):
     got = torch.ops.pid.rms_norm_modulate_pixels(x, w, mods, 3, 4, EPS, BF16).cpu()
     x, w, mods = x.cpu(), w.cpu(), mods.cpu()
     check_norm((x, w, mods[..., 48:64], mods[..., 64:80]), BF16, got.view(1024, 256, 16))
-
-
-@needs_cuda
-def test_cuda_compiles_without_graph_break():
-    args = make_norm_inputs(2, 7, 16, F32, BF16, device="cuda")
-    compiled = torch.compile(pid.ops.rms_norm_modulate, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(*args, EPS), torch.ops.pid.rms_norm_modulate(*args, EPS), rtol=0, atol=0)
-
-
-@needs_cuda
-def test_cuda_bad_device_error():
-    x, w, sh, sc = make_norm_inputs(1, 3, 4, F32, BF16, device="cuda")
-    with pytest.raises(RuntimeError, match="weight is on cpu"):
-        torch.ops.pid.rms_norm_modulate(x, w.cpu(), sh, sc, EPS)
-    x, g, y = make_gated_inputs(1, 3, 4, F32, BF16, BF16, device="cuda")
-    with pytest.raises(RuntimeError, match="gate is on cpu"):
-        torch.ops.pid.gated_residual(x, g.cpu(), y)

@@ -1,6 +1,8 @@
 """Sampler step kernels (pid::student_step, pid::dpm_step, pid::dpm_data_prediction): bit-equality with
 pid.ops.reference and with the PyTorch arithmetic sampling.py used before the kernels, a float64 evaluation
-with derived error bounds, fake kernels, the fallback without the extension, input errors, CUDA."""
+with derived error bounds, the samplers with and without the extension, input errors, CUDA. The contract every op
+meets (registration, fake kernels, opcheck, torch.compile, the fallback, one device, autograd) is
+tests/test_ops_contract.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pid.ops
 from pid import sampling
 from pid.ops import reference
 from conftest import run_without_extension, needs_ext, needs_cuda
+from op_inputs import make_sampler_tensors as make_tensors
 
 
 # ---- error bounds against a float64 evaluation ----------------------------------------------------------
@@ -113,13 +116,6 @@ def assert_bit_equal(got: torch.Tensor, want: torch.Tensor, what: str = ""):
 # ---- inputs ----------------------------------------------------------------------------------------------
 STUDENT_TIMES = [(0.999, 0.866), (0.866, 0.634), (0.634, 0.342), (0.342, 0.0), (1.0, 0.0), (0.634, 0.634)]
 DPM_TIMES = [float(t) for t in sampling.flow_timesteps(6, 6.0)[:-1]] + [0.5, 0.01, 0.0]
-
-
-def make_tensors(shape, v_dtype, seed, device="cpu", n_float=3, n_v=2):
-    g = torch.Generator().manual_seed(seed)
-    fl = [torch.randn(shape, generator=g).to(device) for _ in range(n_float)]
-    vs = [(torch.randn(shape, generator=g) * 2).to(device=device, dtype=v_dtype) for _ in range(n_v)]
-    return fl, vs
 
 
 def dpm_coeffs(i: int, steps: int = 6, shift: float = 6.0):
@@ -357,73 +353,14 @@ def test_face_contiguity_and_x0():
 
 
 @needs_ext
-def test_face_uses_reference_for_autograd_and_other_dtypes():
+def test_face_uses_reference_for_other_dtypes():
     (x, eps, _), (v, _) = make_tensors((1, 3, 4, 4), torch.float32, 4)
-    vg = v.clone().requires_grad_()
-    out = pid.ops.student_step(x, vg, eps, 0.866, 0.634)
-    out.sum().backward()
-    assert vg.grad is not None
     x64, v16 = x.double(), v.half()
     assert_bit_equal(pid.ops.student_step(x64, v, eps.double(), 0.866, 0.634),
                      reference.student_step(x64, v, eps.double(), 0.866, 0.634)[0])
     k = dpm_coeffs(1)
     assert_bit_equal(pid.ops.dpm_step(x, v16, None, None, **k)[1],
                      reference.dpm_step(x, v16, None, None, 1.0, k["t"], k["t_ratio"], k["alpha_phi"], 0.0, 0.0)[1])
-
-
-# ---- fake kernels, torch.compile -------------------------------------------------------------------------
-def _opcheck_cases():
-    (x, eps, d_prev), (v, v_u) = make_tensors((2, 3, 5, 7), torch.float32, 9)
-    (_, _, _), (vb, vub) = make_tensors((2, 3, 5, 7), torch.bfloat16, 9)
-    k = (0.9, 0.95, -0.04, -0.02, 1.3)
-    return [
-        (torch.ops.pid.student_step.default, (x, v, eps, 0.866, 0.634, None)),
-        (torch.ops.pid.student_step.default, (x, vb, None, 0.342, 0.0, None)),
-        (torch.ops.pid.student_step.default, (x, v, eps, 0.866, 0.634, torch.empty_like(x))),
-        (torch.ops.pid.dpm_step.default, (x, v, None, None, 1.0, *k)),
-        (torch.ops.pid.dpm_step.default, (x, vb, vub, d_prev, 2.5, *k)),
-        (torch.ops.pid.dpm_data_prediction.default, (x, v, v_u, 2.5, 0.7)),
-        (torch.ops.pid.dpm_data_prediction.default, (x, vb, None, 1.0, 0.7)),
-    ]
-
-
-@needs_ext
-@pytest.mark.parametrize("case", range(7))
-def test_opcheck(case):
-    op, args = _opcheck_cases()[case]
-    torch.library.opcheck(op, args)
-
-
-@needs_ext
-def test_fake_and_meta():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    (x, eps, d_prev), (v, v_u) = make_tensors((2, 3, 5, 7), torch.bfloat16, 1)
-    x, eps, d_prev = x.float(), eps.float(), d_prev.float()
-    with FakeTensorMode() as mode:
-        fx, fv, fe, fd, fu = (mode.from_tensor(t) for t in (x, v, eps, d_prev, v_u))
-        assert torch.ops.pid.student_step(fx, fv, fe, 0.8, 0.6).shape == x.shape
-        xn, d = torch.ops.pid.dpm_step(fx, fv, fu, fd, 2.0, 0.9, 0.9, 0.1, 0.05, 1.0)
-        assert xn.shape == d.shape == x.shape and xn.dtype == d.dtype == torch.float32
-        assert torch.ops.pid.dpm_data_prediction(fx, fv, None, 1.0, 0.5).shape == x.shape
-    meta = [t.to("meta") for t in (x, v, d_prev)]
-    out = torch.ops.pid.dpm_step(meta[0], meta[1], None, meta[2], 1.0, 0.9, 0.9, 0.1, 0.05, 1.0)
-    assert out[0].device.type == "meta" and out[1].shape == x.shape
-
-
-@needs_ext
-def test_compiles_without_graph_break():
-    (x, eps, d_prev), (v, v_u) = make_tensors((2, 3, 8, 8), torch.float32, 2)
-    k = dpm_coeffs(3)
-
-    def step(x, v, v_u, eps, d_prev):
-        a = pid.ops.student_step(x, v, eps, 0.866, 0.634)
-        b, d = pid.ops.dpm_step(x, v, v_u, d_prev, guidance=2.0, **k)
-        return a, b, d
-
-    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
-    for got, want in zip(compiled(x, v, v_u, eps, d_prev), step(x, v, v_u, eps, d_prev)):
-        assert_bit_equal(got, want)
 
 
 # ---- the fallback without the extension ------------------------------------------------------------------
@@ -498,12 +435,6 @@ def test_dpm_bad_input_errors(match, args):
 
 # ---- CUDA: skipped without a GPU (run on a lent GPU by benchmarks/device/run.sh) --------------------------
 @needs_cuda
-def test_cuda_kernels_registered():
-    for op in ("student_step", "dpm_step", "dpm_data_prediction"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pid::{op}", "CUDA"), op
-
-
-@needs_cuda
 @settings(max_examples=40, deadline=None)
 @given(shapes, v_dtypes, seeds, st.sampled_from(STUDENT_TIMES))
 def test_cuda_student_step(shape, v_dtype, seed, times):
@@ -548,17 +479,3 @@ def test_cuda_samplers_bit_equal_to_cpu(steps):
     gpu = sampling.sample_dpmpp_2m(fn, noise.cuda(), steps=steps, shift=6.0, uncond_velocity_fn=lambda x, t, step: -x,
                                    cfg_scale=2.0)
     assert_bit_equal(gpu.cpu(), cpu, "dpm cuda vs cpu")
-
-
-@needs_cuda
-def test_cuda_bad_device_error():
-    (x, eps, _), (v, _) = make_tensors((2, 3, 4, 4), torch.float32, 0, device="cuda")
-    with pytest.raises(RuntimeError, match="eps is on cpu"):
-        torch.ops.pid.student_step(x, v, eps.cpu(), 0.5, 0.4)
-
-
-@needs_cuda
-def test_cuda_opcheck():
-    for op, args in _opcheck_cases():
-        torch.library.opcheck(op, tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))
-

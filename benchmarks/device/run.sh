@@ -51,12 +51,13 @@ fi
 export PID_FATAL_STACKS=1  # tests/conftest.py: C++ stack traces on a crash
 # Not yet run on a GPU first: the tensor-core attention and bf16 qk_norm_rope, the tensor-core per-channel gate,
 # the decode tests (golden parity).
-# The test that once crashed the process (2026-11-27, call 1) runs on its own afterwards, so a crash there
-# costs no other result; PID_FATAL_STACKS prints its C++ stack.
-crashed_once=tests/test_ops_attention.py::test_cuda_bad_device_error
+# The test that once crashed the process (2026-11-27, call 1, at its head_dim 8 call: then test_cuda_bad_device_error,
+# now test_cuda_head_dim_error) runs on its own afterwards, so a crash there costs no other result;
+# PID_FATAL_STACKS prints its C++ stack.
+crashed_once=tests/test_ops_attention.py::test_cuda_head_dim_error
 timeout "${PYTEST_CAP:-120}" "$PY" -m pytest -q --maxfail=10 -p no:cacheprovider -k cuda --deselect "$crashed_once" \
   tests/test_ops_attention.py tests/test_ops_sigma_gate.py tests/test_cuda_decode.py tests/test_nn_attention.py \
-  tests/test_extension.py tests/test_ops_sampler_step.py tests/test_ops_norm_modulate.py \
+  tests/test_ops_contract.py tests/test_ops_sampler_step.py tests/test_ops_norm_modulate.py \
   tests/test_nn_fused_norm.py 2>&1 | tee "$OUT_DIR/pytest.log" ||
   echo "=== pytest FAILED or stopped at the time cap: exit $? (see $OUT_DIR/pytest.log)"
 echo "=== the once-crashing test, after its file's other CUDA tests (as when it crashed)"
