@@ -108,6 +108,7 @@ def main() -> None:
     except pid.PidError as e:
         error = str(e)
     (out_dir / f"generator_error.rank{dist.get_rank()}.txt").write_text(error)
+    dist.barrier()  # both ranks done before either tears gloo down (a rank torn down mid-exchange aborted once, loaded)
     dist.destroy_process_group()
 
 
