@@ -51,7 +51,8 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     bfloat16), "float32" (float32 math, the parity regime; the default on other CPUs) or "reference" (the official
     float32-weights + bf16 autocast regime); see `pid.plan.default_precision`. `dtype` is the older spelling:
     float32 → the regime of float32 weights on the device (reference on CUDA, float32 on the CPU), bfloat16 → "fast". attention: the global-attention back end
-    ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md). caption_cache: where encoded captions
+    ("kernel", "sdpa", "fa4", "auto"; default: the device's, see docs/attention.md; "fa4" is FlashAttention-4, for
+    sm90/sm100 GPUs with `pip install 'pid-decoder[fa4]'`). caption_cache: where encoded captions
     are kept, "default" (memory and `pid.captions.default_cache_dir()`: $PID_CACHE_DIR/captions, else
     $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.captions.CaptionCache`, or None (memory only).
 

@@ -33,7 +33,8 @@ class PidDecoder:
 
     precision   "float32", "reference" or "fast" (see `pid.load`; None: the default for the weights' dtype on their
                 device, `pid.plan.default_precision`);
-    attention   the global-attention back end ("kernel", "sdpa", "auto"; None: the device's default);
+    attention   the global-attention back end ("kernel", "sdpa", "fa4", "auto"; None: the device's default; "fa4"
+                needs flash-attn-4 and an sm90/sm100 GPU);
     autotune    what attention="auto" measured, in memory and in the machine's file (AttentionAutotune.default_path());
     caption_cache  caption embeddings by text encoder and caption (`pid.captions.CaptionCache`): by default in memory
                 and in `pid.captions.default_cache_dir()`, so a caption encoded once (the empty one above all) never
@@ -56,7 +57,10 @@ class PidDecoder:
         if precision is None:
             precision = default_precision(self.device, self.dtype)
         self.precision = check_weights_dtype(precision, self.dtype)
-        self.attention = check_backend(attention)
+        self.attention = check_backend(attention, self.device)
+        if self.attention == "fa4" and self.precision == "float32":
+            raise PidError("attention='fa4' (FlashAttention-4) takes bfloat16 attention inputs, which precision "
+                           "'float32' does not make: choose precision 'fast' or 'reference', or attention='sdpa'")
         self.autotune = AttentionAutotune(path=AttentionAutotune.default_path())  # kept across processes
         self.caption_cache = _caption_cache(caption_cache)
         if parallel is not None and not isinstance(parallel, (SequenceParallel, DataParallel)):

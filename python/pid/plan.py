@@ -37,8 +37,9 @@ class ExecutionPlan:
                   steps) wherever they apply; False runs their PyTorch references.
     fused_norm    the blocks call the fused RMSNorm + modulation and gated-residual ops (and, on CUDA, a split
                   GroupNorm) instead of the reference's chains of elementwise ops. On in the fast regime.
-    attention     global attention: "kernel", "sdpa", "auto" (timed per shape, remembered in `autotune`), or None:
-                  each device's default (`pid.ops.default_attention_backend`).
+    attention     global attention: "kernel", "sdpa", "fa4" (FlashAttention-4, sm90/sm100 with flash-attn-4), "auto"
+                  (timed per shape, remembered in `autotune`), or None: each device's default
+                  (`pid.ops.default_attention_backend`).
     window        windowed attention for the MMDiT image queries (w × w patch neighbourhoods), None: global, as
                   trained. `pixel_window` for the PiT patch attention. A window changes the model's function.
     pixel_chunk   patches per chunk of the pixel blocks (bounds their memory), None: all at once.
