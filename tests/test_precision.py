@@ -84,4 +84,4 @@ def test_precision_arguments(tiny_checkpoint, monkeypatch, native_bf16):
     with pytest.raises(ValueError, match="contradict"):
         pid.load(path, dtype=torch.bfloat16, precision="reference", **kw)
     with pytest.raises(ValueError, match="precision must be one of"):
-        pid.load(path, precision="fp8", **kw)
+        pid.load(path, precision="int8", **kw)
