@@ -1,13 +1,18 @@
 """The "fp8" precision regime's weights: the network's large Linear layers as fp8 (e4m3) matrix products with scales
 (`Fp8Linear`, arithmetic in `pid.ops._fp8`); everything else as in the fast regime (bf16 weights, fused norms).
 
-Quantised (`FP8_LINEARS`), per block — the layers that carry nearly all of a decode's matrix-product FLOPs:
-  MMDiT blocks, both streams: the q/k/v projection, the output projection, the SwiGLU feed-forward (w1, w3, w2);
-  PiT blocks: compress_to_attn, expand_from_attn, the patch attention's qkv and proj, and the per-patch adaLN
-  Linear (patch conditioning → 6 · c · p² modulation: the largest matrix product of a PiT block).
-Kept in bf16: the per-pixel MLP (16 → 64 → 16 per pixel: memory-bound, so quantising its input would cost as much
-traffic as the fp8 product saves), the embedders and the final layer (small, at the network's input and output),
-the timestep-only adaLN Linears of the MMDiT blocks (one row per decode step), the latent CNN and the gates.
+Quantised (`FP8_LINEARS`): the MMDiT blocks' Linears, both streams — the q/k/v projection, the output projection,
+the SwiGLU feed-forward (w1, w3, w2): about 80 % of a decode's matrix-product FLOPs at 2048².
+Kept in bf16:
+  the PiT blocks' Linears (`PIT_LINEARS`: compress_to_attn, expand_from_attn, the patch attention's qkv and proj,
+    the per-patch adaLN Linear), about 20 % of the matrix-product FLOPs but most of fp8's error: they write straight
+    into the pixels. On the golden networks fp8 PSNR against the reference regime is ~42.5 dB with the MMDiT Linears
+    only and ~30 dB with these too (the per-patch adaLN alone costs ~33 dB; benchmarks/RESULTS.md).
+    `quantize_linears(net, PIT_LINEARS)` quantises them as well, for measurements;
+  the per-pixel MLP (16 → 64 → 16 per pixel: memory-bound, so quantising its input would cost as much traffic as the
+    fp8 product saves), the embedders and the final layer (small, at the network's input and output), the
+    timestep-only adaLN Linears of the MMDiT blocks (0.4 B parameters, but one row per step, computed once per
+    timestep), the latent CNN and the gates.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from ..ops import _fp8
 from .mmdit import MMDiTBlock
 from .pit import PiTBlock
 
-# Submodule paths, per block class, of the Linears the fp8 regime quantises.
-FP8_LINEARS: dict[type, tuple[str, ...]] = {
+# Submodule paths, per block class, of the Linears the fp8 regime quantises; and of the PiT blocks' (not quantised
+# by the regime: see above).
+Layers = dict[type, tuple[str, ...]]
+FP8_LINEARS: Layers = {
     MMDiTBlock: ("attn.qkv_x", "attn.qkv_y", "attn.proj_x", "attn.proj_y", "mlp_x.w1", "mlp_x.w3", "mlp_x.w2",
                  "mlp_y.w1", "mlp_y.w3", "mlp_y.w2"),
+}
+PIT_LINEARS: Layers = {
     PiTBlock: ("compress_to_attn", "expand_from_attn", "attn.qkv", "attn.proj", "adaLN_modulation.0"),
 }
 
@@ -86,21 +95,21 @@ def check_device(device: torch.device, emulation: bool = False) -> None:
                    f"measuring its quality)")
 
 
-def fp8_linear_names(net: nn.Module) -> list[str]:
-    """The qualified names of the Linears of `net` that the fp8 regime quantises (`FP8_LINEARS`), whether they are
-    quantised yet or not."""
+def fp8_linear_names(net: nn.Module, layers: Optional[Layers] = None) -> list[str]:
+    """The qualified names of the Linears of `net` that the fp8 regime quantises (`layers`, default `FP8_LINEARS`),
+    whether they are quantised yet or not."""
     names = []
     for block_name, block in net.named_modules():
-        for cls, paths in FP8_LINEARS.items():
+        for cls, paths in (FP8_LINEARS if layers is None else layers).items():
             if isinstance(block, cls):
                 names += [f"{block_name}.{path}" for path in paths]
     return names
 
 
-def quantize_linears(net: nn.Module) -> nn.Module:
-    """`net` with its `FP8_LINEARS` replaced, in place, by `Fp8Linear`s quantised from their weights (already
-    quantised ones are kept). Returns `net`."""
-    for name in fp8_linear_names(net):
+def quantize_linears(net: nn.Module, layers: Optional[Layers] = None) -> nn.Module:
+    """`net` with its `layers` (default `FP8_LINEARS`) replaced, in place, by `Fp8Linear`s quantised from their
+    weights (already quantised ones are kept). Returns `net`."""
+    for name in fp8_linear_names(net, layers):
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name)
         linear = getattr(parent, child) if not child.isdigit() else parent[int(child)]
@@ -116,9 +125,9 @@ def quantize_linears(net: nn.Module) -> nn.Module:
     return net
 
 
-def is_quantized(net: nn.Module) -> bool:
-    """Whether every Linear the fp8 regime quantises is an Fp8Linear."""
-    names = fp8_linear_names(net)
+def is_quantized(net: nn.Module, layers: Optional[Layers] = None) -> bool:
+    """Whether every Linear of `layers` (default: those the fp8 regime quantises) is an Fp8Linear."""
+    names = fp8_linear_names(net, layers)
     return bool(names) and all(isinstance(net.get_submodule(n), Fp8Linear) for n in names)
 
 
