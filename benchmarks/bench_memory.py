@@ -28,6 +28,7 @@ from pid.archs import ARCHS, random_net
 from pid.decoder import PidDecoder
 from pid.errors import MemoryBudgetError
 from pid.memory import TensorMemoryTracker, estimate_memory, parameter_bytes, parse_bytes, plan_for_budget
+from pid.plan import PRECISIONS, weights_dtype
 
 GIB = 2.0**30
 
@@ -61,9 +62,8 @@ def shapes_only_peak(cfg, size: int, precision: str, max_memory, steps: int, win
     with torch.device("meta"):
         net = pid.PidNet(cfg)
     net = net.to_empty(device="cpu").eval().requires_grad_(False)  # allocated, never read
-    if precision == "fast":
-        net = net.bfloat16()
-    decoder = PidDecoder(net, precision=precision, caption_cache=None)
+    net = net.to(weights_dtype(precision))
+    decoder = PidDecoder(net, precision=precision, caption_cache=None, fp8_emulation=True)
     settings = SamplerSettings("student", steps)
     times = settings.times()
     schedule, tolist = sampling.student_schedule, torch.Tensor.tolist
@@ -104,9 +104,8 @@ def measure(args) -> None:
     cfg = ARCHS[args.arch]
     device = torch.device(args.device)
     net = random_net(cfg, device=device)
-    if args.precision == "fast":
-        net = net.bfloat16()
-    decoder = PidDecoder(net, precision=args.precision, caption_cache=None)
+    net = net.to(weights_dtype(args.precision))
+    decoder = PidDecoder(net, precision=args.precision, caption_cache=None, fp8_emulation=True)
     for size in args.sizes:
         latent = torch.randn(1, cfg.lq_latent_channels, size // 32, size // 32, device=device)
         y = torch.zeros(1, cfg.txt_max_length, cfg.txt_embed_dim, device=device)
@@ -151,7 +150,7 @@ def main() -> None:
     for name in ("estimates", "measure"):
         q = sub.add_parser(name)
         q.add_argument("--arch", choices=sorted(ARCHS), default="full" if name == "estimates" else "tiny")
-        q.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast")
+        q.add_argument("--precision", choices=PRECISIONS, default="fast")
         q.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[2048, 4096, 8192])
     q = sub.choices["estimates"]
     q.add_argument("--ranks", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4, 8])
