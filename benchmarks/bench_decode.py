@@ -13,12 +13,12 @@ graph:     the fast path with cuda_graph=True (CUDA only): the decode captured o
            memory is measured on the capturing call.
 All see the same latent, caption embeddings and noise. Without --checkpoint the network has random weights
 (bf16 values) of the chosen architecture: timing does not need trained weights. --attention sets pid's paths'
-global-attention back end (e.g. fa4); --psnr adds each path's PSNR against the reference regime's output
+global-attention back end, and a path may name its own: fast@fa4, fp8@fa4; --psnr adds each path's PSNR against the reference regime's output
 (each path's last output is then kept on the device: its peak includes one more image).
 
     python benchmarks/bench_decode.py --arch small --sizes 256,512            # CPU
     python benchmarks/bench_decode.py --arch full --device cuda --sizes 1024,2048,4096 --peak-tflops 790
-    python benchmarks/bench_decode.py --arch full --device cuda --sizes 2048 --paths reference,fast,fp8 --psnr
+    python benchmarks/bench_decode.py --arch full --device cuda --sizes 2048 --paths fast,fast@fa4,fp8,fp8@fa4 --psnr
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pid.ops import _fp8
 from pid.plan import ExecutionPlan
 
 PATHS = ("official", "reference", "fast", "fp8", "fp8-pit", "graph")
+BACKENDS = ("", "kernel", "sdpa", "fa4", "auto")  # a path's "@backend" ("": --attention's)
 
 # The official eager path: float32 weights under bf16 autocast, PyTorch ops only.
 OFFICIAL = ExecutionPlan(precision="reference", kernels=False)
@@ -86,7 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--paths", default="official,fast", help=f"{', '.join(PATHS)} (graph: CUDA), comma-separated")
+    ap.add_argument("--paths", default="official,fast", help=f"{', '.join(PATHS)} (graph: CUDA), comma-separated; "
+                    "pid's paths may name their attention back end: fast@fa4, fp8@sdpa")
     ap.add_argument("--attention", choices=("kernel", "sdpa", "fa4", "auto"), help="pid's paths' global attention "
                     "(default: the device's)")
     ap.add_argument("--psnr", action="store_true", help="each path's PSNR against the reference regime (which is "
@@ -99,9 +101,10 @@ def main(argv=None) -> int:
     if why := _extension.missing_kernels(device.type):
         raise SystemExit(f"pid: {why}")
     paths = args.paths.split(",")
-    if unknown := [p for p in paths if p not in PATHS]:
-        ap.error(f"unknown path(s) {unknown}: choose from {', '.join(PATHS)}")
-    if "graph" in paths and device.type != "cuda":
+    if unknown := [p for p in paths if p.partition("@")[0] not in PATHS or p.partition("@")[2] not in BACKENDS]:
+        ap.error(f"unknown path(s) {unknown}: choose from {', '.join(PATHS)}, each optionally @ an attention back "
+                 f"end ({', '.join(BACKENDS[1:])}; official: its own SDPA)")
+    if any(p.partition("@")[0] == "graph" for p in paths) and device.type != "cuda":
         ap.error("the graph path needs --device cuda")
 
     if args.checkpoint:
@@ -110,24 +113,34 @@ def main(argv=None) -> int:
     else:
         cfg = ARCHS[args.arch]
         ref_net = random_net(cfg, device)
-    def bf16_net():
-        net = PidNet(cfg).to(device).eval()
-        net.load_state_dict(ref_net.state_dict())
-        return net.bfloat16().requires_grad_(False)
-    decoders = {"reference": lambda: PidDecoder(ref_net, precision="reference", attention=args.attention),
-                "fast": lambda: PidDecoder(bf16_net(), precision="fast", attention=args.attention),
-                "fp8": lambda: PidDecoder(bf16_net(), precision="fp8", attention=args.attention, fp8_emulation=True),
-                "fp8-pit": lambda: _with_pit_fp8(PidDecoder(bf16_net(), precision="fp8", attention=args.attention,
-                                                            fp8_emulation=True))}
-    needed = {"graph": "fast"}
+    nets = {}  # networks shared by the decoders that can share them: the bf16 one; the fp8 one
+
+    def net_for(kind):
+        if kind not in nets:
+            net = PidNet(cfg).to(device).eval()
+            net.load_state_dict(ref_net.state_dict())
+            nets[kind] = net.bfloat16().requires_grad_(False)
+        return nets[kind]
+
+    def make_decoder(kind, attention):
+        if kind == "reference":
+            return PidDecoder(ref_net, precision="reference", attention=attention)
+        if kind == "fast":
+            return PidDecoder(net_for("fast"), precision="fast", attention=attention)
+        decoder = PidDecoder(net_for(kind), precision="fp8", attention=attention, fp8_emulation=True)
+        return _with_pit_fp8(decoder) if kind == "fp8-pit" else decoder
+
+    def decoder_key(path):  # (regime, attention back end) of a path: "fp8@fa4" -> ("fp8", "fa4")
+        kind, _, attention = path.partition("@")
+        return ("fast" if kind == "graph" else kind), (attention or args.attention)
     built = {}
     for path in paths + (["reference"] if args.psnr else []):
-        kind = needed.get(path, path)
-        if kind in decoders and kind not in built:
-            built[kind] = decoders[kind]()
+        key = decoder_key(path)
+        if key[0] != "official" and key not in built:
+            built[key] = make_decoder(*key)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    fp8_note = "" if not {"fp8", "fp8-pit"} & set(paths) else (
+    fp8_note = "" if not any(p.startswith("fp8") for p in paths) else (
         "; fp8 GEMMs: torch._scaled_mm" if _fp8.gemm_available(device) else "; fp8 EMULATED (no fp8 GEMM here)")
     print(f"pid bench_decode: {args.checkpoint or args.arch + ' architecture, random weights'}; {name}; "
           f"torch {torch.__version__}; batch {args.batch}; {args.steps} steps; attention "
@@ -146,32 +159,32 @@ def main(argv=None) -> int:
         outputs = {}  # each path's last output (on the CPU), for --psnr
 
         def run(path):
-            kind = needed.get(path, path)
-            if kind == "official":
+            key = decoder_key(path)
+            if key[0] == "official":
                 out = reference_decode(ref_net, latent, sigma, y, noise, eps, device, args.steps)
             else:
-                out = built[kind].decode(latent, sigma=sigma, caption_embeds=y, noise=noise, step_noises=eps,
-                                         steps=args.steps, progress=False, cuda_graph=path == "graph")
+                out = built[key].decode(latent, sigma=sigma, caption_embeds=y, noise=noise, step_noises=eps,
+                                        steps=args.steps, progress=False, cuda_graph=path.startswith("graph"))
             if args.psnr:
                 outputs[path] = out
             return out
         flops = decode_flops(cfg, size, size, args.steps) * args.batch
         result = {"size": size, "batch": args.batch, "tflop": flops / 1e12}
         for path in paths:
-            kind = needed.get(path, path)
-            weights = parameter_bytes(ref_net if kind == "official" else built[kind].net)
+            key = decoder_key(path)
+            weights = parameter_bytes(ref_net if key[0] == "official" else built[key].net)
             entry = measure(lambda: run(path), device, flops, args.repeats, args.warmup,
-                            None if args.no_memory else weights,
-                            built["fast"].release_graphs if path == "graph" else None)  # graph: the capturing call
+                            None if args.no_memory else weights,  # graph: measured on the capturing call
+                            built[key].release_graphs if path.startswith("graph") else None)
             if args.peak_tflops:
                 entry["vs_flop_floor"] = entry["median_s"] / (flops / (args.peak_tflops * 1e12))
             result[path] = entry
-        for path in ("fast", "fp8"):
-            if path in result:
-                result[f"{path}_estimate_gib"] = estimate_memory(cfg, size, size, args.batch, path).peak / 2**30
+        for regime in ("fast", "fp8"):
+            if any(decoder_key(p)[0] == regime for p in paths):
+                result[f"{regime}_estimate_gib"] = estimate_memory(cfg, size, size, args.batch, regime).peak / 2**30
         if args.psnr:
             if "reference" not in outputs:
-                run("reference")
+                run("reference")  # untimed: only its output
             for path in paths:
                 result[path]["psnr_vs_reference_db"] = psnr(outputs[path].float().cpu(),
                                                             outputs["reference"].float().cpu())

@@ -6,6 +6,7 @@ the decode allocates, `pid.memory.TensorMemoryTracker`; on CUDA the allocator's 
     python benchmarks/bench_memory.py measure --arch tiny --sizes 2048,4096 --max-memory 6GB --window 8
     python benchmarks/bench_memory.py measure --arch full --sizes 2048 --max-memory 3.5GB --steps 1 --device cuda
     python benchmarks/bench_memory.py measure --arch full --sizes 4096,8192 --max-memory 16GB --shapes-only
+    python benchmarks/bench_memory.py measure --arch full --device cuda --cases 2048:3.5GB,4096:6GB,8192:16GB
 
 --shapes-only runs the decode's network and sampler code under FakeTensorMode: every op computes only its output's
 shape and dtype (pid's ops through their fake kernels), so the tracker sees the exact sizes and lifetimes of every
@@ -106,11 +107,13 @@ def measure(args) -> None:
     net = random_net(cfg, device=device)
     net = net.to(weights_dtype(args.precision))
     decoder = PidDecoder(net, precision=args.precision, caption_cache=None, fp8_emulation=True)
-    for size in args.sizes:
+    cases = args.cases or [(size, args.max_memory) for size in args.sizes]
+    for size, max_memory in cases:
+        args.max_memory = max_memory  # of this case: _print_row reports it
         latent = torch.randn(1, cfg.lq_latent_channels, size // 32, size // 32, device=device)
         y = torch.zeros(1, cfg.txt_max_length, cfg.txt_embed_dim, device=device)
-        kwargs = dict(caption_embeds=y, steps=args.steps, window=args.window, progress=False, max_memory=args.max_memory)
-        if args.max_memory is None:
+        kwargs = dict(caption_embeds=y, steps=args.steps, window=args.window, progress=False, max_memory=max_memory)
+        if max_memory is None:
             kwargs.update(pixel_chunk=args.pixel_chunk, token_chunk=args.token_chunk)
         start = time.perf_counter()
         if device.type == "cuda":
@@ -128,7 +131,7 @@ def measure(args) -> None:
         plan = decoder._call_plan(1, size, size, window=args.window, pixel_window="same",
                                   pixel_chunk=kwargs.get("pixel_chunk", "auto"),
                                   token_chunk=kwargs.get("token_chunk", "auto"), keep_gate_features=None,
-                                  max_memory=args.max_memory, cuda_graph=False)
+                                  max_memory=max_memory, cuda_graph=False)
         _print_row(args, cfg, size, str(device), plan, measured, seconds)
 
 
@@ -158,6 +161,9 @@ def main() -> None:
     q = sub.choices["measure"]
     q.add_argument("--device", default="cpu")
     q.add_argument("--max-memory")
+    q.add_argument("--cases", type=lambda s: [(int(c.split(":")[0]), c.split(":")[1]) for c in s.split(",")],
+                   help="size:max_memory pairs, comma-separated (e.g. 2048:3.5GB,4096:6GB), instead of --sizes and "
+                        "--max-memory: one network for all")
     q.add_argument("--pixel-chunk", type=int)
     q.add_argument("--token-chunk", type=int)
     q.add_argument("--window", type=int)
