@@ -58,6 +58,17 @@ def reference_decode(net: PidNet, latent, sigma, y, noise, eps, device, steps: i
         return sampling.sample_student(velocity, noise, steps=steps, step_noises=eps, use_kernel=False).clamp(-1, 1)
 
 
+def parse_paths(text: str) -> list[str]:
+    """--paths: PATH or PATH@BACKEND, comma-separated (checked while the arguments are parsed)."""
+    paths = text.split(",")
+    if unknown := [p for p in paths if p.partition("@")[0] not in PATHS or p.partition("@")[2] not in BACKENDS
+                   or p.startswith("official@")]:
+        raise argparse.ArgumentTypeError(
+            f"unknown path(s) {unknown}: choose from {', '.join(PATHS)}, pid's optionally @ an attention back end "
+            f"({', '.join(BACKENDS[1:])})")
+    return paths
+
+
 def print_row(r: dict, paths: list[str]) -> None:
     for path in paths:
         e = r[path]
@@ -87,8 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--paths", default="official,fast", help=f"{', '.join(PATHS)} (graph: CUDA), comma-separated; "
-                    "pid's paths may name their attention back end: fast@fa4, fp8@sdpa")
+    ap.add_argument("--paths", type=parse_paths, default="official,fast", help=f"{', '.join(PATHS)} (graph: CUDA), "
+                    "comma-separated; pid's paths may name their attention back end: fast@fa4, fp8@sdpa")
     ap.add_argument("--attention", choices=("kernel", "sdpa", "fa4", "auto"), help="pid's paths' global attention "
                     "(default: the device's)")
     ap.add_argument("--psnr", action="store_true", help="each path's PSNR against the reference regime (which is "
@@ -100,10 +111,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if why := _extension.missing_kernels(device.type):
         raise SystemExit(f"pid: {why}")
-    paths = args.paths.split(",")
-    if unknown := [p for p in paths if p.partition("@")[0] not in PATHS or p.partition("@")[2] not in BACKENDS]:
-        ap.error(f"unknown path(s) {unknown}: choose from {', '.join(PATHS)}, each optionally @ an attention back "
-                 f"end ({', '.join(BACKENDS[1:])}; official: its own SDPA)")
+    paths = args.paths
     if any(p.partition("@")[0] == "graph" for p in paths) and device.type != "cuda":
         ap.error("the graph path needs --device cuda")
 

@@ -246,3 +246,31 @@ def test_golden_network_fp8_against_reference(name):
     print(f"{name}, fp8 (emulated) vs reference: {db:.2f} dB")
     assert 40.0 <= db < 48.0  # the e4m3 rounding costs what it costs, and fp8 is not the fast regime
     assert math.isfinite(db)
+
+
+needs_fp8_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _fp8.gemm_available(torch.device("cuda"))),
+                                   reason="no GPU with fp8 tensor cores")
+
+
+@needs_fp8_gpu
+@pytest.mark.parametrize("M,K,N", [(333, 1536, 4608), (300, 4096, 1536)])
+def test_cuda_fp8_gemm_within_the_e4m3_bound(M, K, N):
+    """torch._scaled_mm on the GPU: within the emulation's bound of the float64 product (plus the bf16 rounding of
+    its output), and close to the emulation of the same operands on the same GPU (only the summation differs)."""
+    g = torch.Generator().manual_seed(M)
+    x = (torch.randn(M, K, generator=g) * torch.logspace(-2, 1, M)[:, None]).bfloat16()
+    w = torch.randn(N, K, generator=g) / math.sqrt(K)
+    b = torch.rand(N, generator=g) * 2 - 1
+    wq, ws = _fp8.quantize_weight(w)
+    _, xs = _fp8.quantize_rows(x)
+    dev = torch.device("cuda")
+    xd, wqd, wsd, bd = x.to(dev), wq.to(dev), ws.to(dev), b.to(dev)
+    x_q, _ = _fp8.quantize_rows(xd)
+    assert _fp8._fp8_gemm_applies(x_q, wqd, torch.bfloat16)
+    gemm = _fp8.linear(xd, wqd, wsd, bd, torch.bfloat16).double().cpu()
+    emulated = _fp8.linear(xd, wqd, wsd, bd, torch.bfloat16, emulate=True).double().cpu()
+    exact = x.double() @ w.double().t() + b.double()
+    bound = fp8_linear_error_bound(x, w, xs, ws) + 2.0**-8 * exact.abs() * 1.01
+    err = (gemm - exact).abs()
+    assert (err <= bound).all(), (err / bound).max().item()
+    assert ((gemm - emulated).abs() <= 2.0**-7 * exact.abs() + 1e-3 * exact.abs().max()).all()

@@ -130,3 +130,23 @@ def test_cli_offers_fa4_and_refuses_it_here_in_one_line(caplog):
     with caplog.at_level("ERROR", logger="pid.cli"):
         assert main(["bench", "--arch", "tiny", "--sizes", "64", "--attention", "fa4", "--precision", "fast"]) == 2
     assert "attention='fa4': FlashAttention-4 runs on CUDA GPUs" in caplog.text
+
+
+needs_fa4 = pytest.mark.skipif(not torch.cuda.is_available() or _flash4.device_problem(torch.device("cuda")) is not None,
+                               reason="no GPU FlashAttention-4 runs on, or no flash-attn-4")
+
+
+@needs_fa4
+@pytest.mark.parametrize("H,d,n_text", [(24, 64, 300), (16, 72, 0)])  # the network's MMDiT and PiT attention
+def test_cuda_fa4_matches_float32_attention(H, d, n_text):
+    """FA4 itself, on the GPU: bf16 inputs, the network's head dims, against SDPA in float32 of the same inputs, as
+    close as torch's own bf16 SDPA is; and an "auto" candidate there."""
+    g = torch.Generator(device="cuda").manual_seed(d)
+    q, k, v = (torch.randn(2, H, n_text + 1024 + 37, d, generator=g, device="cuda").bfloat16() for _ in range(3))
+    out = pid.ops.attention(q, k, v, backend="fa4")
+    assert out.shape == q.shape and out.dtype == torch.bfloat16 and out.transpose(1, 2).is_contiguous()
+    exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    sdpa = F.scaled_dot_product_attention(q, k, v)
+    err, sdpa_err = ((t.float() - exact).norm() / exact.norm() for t in (out, sdpa))
+    assert err <= 2 * sdpa_err + 1e-3, (err, sdpa_err)
+    assert "fa4" in pid.ops.AttentionAutotune().candidates(q, k, v)
