@@ -5,7 +5,8 @@ on the golden networks (their float32 weights rounded to bf16, as released check
     PID_GOLDEN_DIR=... python benchmarks/fp8_quality.py --device cuda --json fp8_quality.json
 
 On a GPU with fp8 tensor cores, "fp8" runs torch._scaled_mm and "fp8 emulated" the float32 emulation of the same
-arithmetic on the same GPU (their gap is the summation order); elsewhere "fp8" is the emulation. The released
+arithmetic on the same GPU (their gap is the summation order); elsewhere "fp8" is the emulation. "fp8 + PiT" quantises
+the PiT blocks' Linears too (not the regime's default: this column is why). The released
 architecture's fp8 PSNR (random weights) comes from benchmarks/bench_decode.py --paths reference,fp8 --psnr.
 """
 
@@ -22,15 +23,19 @@ import pid
 from pid import golden
 from pid.archs import TINY, random_net
 from pid.compare import psnr
-from pid.nn.fp8 import set_emulation
+from pid.nn.fp8 import PIT_LINEARS, quantize_linears, set_emulation
 from pid.ops import _fp8
 
 
-def decode_case(weights, config, io, precision: str, device, emulate: bool = False) -> torch.Tensor:
-    decoder = pid.load(weights, config=config, precision=precision, device=device, fp8_emulation=True,
+def decode_case(weights, config, io, regime: str, device) -> torch.Tensor:
+    """One decode in `regime`: a precision, or "fp8 emulated" (the emulation on an fp8 GPU), or "fp8 + PiT" (the
+    PiT blocks' Linears in fp8 too, pid.nn.fp8.PIT_LINEARS: not the regime's default)."""
+    decoder = pid.load(weights, config=config, precision=regime.split()[0], device=device, fp8_emulation=True,
                        caption_cache=None)
-    if emulate:
+    if regime == "fp8 emulated":
         set_emulation(decoder.net, True)
+    if regime == "fp8 + PiT":
+        quantize_linears(decoder.net, PIT_LINEARS)
     B, _, h, w = io["lq_latent"].shape
     H, W = h * decoder.config.pixels_per_latent, w * decoder.config.pixels_per_latent
     gen = torch.Generator().manual_seed(0)
@@ -49,7 +54,7 @@ def main() -> int:
     device = torch.device(args.device)
     real_fp8 = _fp8.gemm_available(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    regimes = ["fast", "fp8"] + (["fp8 emulated"] if real_fp8 else [])
+    regimes = ["fast", "fp8", "fp8 + PiT"] + (["fp8 emulated"] if real_fp8 else [])
     print(f"fp8 quality on {name} ({'fp8 tensor cores' if real_fp8 else 'fp8 emulated: no fp8 GEMM here'}), "
           f"torch {torch.__version__}: PSNR (dB) against the reference regime")
     print(f"{'network':16} " + " ".join(f"{r:>13}" for r in regimes))
@@ -68,7 +73,7 @@ def main() -> int:
         reference = decode_case(weights, config, io, "reference", device)
         row = {"network": label}
         for regime in regimes:
-            out = decode_case(weights, config, io, regime.split()[0], device, emulate=regime == "fp8 emulated")
+            out = decode_case(weights, config, io, regime, device)
             row[regime] = psnr(out, reference)
         rows.append(row)
         print(f"{label:16} " + " ".join(f"{row[r]:13.2f}" for r in regimes), flush=True)
