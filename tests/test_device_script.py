@@ -28,7 +28,7 @@ def test_every_step_of_both_calls_checks_out():
     done = subprocess.run([sys.executable, str(DEVICE / "check_steps.py"), "verify", "speed", "build-only"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "run.sh verify: 13 steps" in done.stdout and "run.sh speed: 8 steps" in done.stdout
+    assert "run.sh verify: 12 steps" in done.stdout and "run.sh speed: 9 steps" in done.stdout
 
 
 def _copy_scripts(tmp_path) -> Path:
@@ -62,4 +62,4 @@ def test_runner_keeps_to_its_budget(tmp_path):
                           env={"PATH": "/usr/bin:/bin", "OUT": str(out), "PYTHON": sys.executable, "BUDGET_S": "0"})
     assert done.returncode == 1
     summary = (out / "verify-summary.txt").read_text().splitlines()
-    assert len(summary) == 13 and all("NOT RUN: the call's 0 s budget is spent" in line for line in summary)
+    assert len(summary) == 12 and all("NOT RUN: the call's 0 s budget is spent" in line for line in summary)

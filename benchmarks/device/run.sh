@@ -5,13 +5,17 @@
 #   verify  build, C++ tests, the CUDA pytest selection, the once-crashed test alone (C++ stack on a crash),
 #           compute-sanitizer memcheck over every op family, golden parity on the GPU (every public case), fp8 against
 #           the reference regime on the golden networks, decode times of the released architecture (random weights)
-#           at 1024² / 2048² / 4096² for the official eager regime, `reference` and `fast` with FLOP-floor ratios,
-#           measured peaks under max_memory 3.5 / 6 / 16 GB at 2048² / 4096² / 8192² against the estimator,
-#           `pid serve` throughput at 1024² with max-batch 1, 2, 4.
+#           at 1024² / 2048² / 4096² for the official eager regime, `reference` and `fast` with FLOP-floor ratios
+#           (and peaks at 1024² / 2048²), measured peaks under max_memory 3.5 / 6 / 16 GB at 2048² / 4096² / 8192²
+#           against the estimator.
 #   speed   build (a no-op on the machine verify built on), FlashAttention-4 unpacked and tested, the attention back
 #           ends (pid's kernel, SDPA, FA4) at the network's shapes and windowed (w = 16) against global at 2048², whole
 #           decodes fast / fp8 / fp8 with the PiT Linears, each with and without FA4, with PSNR against `reference`,
-#           at 2048² and 4096², and a windowed (w = 16) whole decode at 2048².
+#           at 2048² and 4096², a windowed (w = 16) whole decode at 2048², and `pid serve` throughput at 1024² with
+#           max-batch 1, 2, 4 (here rather than in verify, which it would push past 7 minutes).
+# Expected (estimates: no GPU has run this version): verify ~400 s (build ~90, CUDA pytest ~100, decodes ~80,
+# peaks ~45, memcheck ~40); speed ~350 s on the machine verify left warm (FA4's first compiles ~60 s), ~320 s on a
+# fresh one (build again, no FA4).
 # Every step runs whatever happened before (no set -e): its output goes to build/device-results/<call>/<step>.log,
 # its JSON beside it, its status and seconds to summary.txt; after every step $OUT gets <call>-summary.txt and
 # <call>-results.tar.gz (all logs and JSONs: the tool returns at most 8 files), so a call cut short keeps what ran.
@@ -96,9 +100,8 @@ if [ "$MODE" = verify ]; then
   step golden 45 'need_kernels; need_golden; $PY benchmarks/device/golden_parity.py cuda --json $STEP_JSON'
   step fp8-golden 40 'need_kernels; need_golden; $PY benchmarks/fp8_quality.py --device cuda --json $STEP_JSON'
   step decode-1k-2k 50 'need_kernels; $PY benchmarks/bench_decode.py --arch full --device cuda --sizes 1024,2048 --paths official,reference,fast --repeats 3 --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'
-  step decode-4k 70 'need_kernels; $PY benchmarks/bench_decode.py --arch full --device cuda --sizes 4096 --paths official,reference,fast --repeats 1 --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'
+  step decode-4k 70 'need_kernels; $PY benchmarks/bench_decode.py --arch full --device cuda --sizes 4096 --paths official,reference,fast --repeats 1 --no-memory --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'
   step memory 100 'need_kernels; $PY benchmarks/bench_memory.py measure --arch full --device cuda --cases 2048:3.5GB,4096:6GB,8192:16GB --steps 1 | tee $STEP_DIR/memory.jsonl'
-  step serve 100 'need_kernels; serve_deps; $PY benchmarks/bench_serve.py --arch full --device cuda --size 1024 --max-batches 1,2,4 --concurrency 1,4,8 --requests 12 --overload-seconds 0 --json $STEP_JSON'
 fi
 if [ "$MODE" = speed ]; then
   step fa4-install 90 'install_fa4'
@@ -107,6 +110,7 @@ if [ "$MODE" = speed ]; then
   step decode-2k 70 'need_kernels; $PY benchmarks/bench_decode.py --arch full --device cuda --sizes 2048 --paths fast,fp8,fp8-pit$(fa4_paths ,fast@fa4,fp8@fa4) --psnr --repeats 3 --no-memory --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'
   step decode-4k 90 'need_kernels; $PY benchmarks/bench_decode.py --arch full --device cuda --sizes 4096 --paths fast,fp8$(fa4_paths ,fast@fa4,fp8@fa4) --psnr --repeats 1 --no-memory --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'
   step window-2k 45 'need_kernels; $PY -m pid bench --device cuda --sizes 2048 --repeats 3 --window 16 --no-memory --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'
+  step serve 100 'need_kernels; serve_deps; $PY benchmarks/bench_serve.py --arch full --device cuda --size 1024 --max-batches 1,2,4 --concurrency 1,4 --requests 12 --overload-seconds 0 --json $STEP_JSON'
 fi
 
 [ "$LIST" = 1 ] && exit 0
