@@ -177,6 +177,11 @@ def test_quantize_linears_takes_the_mmdit_ones():
     assert not linears & set(names)
     again = quantize_linears(net)  # idempotent
     assert again is net and is_quantized(net)
+    layer = net.get_submodule(names[0])
+    net.float()  # casts the rest of the network, never the fp8 layers' operands and scales
+    assert (layer.weight.dtype, layer.weight_scale.dtype) == (torch.float8_e4m3fn, torch.float32)
+    assert net.get_submodule("final_layer.linear").weight.dtype == torch.float32
+    net.bfloat16()
     quantize_linears(net, PIT_LINEARS)  # for measurements: the PiT blocks' too
     assert is_quantized(net, PIT_LINEARS) and len(fp8_linear_names(net, PIT_LINEARS)) == 5 * TINY.pixel_depth
 

@@ -160,13 +160,13 @@ def weights_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision in BF16_WEIGHTS else torch.float32
 
 
-def check_weights_dtype(precision: str, weights_dtype_: torch.dtype) -> str:
+def check_weights_dtype(precision: str, held: torch.dtype) -> str:
     """`precision` if the network's weights hold what it runs on (the fast and fp8 regimes bfloat16 weights, the
     others float32), else PidError; a decoder's precision is resolved once, by `pid.load` (or from the weights
     themselves, `default_precision`), and only checked here."""
     if precision not in PRECISIONS:
         raise PidError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if weights_dtype_ != weights_dtype(precision):
+    if held != weights_dtype(precision):
         raise PidError(f"precision {precision!r} needs {'bf16' if precision in BF16_WEIGHTS else 'float32'} weights, "
-                       f"the network holds {weights_dtype_}: convert it with net.to(...) or use pid.load(precision=...)")
+                       f"the network holds {held}: convert it with net.to(...) or use pid.load(precision=...)")
     return precision

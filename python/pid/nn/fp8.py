@@ -67,6 +67,14 @@ class Fp8Linear(nn.Module):
                 out.bias.copy_(linear.bias)
         return out
 
+    def _apply(self, fn, recurse=True):
+        """Moves between devices as any module, but keeps its dtypes under net.float() / .bfloat16() / .to(dtype):
+        an fp8 weight cast to bf16 would no longer be an fp8 GEMM's operand, and a bf16 scale would round."""
+        def keep_dtype(t):
+            out = fn(t)
+            return out if out.dtype == t.dtype else t.to(out.device)
+        return super()._apply(keep_dtype, recurse)
+
     def dequantized_weight(self) -> torch.Tensor:
         """W_q · s_w in float32 (what the products use; for tests and error estimates)."""
         return self.weight.float() * self.weight_scale[:, None]
