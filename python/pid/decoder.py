@@ -59,13 +59,14 @@ class PidDecoder:
         if precision is None:
             precision = default_precision(self.device, self.dtype)
         self.precision = check_weights_dtype(precision, self.dtype)
-        if self.precision == "fp8":
-            fp8.check_device(self.device, fp8_emulation)
-            fp8.quantize_linears(net)
         self.attention = check_backend(attention, self.device)
         if self.attention == "fa4" and self.precision == "float32":
             raise PidError("attention='fa4' (FlashAttention-4) takes bfloat16 attention inputs, which precision "
-                           "'float32' does not make: choose precision 'fast' or 'reference', or attention='sdpa'")
+                           "'float32' does not make: choose precision 'fast', 'fp8' or 'reference', or "
+                           "attention='sdpa'")
+        if self.precision == "fp8":  # last of the checks: it changes the caller's network
+            fp8.check_device(self.device, fp8_emulation)
+            fp8.quantize_linears(net)
         self.autotune = AttentionAutotune(path=AttentionAutotune.default_path())  # kept across processes
         self.caption_cache = _caption_cache(caption_cache)
         if parallel is not None and not isinstance(parallel, (SequenceParallel, DataParallel)):
