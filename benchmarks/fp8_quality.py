@@ -23,7 +23,7 @@ import pid
 from pid import golden
 from pid.archs import TINY, random_net
 from pid.compare import psnr
-from pid.nn.fp8 import PIT_LINEARS, quantize_linears, set_emulation
+from pid.nn.fp8 import PIT_LINEARS, Fp8Linear, quantize_linears, set_emulation
 from pid.ops import _fp8
 
 
@@ -36,6 +36,12 @@ def decode_case(weights, config, io, regime: str, device) -> torch.Tensor:
         set_emulation(decoder.net, True)
     if regime == "fp8 + PiT":
         quantize_linears(decoder.net, PIT_LINEARS)
+    if regime.startswith("fp8") and regime != "fp8 emulated" and _fp8.gemm_available(decoder.device):
+        layers = [m for m in decoder.net.modules() if isinstance(m, Fp8Linear)]
+        on_gemm = sum(_fp8.gemm_shape_ok(m.in_features, m.out_features) for m in layers)
+        if on_gemm < len(layers):
+            print(f"  ({regime}: {len(layers) - on_gemm} of {len(layers)} fp8 Linears emulated: K or N is not a "
+                  "multiple of 16)", flush=True)
     B, _, h, w = io["lq_latent"].shape
     H, W = h * decoder.config.pixels_per_latent, w * decoder.config.pixels_per_latent
     gen = torch.Generator().manual_seed(0)

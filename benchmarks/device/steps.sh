@@ -15,17 +15,24 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| CUDA", 
   echo "$(nproc) CPUs; pid at $(git log -1 --format=%h 2>/dev/null || echo '?')"
 }
 
+untar_xz() {  # untar_xz ARCHIVE DEST: a .tar.xz unpacked by Python's tarfile (the image need not have xz)
+  "$PY" - "$1" "$2" <<'PY'
+import sys, tarfile
+with tarfile.open(sys.argv[1], "r:xz") as archive:
+    archive.extractall(sys.argv[2], **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+PY
+}
+
 build_pid() {  # pid/_C.so with the CUDA kernels and the C++ tests, CUTLASS headers from third_party (no network)
   local whl cutlass
   whl=$(ls third_party/nvidia_cutlass-*.whl 2>/dev/null | head -n 1)
   if [ -n "$whl" ]; then  # CI's dry run downloads the wheel there
     cutlass=(-DCUTLASS_WHEEL="$PWD/$whl")
   elif [ -f third_party/device/cutlass-include.tar.xz ]; then
-    if [ ! -f build/cutlass-include/cutlass/cutlass.h ]; then
-      mkdir -p build/cutlass-include
-      tar -xJf third_party/device/cutlass-include.tar.xz -C build/cutlass-include --strip-components=1 || return 1
+    if [ ! -f build/cutlass/include/cutlass/cutlass.h ]; then
+      mkdir -p build/cutlass && untar_xz third_party/device/cutlass-include.tar.xz build/cutlass || return 1
     fi
-    cutlass=(-DCUTLASS_INCLUDE_DIR="$PWD/build/cutlass-include")
+    cutlass=(-DCUTLASS_INCLUDE_DIR="$PWD/build/cutlass/include")
   else
     echo "no CUTLASS headers: run benchmarks/device/prepare_third_party.sh and carry third_party/device" >&2
     return 1
@@ -69,7 +76,7 @@ install_fa4() {  # unpack both parts into build/fa4-site and import it
   "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || skip "FA4 was packed for CPython 3.12"
   (cd build/fa4-parts && cat fa4.tar.xz.part1 fa4.tar.xz.part2 > fa4.tar.xz && sha256sum -c SHA256SUMS) || return 1
   rm -rf build/fa4-site && mkdir -p build/fa4-site
-  xz -dc build/fa4-parts/fa4.tar.xz | tar -x -C build/fa4-site || return 1
+  untar_xz build/fa4-parts/fa4.tar.xz build/fa4-site || return 1
   rm -f build/fa4-parts/fa4.tar.xz
   PYTHONPATH=$(fa4_pythonpath) "$PY" -c 'import flash_attn.cute, cutlass, torch
 print("flash-attn-4 imports; CuTe DSL", getattr(cutlass, "__version__", "?"), "| torch", torch.__version__)' &&

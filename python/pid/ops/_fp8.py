@@ -69,8 +69,13 @@ def linear(x: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Tensor, 
     return y.reshape(*lead, N)
 
 
+def gemm_shape_ok(in_features: int, out_features: int) -> bool:
+    """Whether torch._scaled_mm takes a Linear of this shape (K and N multiples of 16); others are emulated, also on
+    an fp8 GPU (the released network's are all multiples of 16; the golden networks' MLP width 170 is not)."""
+    return in_features % _ALIGN == 0 and out_features % _ALIGN == 0
+
+
 def _fp8_gemm_applies(x_q: torch.Tensor, weight_q: torch.Tensor, out_dtype: torch.dtype) -> bool:
     """torch._scaled_mm with row-wise scales: an fp8 GPU, bf16 output, K and N multiples of 16."""
-    K, N = x_q.shape[1], weight_q.shape[0]
-    return (out_dtype == torch.bfloat16 and K % _ALIGN == 0 and N % _ALIGN == 0 and x_q.shape[0] > 0
+    return (out_dtype == torch.bfloat16 and gemm_shape_ok(x_q.shape[1], weight_q.shape[0]) and x_q.shape[0] > 0
             and gemm_available(x_q.device))
