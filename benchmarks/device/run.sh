@@ -105,7 +105,7 @@ if [ "$MODE" = verify ]; then
 fi
 if [ "$MODE" = speed ]; then
   step fa4-install 90 'install_fa4'
-  step fa4-tests 60 'need_kernels; $PY -m pytest -q -p no:cacheprovider -k cuda tests/test_ops_flash4.py'
+  step fa4-tests 60 'need_kernels; need_fa4; $PY -m pytest -q -p no:cacheprovider -k cuda tests/test_ops_flash4.py'
   step attention 100 'need_kernels; $PY benchmarks/bench_attention_backends.py --device cuda --sizes 1024,2048,4096 --window 16 --window-size 2048 --json $STEP_JSON'
   step decode-2k 70 'need_kernels; $PY benchmarks/bench_decode.py --arch full --device cuda --sizes 2048 --paths fast,fp8,fp8-pit$(fa4_paths ,fast@fa4,fp8@fa4) --psnr --repeats 3 --no-memory --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'
   step decode-4k 90 'need_kernels; $PY benchmarks/bench_decode.py --arch full --device cuda --sizes 4096 --paths fast,fp8$(fa4_paths ,fast@fa4,fp8@fa4) --psnr --repeats 1 --no-memory --peak-tflops $PEAK_TFLOPS --json $STEP_JSON'

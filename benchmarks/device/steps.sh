@@ -83,6 +83,10 @@ print("flash-attn-4 imports; CuTe DSL", getattr(cutlass, "__version__", "?"), "|
     touch build/fa4-site/.ready
 }
 
+need_fa4() {
+  [ -f build/fa4-site/.ready ] || skip "FlashAttention-4 is not installed on this machine (see the fa4-install step)"
+}
+
 fa4_pythonpath() {  # the unpacked site folder, and the DSL's packages (what its .pth adds in a real site-packages)
   echo "$PWD/build/fa4-site/nvidia_cutlass_dsl/dsl_packages:$PWD/build/fa4-site:$PYTHONPATH"
 }
