@@ -6,6 +6,7 @@ the decode allocates, `pid.memory.TensorMemoryTracker`; on CUDA the allocator's 
     python benchmarks/bench_memory.py measure --arch tiny --sizes 2048,4096 --max-memory 6GB --window 8
     python benchmarks/bench_memory.py measure --arch full --sizes 2048 --max-memory 3.5GB --steps 1 --device cuda
     python benchmarks/bench_memory.py measure --arch full --sizes 4096,8192 --max-memory 16GB --shapes-only
+    python benchmarks/bench_memory.py measure --arch full --device cuda --cases 2048:3.5GB,4096:6GB,8192:16GB
 
 --shapes-only runs the decode's network and sampler code under FakeTensorMode: every op computes only its output's
 shape and dtype (pid's ops through their fake kernels), so the tracker sees the exact sizes and lifetimes of every
@@ -28,6 +29,7 @@ from pid.archs import ARCHS, random_net
 from pid.decoder import PidDecoder
 from pid.errors import MemoryBudgetError
 from pid.memory import TensorMemoryTracker, estimate_memory, parameter_bytes, parse_bytes, plan_for_budget
+from pid.plan import PRECISIONS, weights_dtype
 
 GIB = 2.0**30
 
@@ -61,9 +63,8 @@ def shapes_only_peak(cfg, size: int, precision: str, max_memory, steps: int, win
     with torch.device("meta"):
         net = pid.PidNet(cfg)
     net = net.to_empty(device="cpu").eval().requires_grad_(False)  # allocated, never read
-    if precision == "fast":
-        net = net.bfloat16()
-    decoder = PidDecoder(net, precision=precision, caption_cache=None)
+    net = net.to(weights_dtype(precision))
+    decoder = PidDecoder(net, precision=precision, caption_cache=None, fp8_emulation=True)
     settings = SamplerSettings("student", steps)
     times = settings.times()
     schedule, tolist = sampling.student_schedule, torch.Tensor.tolist
@@ -104,14 +105,15 @@ def measure(args) -> None:
     cfg = ARCHS[args.arch]
     device = torch.device(args.device)
     net = random_net(cfg, device=device)
-    if args.precision == "fast":
-        net = net.bfloat16()
-    decoder = PidDecoder(net, precision=args.precision, caption_cache=None)
-    for size in args.sizes:
+    net = net.to(weights_dtype(args.precision))
+    decoder = PidDecoder(net, precision=args.precision, caption_cache=None, fp8_emulation=True)
+    cases = args.cases or [(size, args.max_memory) for size in args.sizes]
+    for size, max_memory in cases:
+        args.max_memory = max_memory  # of this case: _print_row reports it
         latent = torch.randn(1, cfg.lq_latent_channels, size // 32, size // 32, device=device)
         y = torch.zeros(1, cfg.txt_max_length, cfg.txt_embed_dim, device=device)
-        kwargs = dict(caption_embeds=y, steps=args.steps, window=args.window, progress=False, max_memory=args.max_memory)
-        if args.max_memory is None:
+        kwargs = dict(caption_embeds=y, steps=args.steps, window=args.window, progress=False, max_memory=max_memory)
+        if max_memory is None:
             kwargs.update(pixel_chunk=args.pixel_chunk, token_chunk=args.token_chunk)
         start = time.perf_counter()
         if device.type == "cuda":
@@ -129,7 +131,7 @@ def measure(args) -> None:
         plan = decoder._call_plan(1, size, size, window=args.window, pixel_window="same",
                                   pixel_chunk=kwargs.get("pixel_chunk", "auto"),
                                   token_chunk=kwargs.get("token_chunk", "auto"), keep_gate_features=None,
-                                  max_memory=args.max_memory, cuda_graph=False)
+                                  max_memory=max_memory, cuda_graph=False)
         _print_row(args, cfg, size, str(device), plan, measured, seconds)
 
 
@@ -151,7 +153,7 @@ def main() -> None:
     for name in ("estimates", "measure"):
         q = sub.add_parser(name)
         q.add_argument("--arch", choices=sorted(ARCHS), default="full" if name == "estimates" else "tiny")
-        q.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast")
+        q.add_argument("--precision", choices=PRECISIONS, default="fast")
         q.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[2048, 4096, 8192])
     q = sub.choices["estimates"]
     q.add_argument("--ranks", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4, 8])
@@ -159,6 +161,9 @@ def main() -> None:
     q = sub.choices["measure"]
     q.add_argument("--device", default="cpu")
     q.add_argument("--max-memory")
+    q.add_argument("--cases", type=lambda s: [(int(c.split(":")[0]), c.split(":")[1]) for c in s.split(",")],
+                   help="size:max_memory pairs, comma-separated (e.g. 2048:3.5GB,4096:6GB), instead of --sizes and "
+                        "--max-memory: one network for all")
     q.add_argument("--pixel-chunk", type=int)
     q.add_argument("--token-chunk", type=int)
     q.add_argument("--window", type=int)

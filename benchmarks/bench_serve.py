@@ -42,15 +42,15 @@ def _serve(port: int, arch: str, device: str, precision, app_kwargs: dict) -> No
     from pid.serve import create_app
 
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("pid.decoder").setLevel(logging.ERROR)  # "outside the trained sizes", once per decode
-    from pid.plan import default_precision
+    for name in ("pid.decoder", "pid.inputs"):  # "outside the trained sizes", once per decode
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from pid.plan import default_precision, weights_dtype
 
     cfg = ARCHS[arch]
     precision = precision or default_precision(device)  # as pid.load chooses it
     net = random_net(cfg, device)
-    if precision == "fast":
-        net = net.bfloat16()
-    decoder = pid.PidDecoder(net, variant=pid.get_variant("flux-v1.5"), precision=precision,
+    net = net.to(weights_dtype(precision))
+    decoder = pid.PidDecoder(net, variant=pid.get_variant("flux-v1.5"), precision=precision, fp8_emulation=True,
                              caption_cache=CaptionCache())
     embeds = torch.randn(1, 300, cfg.txt_embed_dim, generator=torch.Generator().manual_seed(0))
     app = create_app(decoder, caption_embeds=embeds, **app_kwargs)
@@ -188,12 +188,14 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", choices=("tiny", "small", "full"), default="tiny")
     parser.add_argument("--size", type=int, default=128, help="output side (the latent is size/32)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=("float32", "reference", "fast"), help="default: the device's")
+    parser.add_argument("--precision", choices=("float32", "reference", "fast", "fp8"), help="default: the device's")
     parser.add_argument("--max-batch", type=int, default=8, help="N of the batching comparison (against 1)")
+    parser.add_argument("--max-batches", help="the servers' max-batch values, comma-separated (default: N,1); the "
+                        "largest is the overload run's")
     parser.add_argument("--concurrency", default="1,2,4,8")
     parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level (closed loop)")
     parser.add_argument("--max-queue", type=int, default=8, help="the server's queue in the overload run")
-    parser.add_argument("--overload-seconds", type=float, default=10.0)
+    parser.add_argument("--overload-seconds", type=float, default=10.0, help="0: no overload run")
     parser.add_argument("--max-in-flight", type=int, default=64, help="the open-loop client's bound")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--reply", choices=("pt", "png", "jpg"), default="pt")
@@ -202,6 +204,8 @@ def main(argv=None) -> int:
     if args.size % 32:
         parser.error("--size must be a multiple of 32")
     levels = [int(c) for c in args.concurrency.split(",")]
+    max_batches = ([int(b) for b in args.max_batches.split(",")] if args.max_batches else [args.max_batch, 1])
+    args.max_batch = max(max_batches)
     side = args.size // 32
     latent = torch.randn(1, 16, side, side, generator=torch.Generator().manual_seed(0))
     print(f"pid serve load test: {args.arch} network (random weights), {args.size}x{args.size} images, "
@@ -211,7 +215,7 @@ def main(argv=None) -> int:
            "load_average_start": os.getloadavg()}
     print(f"{'max batch':>9} {'conc':>4} {'images/s':>9} {'p50 s':>7} {'p99 s':>7} {'mean batch':>10} {'errors':>6}")
     capacity = None
-    for max_batch in (args.max_batch, 1):
+    for max_batch in max_batches:
         with Server(args, max_batch=max_batch, max_queue=max(16, 2 * max(levels)),
                     batch_wait_ms=args.batch_wait_ms) as server:
             load = Load(server.url, latent, args.reply)
@@ -228,11 +232,16 @@ def main(argv=None) -> int:
                       f"{row['mean_batch']:>10.2f} {errors:>6}", flush=True)
                 if max_batch == args.max_batch:
                     capacity = max(capacity or 0.0, row["images_per_s"])
-    best = {mb: max(r["images_per_s"] for r in out["closed_loop"] if r["max_batch"] == mb)
-            for mb in (args.max_batch, 1)}
-    out["batching_gain"] = best[args.max_batch] / best[1]
-    print(f"batching gain: {best[args.max_batch]:.2f} images/s with max batch {args.max_batch} vs {best[1]:.2f} with "
-          f"max batch 1 (x{out['batching_gain']:.2f})", flush=True)
+    best = {mb: max(r["images_per_s"] for r in out["closed_loop"] if r["max_batch"] == mb) for mb in max_batches}
+    out["best_images_per_s"] = best
+    lowest = min(max_batches)
+    out["batching_gain"] = best[args.max_batch] / best[lowest]
+    print(f"batching gain: {best[args.max_batch]:.2f} images/s with max batch {args.max_batch} vs {best[lowest]:.2f} "
+          f"with max batch {lowest} (x{out['batching_gain']:.2f}); best per max batch: "
+          + ", ".join(f"{mb}: {v:.2f}" for mb, v in sorted(best.items())), flush=True)
+    if args.overload_seconds <= 0:
+        _write(args, out)
+        return 0
 
     rate = 2 * capacity
     with Server(args, max_batch=args.max_batch, max_queue=args.max_queue, batch_wait_ms=args.batch_wait_ms) as server:
@@ -250,6 +259,11 @@ def main(argv=None) -> int:
           f"{row['rejected_503']} rejected 503 ({row['rejected_503'] / max(1, answered):.0%}), "
           f"{row['timed_out_504']} timed out, {row['other_errors']} other errors, {row['not_sent']} not sent (client "
           f"bound); accepted p50 {row['p50_s']:.3f} s, p99 {row['p99_s']:.3f} s", flush=True)
+    _write(args, out)
+    return 0
+
+
+def _write(args, out: dict) -> None:
     out["load_average_end"] = os.getloadavg()
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in out['load_average_end'])}")
     if args.json:
@@ -257,7 +271,6 @@ def main(argv=None) -> int:
 
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(out, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

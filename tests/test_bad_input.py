@@ -297,7 +297,7 @@ API_CASES = [
     ("device", lambda d: pid.load({}, device="tpu:9"), PidError, "unknown device 'tpu:9'"),
     ("config type", lambda d: pid.load(d.net.state_dict(), config={"hidden_size": "big"}), ConfigError,
      "'hidden_size' must be an int, got 'big'"),
-    ("precision", lambda d: pid.load(d.net.state_dict(), config=d.config, precision="fp8"), PidError,
+    ("precision", lambda d: pid.load(d.net.state_dict(), config=d.config, precision="int8"), PidError,
      "precision must be one of"),
     ("window", lambda d: d.decode(_latent(), caption_embeds=Y, window=-1), PidError, "window must be a positive int"),
     ("sampler", lambda d: d.decode(_latent(), caption_embeds=Y, sampler="euler"), PidError, "sampler must be"),

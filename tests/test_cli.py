@@ -161,5 +161,5 @@ def test_compare_command(tmp_path, tiny_files):
         assert 20 < rows[p]["psnr_db"] < float("inf")
     assert "PSNR dB" in out.stdout
     bad = run_pid("compare", f["latent_file"], "--checkpoint", f["ckpt"], "--caption-embeds", f["y_file"],
-                  "--precisions", "fp8")
-    assert bad.returncode == 2 and "precision 'fp8'" in bad.stderr
+                  "--precisions", "int8")
+    assert bad.returncode == 2 and "precision 'int8'" in bad.stderr

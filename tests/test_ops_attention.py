@@ -277,7 +277,7 @@ def test_global_backend_argument():
     # use_kernel=False: never pid's kernel
     assert torch.equal(pid.ops.attention(q, k, v, backend="kernel", use_kernel=False),
                        F.scaled_dot_product_attention(q, k, v))
-    with pytest.raises(ValueError, match="'kernel', 'sdpa' or 'auto'"):
+    with pytest.raises(ValueError, match="'kernel', 'sdpa', 'fa4' or 'auto'"):
         pid.ops.attention(q, k, v, backend="flash")
     with pytest.raises(ValueError, match="autotune="):
         pid.ops.attention(q, k, v, backend="auto")

@@ -31,8 +31,8 @@ def test_plan_is_a_value():
     assert hash(derived) == hash(ExecutionPlan(window=8, pixel_chunk=7))
 
 
-@pytest.mark.parametrize("bad,match", [(dict(precision="fp8"), "precision must be one of"),
-                                       (dict(attention="flash"), "'kernel', 'sdpa' or 'auto'"),
+@pytest.mark.parametrize("bad,match", [(dict(precision="int8"), "precision must be one of"),
+                                       (dict(attention="flash"), "'kernel', 'sdpa', 'fa4' or 'auto'"),
                                        (dict(pixel_chunk=0), "pixel_chunk must be a positive int")])
 def test_plan_validation(bad, match):
     with pytest.raises(ValueError, match=match):

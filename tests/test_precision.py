@@ -83,4 +83,4 @@ def test_precision_arguments(tiny_checkpoint, monkeypatch, native_bf16):
     assert pid.load(path, dtype=torch.bfloat16, **kw).precision == "fast"
     with pytest.raises(ValueError, match="contradict"):
         pid.load(path, dtype=torch.bfloat16, precision="reference", **kw)
-    # precision="fp8": tests/test_bad_input.py's API case "precision"
+    # an unknown precision: tests/test_bad_input.py's API case "precision"

@@ -22,7 +22,7 @@ from .config import PidConfig
 from .decoder import PidDecoder
 from .errors import PidError
 from .nn import PidNet
-from .plan import resolve_precision
+from .plan import resolve_precision, weights_dtype
 from .captions import CaptionCache
 from .variants import Variant
 
@@ -34,7 +34,7 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
          device: "str | torch.device" = "cpu", dtype: Optional[torch.dtype] = None, precision: Optional[str] = None,
          attention: Optional[str] = None, revision: Optional[str] = None, token: "str | bool | None" = None,
          caption_cache: "CaptionCache | str | None" = "default", parallel: Optional[str] = None,
-         group=None) -> PidDecoder:
+         group=None, fp8_emulation: bool = False) -> PidDecoder:
     """Load a PiD checkpoint (`model_ema_bf16.pth`, `.safetensors`, or an in-memory state dict), or a released
     variant by name: `pid.load("flux-v1.5")`.
 
@@ -48,10 +48,13 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     official folder name, else the weights' fingerprint when it is unambiguous.
 
     precision: "fast" (bf16 weights, bf16 autocast, fused kernels; the default on CUDA and on CPUs with native
-    bfloat16), "float32" (float32 math, the parity regime; the default on other CPUs) or "reference" (the official
-    float32-weights + bf16 autocast regime); see `pid.plan.default_precision`. `dtype` is the older spelling:
+    bfloat16), "float32" (float32 math, the parity regime; the default on other CPUs), "reference" (the official
+    float32-weights + bf16 autocast regime) or "fp8" (fast with the large Linears as fp8 matrix products, opt-in, for
+    GPUs with fp8 tensor cores; elsewhere only with fp8_emulation=True, to measure its quality; docs/precision.md);
+    see `pid.plan.default_precision`. `dtype` is the older spelling:
     float32 → the regime of float32 weights on the device (reference on CUDA, float32 on the CPU), bfloat16 → "fast". attention: the global-attention back end
-    ("kernel", "sdpa", "auto"; default: the device's, see docs/attention.md). caption_cache: where encoded captions
+    ("kernel", "sdpa", "fa4", "auto"; default: the device's, see docs/attention.md; "fa4" is FlashAttention-4, for
+    sm90/sm100 GPUs with `pip install 'pid-decoder[fa4]'`). caption_cache: where encoded captions
     are kept, "default" (memory and `pid.captions.default_cache_dir()`: $PID_CACHE_DIR/captions, else
     $XDG_CACHE_HOME/pid/captions, else ~/.cache/pid/captions), a `pid.captions.CaptionCache`, or None (memory only).
 
@@ -62,7 +65,7 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     device = check_device(device)
     parallel_info = pid_parallel.parallel_info(parallel, group)
     precision = resolve_precision(precision, dtype, device)
-    dtype = torch.bfloat16 if precision == "fast" else torch.float32
+    dtype = weights_dtype(precision)
     path: Optional[Path] = None
     metadata: dict[str, str] = {}
     if isinstance(checkpoint_or_state_dict, Mapping):
@@ -81,7 +84,8 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
         net = PidNet(cfg)
     net.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, assign=True)
     net.eval().requires_grad_(False)
-    decoder = PidDecoder(net, chosen, source, precision, attention, caption_cache, parallel_info)
+    decoder = PidDecoder(net, chosen, source, precision, attention, caption_cache, parallel_info,
+                         fp8_emulation=fp8_emulation)
     log.info("loaded %r", decoder)
     return decoder
 
@@ -90,11 +94,12 @@ def decode(checkpoint_or_state_dict, latent: torch.Tensor, *, variant: Optional[
            config: "PidConfig | Mapping[str, Any] | None" = None, device: "str | torch.device" = "cpu",
            precision: Optional[str] = None, attention: Optional[str] = None, revision: Optional[str] = None,
            token: "str | bool | None" = None, caption_cache: "CaptionCache | str | None" = "default",
-           parallel: Optional[str] = None, group=None, **decode_kwargs):
+           parallel: Optional[str] = None, group=None, fp8_emulation: bool = False, **decode_kwargs):
     """One call: `load(...)` then `.decode(latent, **decode_kwargs)`. To decode several latents, load once."""
     return load(checkpoint_or_state_dict, variant=variant, config=config, device=device, precision=precision,
                 attention=attention, revision=revision, token=token,
-                caption_cache=caption_cache, parallel=parallel, group=group).decode(latent, **decode_kwargs)
+                caption_cache=caption_cache, parallel=parallel, group=group,
+                fp8_emulation=fp8_emulation).decode(latent, **decode_kwargs)
 
 
 def check_device(device) -> torch.device:

@@ -16,7 +16,7 @@ from . import captions, images, inputs, memory, sampling
 from .config import PidConfig
 from .cuda_graphs import DecodeGraphs, input_shapes
 from .errors import NonFiniteOutputError, PidError
-from .nn import PidNet
+from .nn import PidNet, fp8
 from .ops import AttentionAutotune
 from .ops._attention import check_backend
 from .parallel import DataParallel, SequenceParallel, on_every_rank, world_of
@@ -31,9 +31,12 @@ class PidDecoder:
     """A PiD network ready for inference: `net` (a PidNet in eval mode), `config`, `variant` (the registry entry,
     or None for a network given only by its config), and how its network calls run:
 
-    precision   "float32", "reference" or "fast" (see `pid.load`; None: the default for the weights' dtype on their
-                device, `pid.plan.default_precision`);
-    attention   the global-attention back end ("kernel", "sdpa", "auto"; None: the device's default);
+    precision   "float32", "reference", "fast" or "fp8" (see `pid.load`; None: the default for the weights' dtype on
+                their device, `pid.plan.default_precision`); "fp8" quantises the network's large Linears in place
+                (`pid.nn.fp8`) and needs a GPU with fp8 tensor cores, or `fp8_emulation=True` (elsewhere: the exact,
+                slow emulation, to measure the regime's quality);
+    attention   the global-attention back end ("kernel", "sdpa", "fa4", "auto"; None: the device's default; "fa4"
+                needs flash-attn-4 and an sm90/sm100 GPU);
     autotune    what attention="auto" measured, in memory and in the machine's file (AttentionAutotune.default_path());
     caption_cache  caption embeddings by text encoder and caption (`pid.captions.CaptionCache`): by default in memory
                 and in `pid.captions.default_cache_dir()`, so a caption encoded once (the empty one above all) never
@@ -48,7 +51,7 @@ class PidDecoder:
     def __init__(self, net: PidNet, variant: Optional[Variant] = None, source: Optional[str] = None,
                  precision: Optional[str] = None, attention: Optional[str] = None,
                  caption_cache: "captions.CaptionCache | str | None" = "default",
-                 parallel: "SequenceParallel | DataParallel | None" = None):
+                 parallel: "SequenceParallel | DataParallel | None" = None, fp8_emulation: bool = False):
         self.net = net
         self.config: PidConfig = net.config
         self.variant = variant
@@ -56,7 +59,14 @@ class PidDecoder:
         if precision is None:
             precision = default_precision(self.device, self.dtype)
         self.precision = check_weights_dtype(precision, self.dtype)
-        self.attention = check_backend(attention)
+        self.attention = check_backend(attention, self.device)
+        if self.attention == "fa4" and self.precision == "float32":
+            raise PidError("attention='fa4' (FlashAttention-4) takes bfloat16 attention inputs, which precision "
+                           "'float32' does not make: choose precision 'fast', 'fp8' or 'reference', or "
+                           "attention='sdpa'")
+        if self.precision == "fp8":  # last of the checks: it changes the caller's network
+            fp8.check_device(self.device, fp8_emulation)
+            fp8.quantize_linears(net)
         self.autotune = AttentionAutotune(path=AttentionAutotune.default_path())  # kept across processes
         self.caption_cache = _caption_cache(caption_cache)
         if parallel is not None and not isinstance(parallel, (SequenceParallel, DataParallel)):

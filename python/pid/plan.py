@@ -24,7 +24,11 @@ from .parallel import SequenceParallel
 # reference: the official regime: float32 weights holding the bf16 values, bf16 autocast.
 # fast:      bf16 weights (no float32 copy), bf16 autocast, float32 residual streams, the fused norm kernels (the
 #            default on CUDA and on CPUs with AMX / AVX512-BF16: default_precision).
-PRECISIONS = ("float32", "reference", "fast")
+# fp8:       fast, with the large Linear layers as fp8 (e4m3) matrix products with per-row / per-channel scales
+#            (pid.nn.fp8: which layers; pid.ops._fp8: the arithmetic). Opt-in; fp8 GPUs (sm89+), else emulated on
+#            request only (PidDecoder's fp8_emulation).
+PRECISIONS = ("float32", "reference", "fast", "fp8")
+BF16_WEIGHTS = ("fast", "fp8")  # the regimes whose (unquantised) weights are bf16, with the fused norms
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -32,13 +36,14 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 class ExecutionPlan:
     """What a network call runs. Every field is explicit; `for_precision` builds the regimes' plans.
 
-    precision     "float32" (no autocast), "reference" or "fast" (bfloat16 autocast around the whole call).
+    precision     "float32" (no autocast), "reference", "fast" or "fp8" (bfloat16 autocast around the whole call).
     kernels       pid's compiled ops (every `pid.ops` face: attention, q/k norm + RoPE, gates, norms, sampler
                   steps) wherever they apply; False runs their PyTorch references.
     fused_norm    the blocks call the fused RMSNorm + modulation and gated-residual ops (and, on CUDA, a split
-                  GroupNorm) instead of the reference's chains of elementwise ops. On in the fast regime.
-    attention     global attention: "kernel", "sdpa", "auto" (timed per shape, remembered in `autotune`), or None:
-                  each device's default (`pid.ops.default_attention_backend`).
+                  GroupNorm) instead of the reference's chains of elementwise ops. On in the fast and fp8 regimes.
+    attention     global attention: "kernel", "sdpa", "fa4" (FlashAttention-4, sm90/sm100 with flash-attn-4), "auto"
+                  (timed per shape, remembered in `autotune`), or None: each device's default
+                  (`pid.ops.default_attention_backend`).
     window        windowed attention for the MMDiT image queries (w × w patch neighbourhoods), None: global, as
                   trained. `pixel_window` for the PiT patch attention. A window changes the model's function.
     pixel_chunk   patches per chunk of the pixel blocks (bounds their memory), None: all at once.
@@ -77,8 +82,8 @@ class ExecutionPlan:
 
     @classmethod
     def for_precision(cls, precision: str, **fields) -> "ExecutionPlan":
-        """The regime's plan: the fused norm kernels in the fast regime; `fields` set the rest."""
-        return cls(precision=precision, **{"fused_norm": precision == "fast", **fields})
+        """The regime's plan: the fused norm kernels in the fast and fp8 regimes; `fields` set the rest."""
+        return cls(precision=precision, **{"fused_norm": precision in BF16_WEIGHTS, **fields})
 
     def replace(self, **changes) -> "ExecutionPlan":
         return dataclasses.replace(self, **changes)
@@ -90,17 +95,17 @@ class ExecutionPlan:
 
     @property
     def gate_logit_dtype(self) -> torch.dtype:
-        """The per-channel gates' logit GEMM (`pid.ops.sigma_gate`'s logit_dtype): bfloat16 in the fast regime,
-        rounded once as the official `content_proj` Linear does; float32 otherwise."""
-        return torch.bfloat16 if self.precision == "fast" else torch.float32
+        """The per-channel gates' logit GEMM (`pid.ops.sigma_gate`'s logit_dtype): bfloat16 in the fast and fp8
+        regimes, rounded once as the official `content_proj` Linear does; float32 otherwise."""
+        return torch.bfloat16 if self.precision in BF16_WEIGHTS else torch.float32
 
     def attention_backend(self, device_type: str) -> str:
         """The global-attention back end this plan runs on a device type."""
         return self.attention or default_attention_backend(device_type)
 
     def autocast(self, device_type: str):
-        """The one autocast context of a network call: bfloat16 autocast for "reference" and "fast", autocast off for
-        "float32" (whatever the caller had on)."""
+        """The one autocast context of a network call: bfloat16 autocast for "reference", "fast" and "fp8", autocast
+        off for "float32" (whatever the caller had on)."""
         if self.precision == "float32":
             return torch.autocast(device_type, enabled=False)
         return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=self.autocast_cache)
@@ -117,7 +122,7 @@ def default_precision(device: "str | torch.device", weights_dtype: Optional[torc
     """The regime a decoder takes when none is asked for: "fast" on CUDA and on CPUs with native bfloat16
     arithmetic, "float32" on other CPUs. Weights already in memory decide between their regimes: bfloat16 weights
     are "fast", float32 weights "reference" on CUDA and "float32" on the CPU. "float32" (the parity regime) is always
-    one precision= away."""
+    one precision= away; "fp8" is never a default."""
     cuda = torch.device(device).type == "cuda"
     if weights_dtype == torch.bfloat16:
         return "fast"
@@ -137,9 +142,10 @@ def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch
             raise PidError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16, or choose "
                            f"precision= one of {PRECISIONS}")
         implied = default_precision(device, dtype)
-        if precision is not None and precision != implied and (dtype == torch.bfloat16 or precision == "fast"):
-            raise PidError(f"dtype={dtype} and precision={precision!r} contradict each other: bf16 weights are "
-                           "the 'fast' regime; pass only precision=")
+        if precision in PRECISIONS and weights_dtype(precision) != dtype:
+            raise PidError(f"dtype={dtype} and precision={precision!r} contradict each other: the {precision!r} "
+                           f"regime holds {str(weights_dtype(precision)).removeprefix('torch.')} weights; pass only "
+                           "precision=")
         precision = precision or implied
     if precision is None:
         precision = default_precision(device)
@@ -148,13 +154,19 @@ def resolve_precision(precision: Optional[str], dtype=None, device: "str | torch
     return precision
 
 
-def check_weights_dtype(precision: str, weights_dtype: torch.dtype) -> str:
-    """`precision` if the network's weights hold what it runs on (the fast regime bfloat16 weights, the others
-    float32), else PidError; a decoder's precision is resolved once, by `pid.load` (or from the weights themselves,
-    `default_precision`), and only checked here."""
+def weights_dtype(precision: str) -> torch.dtype:
+    """The dtype a regime's network weights are loaded in: bfloat16 for "fast" and "fp8" (whose large Linears are
+    then quantised from them), float32 for "float32" and "reference"."""
+    return torch.bfloat16 if precision in BF16_WEIGHTS else torch.float32
+
+
+def check_weights_dtype(precision: str, held: torch.dtype) -> str:
+    """`precision` if the network's weights hold what it runs on (the fast and fp8 regimes bfloat16 weights, the
+    others float32), else PidError; a decoder's precision is resolved once, by `pid.load` (or from the weights
+    themselves, `default_precision`), and only checked here."""
     if precision not in PRECISIONS:
         raise PidError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if weights_dtype != (torch.bfloat16 if precision == "fast" else torch.float32):
-        raise PidError(f"precision {precision!r} needs {'bf16' if precision == 'fast' else 'float32'} weights, "
-                       f"the network holds {weights_dtype}: convert it with net.to(...) or use pid.load(precision=...)")
+    if held != weights_dtype(precision):
+        raise PidError(f"precision {precision!r} needs {'bf16' if precision in BF16_WEIGHTS else 'float32'} weights, "
+                       f"the network holds {held}: convert it with net.to(...) or use pid.load(precision=...)")
     return precision

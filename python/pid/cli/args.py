@@ -15,6 +15,10 @@ log = logging.getLogger("pid.cli")
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 RAW_IMAGES = ".safetensors"  # float32 images in [-1, 1], [B, 3, H, W], under the key "images"
+# pid.plan.PRECISIONS and pid.ops._attention.BACKENDS, spelled out so that parsing arguments imports no torch (a test
+# checks that they agree).
+PRECISION_CHOICES = ("float32", "reference", "fast", "fp8")
+ATTENTION_CHOICES = ("kernel", "sdpa", "fa4", "auto")
 CHECKPOINT_HELP = ("model_ema_bf16.pth, .safetensors, or a variant name: its released checkpoint, from the Hugging "
                    "Face cache or downloaded (pip install 'pid-decoder[hub]')")
 
@@ -217,8 +221,9 @@ class HelpFormatter(argparse.HelpFormatter):
 def add_attention_args(p) -> None:
     p.add_argument("--window", type=int, help="windowed attention over w x w patch neighbourhoods, for very large "
                    "outputs: changes the output (docs/attention.md); none: global attention, as trained")
-    p.add_argument("--attention", choices=("kernel", "sdpa", "auto"),
-                   help="global attention: pid's kernel, torch SDPA, or auto (the faster, timed per shape); "
+    p.add_argument("--attention", choices=ATTENTION_CHOICES,
+                   help="global attention: pid's kernel, torch SDPA, fa4 (FlashAttention-4: pip install "
+                        "'pid-decoder[fa4]', an sm90/sm100 GPU), or auto (the fastest, timed per shape); "
                         "none: the device's default (kernel on CPU, sdpa on CUDA)")
 
 

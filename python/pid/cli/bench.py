@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from .args import (add_attention_args, add_hub_args, add_model_args, check_device, check_output, checkpoint_source,
+from .args import (PRECISION_CHOICES, add_attention_args, add_hub_args, add_model_args, check_device, check_output, checkpoint_source,
                    load_config_arg, require_at_least, user_error)
 
 log = logging.getLogger("pid.cli")
@@ -40,9 +40,9 @@ def cmd_bench(args) -> int:
                            token=args.token)
         what = decoder.variant.name if decoder.variant else args.checkpoint
     else:
-        net = random_net(ARCHS[args.arch], device)
-        if args.precision == "fast":
-            net = net.bfloat16()
+        from pid.plan import weights_dtype
+
+        net = random_net(ARCHS[args.arch], device).to(weights_dtype(args.precision))
         decoder = pid.PidDecoder(net, precision=args.precision, attention=args.attention)
         what = f"{args.arch} architecture, random weights"
     attention = decoder.plan.attention_backend(decoder.device.type)
@@ -91,7 +91,7 @@ def register(sub, fmt) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed decodes per size")
     p.add_argument("--warmup", type=int, default=1, help="untimed decodes first")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast", help="precision regime")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fast", help="precision regime")
     p.add_argument("--cuda-graph", action="store_true", help="capture each size's decode once and replay it")
     p.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the FLOP-floor ratio")
     p.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory run")

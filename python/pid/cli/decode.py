@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .args import (CHECKPOINT_HELP, IMAGE_FORMATS, RAW_IMAGES, add_attention_args, add_hub_args, add_model_args,
+from .args import (PRECISION_CHOICES, CHECKPOINT_HELP, IMAGE_FORMATS, RAW_IMAGES, add_attention_args, add_hub_args, add_model_args,
                    caption_cached, check_device, check_output, checkpoint_source, load_config_arg, parse_pixel_chunk,
                    parse_size, read_caption_embeds, read_latent, require, require_at_least, user_error, write_images)
 
@@ -143,7 +143,7 @@ def cmd_compare(args) -> int:
     rows = compare_precisions(source, latent, precisions, against=args.against, seed=args.seed, sigma=sigma,
                               caption_embeds=caption_embeds, load_kwargs=dict(
                                   variant=args.variant, config=config, device=device, revision=args.revision,
-                                  token=args.token))
+                                  token=args.token, fp8_emulation=args.fp8_emulation))
     print(f"{'precision':10} {'seconds':>8} {'PSNR dB':>8} {'max |diff|':>11}   (against {args.against}, seed {args.seed})")
     for r in rows:
         print(f"{r['precision']:10} {r['seconds']:8.2f} {r['psnr_db']:8.2f} {r['max_abs_diff']:11.4g}")
@@ -175,10 +175,10 @@ def register(sub, fmt) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial and re-noising noise")
     p.add_argument("--size", help="output size N or WxH (width x height; default: the latent's natural size)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("float32", "reference", "fast"),
+    p.add_argument("--precision", choices=PRECISION_CHOICES,
                    help="fast (bf16 weights + fused kernels; the default on CUDA and on CPUs with AMX / AVX512-BF16), "
                         "float32 (the parity regime; the default on other CPUs), reference (official: fp32 weights + "
-                        "bf16 autocast)")
+                        "bf16 autocast), fp8 (fast with fp8 matrix products; GPUs with fp8 tensor cores)")
     p.add_argument("--pixel-chunk", default="auto", help="patches per chunk of the pixel blocks (bounds memory): N, "
                    "auto (from the free GPU memory) or none")
     p.add_argument("--force", action="store_true", help="decode even when the memory estimate exceeds what the "
@@ -218,7 +218,7 @@ def register(sub, fmt) -> None:
     group.add_argument("--caption-embeds", help="safetensors/.pt file of caption embeddings (pid encode-caption)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pipeline's and PiD's noise")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("float32", "reference", "fast"), help="PiD's precision regime (as decode's)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="PiD's precision regime (as decode's)")
     p.add_argument("--pixel-chunk", default="auto", help="patches per chunk of the pixel blocks: N, auto or none")
     p.add_argument("--force", action="store_true", help="decode even when the memory estimate exceeds what the "
                    "device has free")
@@ -233,6 +233,8 @@ def register(sub, fmt) -> None:
     add_hub_args(p)
     p.add_argument("--caption-embeds", required=True, help="safetensors/.pt file of caption embeddings")
     p.add_argument("--precisions", default="fast,float32", help="the regimes to measure, comma-separated")
+    p.add_argument("--fp8-emulation", action="store_true", help="measure fp8 where the device has no fp8 tensor "
+                   "cores (a CPU): its arithmetic emulated exactly, slowly (quality, not speed)")
     p.add_argument("--against", default="reference", help="the baseline regime")
     p.add_argument("--sigma", default="0.0", help="noise level of the latent")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise, the same in every regime")

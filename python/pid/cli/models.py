@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .args import (CHECKPOINT_HELP, add_hub_args, add_model_args, check_output, checkpoint_source, load_config_arg,
+from .args import (PRECISION_CHOICES, CHECKPOINT_HELP, add_hub_args, add_model_args, check_output, checkpoint_source, load_config_arg,
                    parse_size, user_error)
 
 log = logging.getLogger("pid.cli")
@@ -130,7 +130,7 @@ def register(sub, fmt) -> None:
     p.add_argument("variant", help="a released variant (pid variants), e.g. flux-v1.5")
     p.add_argument("--size", required=True, help="output size N or WxH (width x height)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--precision", choices=("float32", "reference", "fast"), default="fast")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fast")
     p.add_argument("--max-memory", help="a budget (e.g. 6GB): the least splitting that fits, as decode plans it")
     p.add_argument("--world-size", type=int, default=1, help="ranks of a parallel decode (per-rank peak)")
     p.add_argument("--parallel", choices=("sequence", "data"), default="sequence")

@@ -12,14 +12,28 @@ from ..flops import TEXT_TOKENS
 
 
 @functools.lru_cache(maxsize=32)
-def _param_count(cfg: PidConfig) -> int:
-    """Parameters of the network a config builds (counted on the meta device, once per config)."""
+def _param_counts(cfg: PidConfig) -> tuple[int, int, int]:
+    """Parameters of the network a config builds: all of them, the weights of the Linears the fp8 regime quantises,
+    and their output channels (one scale each). Counted on the meta device, once per config."""
     import torch
 
     from ..nn import PidNet
+    from ..nn.fp8 import fp8_linear_names
 
     with torch.device("meta"):
-        return sum(p.numel() for p in PidNet(cfg).parameters())
+        net = PidNet(cfg)
+    linears = [net.get_submodule(name) for name in fp8_linear_names(net)]
+    return (sum(p.numel() for p in net.parameters()), sum(m.weight.numel() for m in linears),
+            sum(m.out_features for m in linears))
+
+
+def weight_bytes(cfg: PidConfig, precision: str) -> int:
+    """Bytes of a regime's network weights: float32 ("float32", "reference"), bf16 ("fast"), and in "fp8" bf16 but
+    for the quantised Linears' weights, 1 byte each plus a float32 scale per output channel."""
+    total, fp8_weights, fp8_scales = _param_counts(cfg)
+    if precision == "fp8":
+        return (total - fp8_weights) * 2 + fp8_weights + fp8_scales * 4
+    return total * (2 if precision == "fast" else 4)
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, 
                     parallel: str = "sequence") -> MemoryEstimate:
     """Peak memory of `decode` at height × width, before running it (of each rank with `world_size` > 1).
     `variant_or_config`: a variant name (as `pid.get_variant` takes), a Variant or a PidConfig; `precision` as in
-    `pid.load` ("float32", "reference", "fast"); `pixel_chunk`, `token_chunk` and `keep_gate_features` as in
+    `pid.load` ("float32", "reference", "fast", "fp8"); `pixel_chunk`, `token_chunk` and `keep_gate_features` as in
     `decode` / `ExecutionPlan` (None: unchunked); `parallel` "sequence" (the image tokens split across
     `world_size` ranks) or "data" (the samples split). For a network without gradients, as `pid.load` makes it:
     under autocast, parameters that require grad keep a bf16 copy of each weight in autocast's cache."""
@@ -85,7 +99,7 @@ def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, 
     if world_size < 1 or parallel not in ("sequence", "data"):
         raise ValueError(f"world_size must be >= 1 and parallel 'sequence' or 'data', got {world_size}, {parallel!r}")
     act = 4 if precision == "float32" else 2  # matrix-product outputs: float32, or bf16 under autocast
-    weights = _param_count(cfg) * (2 if precision == "fast" else 4)
+    weights = weight_bytes(cfg, precision)
     D, p2, c = cfg.hidden_size, cfg.patch_size**2, cfg.pixel_hidden_size
     grid = (height // cfg.patch_size) * (width // cfg.patch_size)
     sp = world_size > 1 and parallel == "sequence"

@@ -1,9 +1,10 @@
 """Faces of the attention family: ``qk_norm_rope`` and ``attention`` (csrc/include/pid/attention.h), and the memory of
 the "auto" global-attention back end (``AttentionAutotune``).
 
-Global attention has three back ends: pid's compiled kernel, torch SDPA, or "auto" (the faster of the two for each
-shape, timed once). By default each device type uses the one measured faster there (``default_attention_backend``;
-see docs/attention.md). Windowed attention always runs the kernel when it can (SDPA would need an explicit S × S mask).
+Global attention has these back ends: pid's compiled kernel, torch SDPA, FlashAttention-4 (``_flash4``: CUDA sm90 /
+sm100 with the flash-attn-4 package), or "auto" (the fastest of those that can take the shape, timed once). By default
+each device type uses the one measured faster there (``default_attention_backend``; see docs/attention.md). Windowed
+attention always runs the kernel when it can (SDPA would need an explicit S × S mask; FA4 is global only here).
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from typing import Callable, Optional
 import torch
 
 from pid import _extension, timing
-from pid.ops import reference
+from pid.errors import PidError
+from pid.ops import _flash4, reference
 from pid.ops._face import KERNEL_DTYPES, check_one_device, kernel_applies
 
 log = logging.getLogger(__name__)
 
 _CUDA_HEAD_DIMS = (64, 72)
-BACKENDS = ("kernel", "sdpa", "auto")
+BACKENDS = ("kernel", "sdpa", "fa4", "auto")
+TIMED = ("kernel", "sdpa", "fa4")  # what "auto" chooses among, in the order it times them
+_LABELS = {"kernel": "pid kernel", "sdpa": "torch SDPA", "fa4": "FlashAttention-4"}
 # Measured faster per device type: on the CPU pid's kernel; on CUDA torch SDPA (cuDNN / flash, against pid's
 # first CUDA kernel on an H100). docs/attention.md has the numbers.
 _DEFAULT_BACKEND = {"cpu": "kernel", "cuda": "sdpa"}
@@ -38,11 +42,14 @@ def default_attention_backend(device_type: str) -> str:
     return _DEFAULT_BACKEND.get(device_type, "sdpa")
 
 
-def check_backend(backend: Optional[str]) -> Optional[str]:
-    """`backend` itself when it names a global-attention back end (or is None, the device's default)."""
+def check_backend(backend: Optional[str], device: "torch.device | str | None" = None) -> Optional[str]:
+    """`backend` itself when it names a global-attention back end (or is None, the device's default). With `device`,
+    "fa4" must also be able to run there (PidError naming the fix otherwise)."""
     if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"attention backend must be 'kernel', 'sdpa' or 'auto' (or None: the device's default), "
-                         f"got {backend!r}")
+        raise ValueError(f"attention backend must be 'kernel', 'sdpa', 'fa4' or 'auto' (or None: the device's "
+                         f"default), got {backend!r}")
+    if backend == _flash4.NAME and device is not None and (why := _flash4.device_problem(device)):
+        raise PidError(f"attention='fa4': {why}; or choose attention='sdpa' or 'auto'")
     return backend
 
 
@@ -145,8 +152,9 @@ def attention(
     sees every key. This is an opt-in speed/memory mode that **changes the model's function** (the
     network was trained with global attention); w >= max(grid) is global attention and computed as such.
 
-    Global attention runs ``backend``: "kernel" (pid's), "sdpa" (torch), "auto" (the faster for this shape, as
-    timed and remembered by ``autotune``), or None: ``default_attention_backend(q.device.type)``.
+    Global attention runs ``backend``: "kernel" (pid's), "sdpa" (torch), "fa4" (FlashAttention-4; PidError naming the
+    reason where it cannot take the inputs), "auto" (the fastest for this shape, as timed and remembered by
+    ``autotune``), or None: ``default_attention_backend(q.device.type)``.
     ``use_kernel=False`` never runs pid's kernel (the PyTorch reference, with explicit masks when windowed).
 
     Computes in the promoted dtype of q, k and v, whatever autocast says. The compiled kernel returns a tensor laid
@@ -168,6 +176,10 @@ def attention(
             backend = autotune.choose(q, k, v, use_kernel)
         if backend == "sdpa":
             return _sdpa(q, k, v)
+        if backend == _flash4.NAME:
+            if why := _flash4.input_problem(q, k, v):
+                raise PidError(f"attention='fa4': {why}; or choose attention='sdpa' or 'auto'")
+            return _flash4.attention(q, k, v)
     if _kernel_can_run(q, k, v, use_kernel):
         return _kernel(q, k, v, window, grid, n_text)
     return _sdpa(q, k, v, window, grid, n_text)
@@ -195,14 +207,15 @@ def _kernel(q, k, v, window, grid, n_text):
 
 
 class AttentionAutotune:
-    """The memory of the "auto" global-attention back end: for each (device, dtype, q shape, k shape), whichever
-    of pid's kernel and torch SDPA was faster, timed on the first call of that shape (one untimed and ``calls``
-    timed calls of each, interleaved, on the caller's inputs; the medians decide).
+    """The memory of the "auto" global-attention back end: for each (device, dtype, q shape, k shape), whichever of
+    its candidates (`candidates`: pid's kernel, torch SDPA, FlashAttention-4 where each can take the inputs) was
+    fastest, timed on the first call of that shape (one untimed and ``calls`` timed calls of each, interleaved, on the
+    caller's inputs; the medians decide).
 
     It keeps at most ``max_shapes`` shapes in memory (the least recently used is forgotten). With ``path`` (a JSON
     file; `default_path()` is the machine's) the choices also outlive the process: keyed by the device's name, the
     torch and pid versions, dtype and shapes, so a new process, or a new decoder, does not time again, and a new
-    GPU, torch or pid does. Its owner sets its scope: a PidDecoder keeps one for its lifetime, in its
+    GPU, torch or pid does, and so does a new set of candidates (FA4 installed). Its owner sets its scope: a PidDecoder keeps one for its lifetime, in its
     ExecutionPlan. ``timer(fn, device) -> seconds`` replaces the measurement (tests)."""
 
     def __init__(self, calls: int = 3, max_shapes: int = 64,
@@ -228,27 +241,40 @@ class AttentionAutotune:
     def __repr__(self) -> str:
         return f"AttentionAutotune({len(self)} shapes{f', {self.path}' if self.path else ''})"
 
+    def candidates(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_kernel: bool = True) -> list[str]:
+        """The back ends "auto" chooses among for these inputs, in the order they are timed: pid's kernel where it
+        can take them, torch SDPA always, FlashAttention-4 where it can run (CUDA sm90/sm100, the package, bf16/fp16,
+        its head dims)."""
+        out = ["kernel"] if _kernel_can_run(q, k, v, use_kernel) else []
+        out.append("sdpa")
+        if _flash4.can_run(q, k, v):
+            out.append(_flash4.NAME)
+        return out
+
     def choose(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_kernel: bool = True) -> str:
-        """"kernel" or "sdpa" for these inputs: remembered (in memory, else on disk), else timed now. Inputs the
-        kernel cannot take get SDPA untimed; while a CUDA graph is captured or torch.compile traces, nothing can be
+        """One of `candidates` for these inputs: remembered (in memory, else on disk), else timed now. With one
+        candidate (SDPA) nothing is timed; while a CUDA graph is captured or torch.compile traces, nothing can be
         timed: SDPA, not remembered."""
-        if not _kernel_can_run(q, k, v, use_kernel):
-            return "sdpa"
-        key = (q.device, q.dtype, tuple(q.shape), tuple(k.shape))
+        candidates = self.candidates(q, k, v, use_kernel)
+        if len(candidates) == 1:
+            return candidates[0]
+        key = (q.device, q.dtype, tuple(q.shape), tuple(k.shape), tuple(candidates))
         choice = self._choices.get(key) or self._from_disk(key)
-        if choice is not None:
+        if choice in candidates:
             self._remember(key, choice)
             return choice
         if torch.compiler.is_compiling() or (q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
             return "sdpa"
-        kernel_s, sdpa_s = self._median_seconds([lambda: _kernel(q, k, v, None, None, 0), lambda: _sdpa(q, k, v)],
-                                                q.device)
-        choice = "kernel" if kernel_s < sdpa_s else "sdpa"
+        calls = {"kernel": lambda: _kernel(q, k, v, None, None, 0), "sdpa": lambda: _sdpa(q, k, v),
+                 _flash4.NAME: lambda: _flash4.attention(q, k, v)}
+        seconds = self._median_seconds([calls[c] for c in candidates], q.device)
+        timed = dict(zip(candidates, seconds))
+        choice = min(candidates, key=lambda c: (timed[c], c != "sdpa"))  # a tie: SDPA
         self._remember(key, choice)
         self._to_disk(key, choice)
-        log.info("global attention %s %s q %s k %s: pid kernel %.3f ms, torch SDPA %.3f ms: using %s", q.device,
-                 str(q.dtype).removeprefix("torch."), list(q.shape), list(k.shape), kernel_s * 1e3, sdpa_s * 1e3,
-                 choice)
+        log.info("global attention %s %s q %s k %s: %s: using %s", q.device, str(q.dtype).removeprefix("torch."),
+                 list(q.shape), list(k.shape),
+                 ", ".join(f"{_LABELS[c]} {s * 1e3:.3f} ms" for c, s in timed.items()), choice)
         return choice
 
     def _remember(self, key: tuple, choice: str) -> None:
@@ -262,14 +288,15 @@ class AttentionAutotune:
             return [self._timer(fn, device) for fn in fns]
         return [statistics.median(times) for times in timing.time_calls(fns, device, self.calls, warmup=1)]
 
-    # ---- the file: {"<device name> | torch <v> | pid <v> | <dtype> | q [..] | k [..]": "kernel" or "sdpa"}
+    # ---- the file: {"<device name> | torch <v> | pid <v> | <dtype> | q [..] | k [..] | among <candidates>": choice}
     @staticmethod
     def _disk_key(key: tuple) -> str:
         from pid._version import __version__
 
-        device, dtype, q_shape, k_shape = key
+        device, dtype, q_shape, k_shape, candidates = key
         return (f"{_device_name(device)} | torch {torch.__version__} | pid {__version__} | "
-                f"{str(dtype).removeprefix('torch.')} | q {list(q_shape)} | k {list(k_shape)}")
+                f"{str(dtype).removeprefix('torch.')} | q {list(q_shape)} | k {list(k_shape)} | "
+                f"among {', '.join(candidates)}")
 
     def _read(self) -> dict[str, str]:
         if self.path is None or not self.path.is_file():
@@ -278,7 +305,7 @@ class AttentionAutotune:
             data = json.loads(self.path.read_text())
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-            return {str(k): v for k, v in data.items() if v in ("kernel", "sdpa")}
+            return {str(k): v for k, v in data.items() if v in TIMED}
         except (OSError, ValueError) as e:
             log.warning("ignoring the attention timings in %s (%s); timing again", self.path, e)
             return {}

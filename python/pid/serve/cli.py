@@ -42,6 +42,8 @@ def add_serve_parser(subparsers, add_model_args: Callable, add_hub_args: Callabl
     """`pid serve`: the model options as `pid decode` takes them (`add_model_args`, `add_hub_args` are the pid
     command's; `model_source(args)` gives the checkpoint and config from them, checked as `pid decode` checks them),
     the server's address and limits."""
+    from ..cli.args import PRECISION_CHOICES
+
     kwargs = {"formatter_class": formatter_class} if formatter_class is not None else {}
     p = subparsers.add_parser("serve", help="serve decodes over HTTP: diffusers' remote_decode protocol and pid's own "
                               "(pip install 'pid-decoder[serve]'; docs/serve.md)", **kwargs)
@@ -49,7 +51,7 @@ def add_serve_parser(subparsers, add_model_args: Callable, add_hub_args: Callabl
                    "released checkpoint")
     add_model_args(p)
     add_hub_args(p)
-    p.add_argument("--precision", choices=("float32", "reference", "fast"), help="as pid decode's (default: the "
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="as pid decode's (default: the "
                    "device's: fast on CUDA and on CPUs with native bfloat16, else float32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (one server per GPU)")
     p.add_argument("--caption-embeds", help="caption embeddings (pid encode-caption) for requests that bring no caption "
