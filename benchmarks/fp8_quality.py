@@ -23,19 +23,18 @@ import pid
 from pid import golden
 from pid.archs import TINY, random_net
 from pid.compare import psnr
-from pid.nn.fp8 import PIT_LINEARS, Fp8Linear, quantize_linears, set_emulation
+from pid.nn.fp8 import PIT_LINEARS, Fp8Linear, quantize_linears
 from pid.ops import _fp8
 
 
 def decode_case(weights, config, io, regime: str, device) -> torch.Tensor:
     """One decode in `regime`: a precision, or "fp8 emulated" (the emulation on an fp8 GPU), or "fp8 + PiT" (the
     PiT blocks' Linears in fp8 too, pid.nn.fp8.PIT_LINEARS: not the regime's default)."""
-    decoder = pid.load(weights, config=config, precision=regime.split()[0], device=device, fp8_emulation=True,
+    emulate = regime == "fp8 emulated" or not _fp8.gemm_available(torch.device(device))
+    decoder = pid.load(weights, config=config, precision=regime.split()[0], device=device, fp8_emulation=emulate,
                        caption_cache=None)
-    if regime == "fp8 emulated":
-        set_emulation(decoder.net, True)
     if regime == "fp8 + PiT":
-        quantize_linears(decoder.net, PIT_LINEARS)
+        quantize_linears(decoder.net, PIT_LINEARS, emulate=emulate)
     if regime.startswith("fp8") and regime != "fp8 emulated" and _fp8.gemm_available(decoder.device):
         layers = [m for m in decoder.net.modules() if isinstance(m, Fp8Linear)]
         on_gemm = sum(_fp8.gemm_shape_ok(m.in_features, m.out_features) for m in layers)

@@ -190,6 +190,43 @@ def test_batcher_queue_bound_and_cancel():
     assert cancelled and batches == [["a"], ["c", "e"]]
 
 
+def test_batcher_with_no_queue_decodes_at_an_idle_device_only():
+    """max_queue=0: no request waits, but one that would start at once is taken."""
+    async def scenario(batcher, gate, batches):
+        gate.clear()
+        running = batcher.submit("a", "k", 1)  # idle: taken
+        while not batches:
+            await asyncio.sleep(0.001)
+        with pytest.raises(QueueFull):
+            batcher.submit("b", "k", 1)  # it would wait
+        gate.set()
+        assert await running.future == "done a"
+        while batcher.busy:
+            await asyncio.sleep(0.001)
+        return await batcher.submit("c", "k", 1).future  # idle again: taken
+
+    result, batches = _run_batcher(scenario, max_batch=4, max_queue=0, batch_wait=0.0)
+    assert result == "done c" and batches == [["a"], ["c"]]
+
+
+def test_batcher_keeps_going_when_a_batch_estimate_fails():
+    """A memory check that raises only keeps requests apart; the loop goes on (it is the server's only decoder)."""
+    def fits(jobs):
+        raise RuntimeError("estimate failed")
+
+    async def scenario(batcher, gate, batches):
+        gate.clear()
+        first = batcher.submit("a", "k", 1)
+        while not batches:
+            await asyncio.sleep(0.001)
+        rest = [batcher.submit(w, "k", 1) for w in "bc"]  # would batch together, but their estimate fails
+        gate.set()
+        return [await j.future for j in (first, *rest)]
+
+    results, batches = _run_batcher(scenario, max_batch=4, batch_wait=0.0, fits=fits)
+    assert results == ["done a", "done b", "done c"] and batches == [["a"], ["b"], ["c"]]
+
+
 # ------------------------------------------------------------------------------------------ lifecycle over HTTP
 def test_overload_some_503_none_lost_healthy_after():
     decoder = tiny_decoder(HeldDecoder)

@@ -50,7 +50,8 @@ def load(checkpoint_or_state_dict: "str | os.PathLike | Variant | Mapping[str, t
     precision: "fast" (bf16 weights, bf16 autocast, fused kernels; the default on CUDA and on CPUs with native
     bfloat16), "float32" (float32 math, the parity regime; the default on other CPUs), "reference" (the official
     float32-weights + bf16 autocast regime) or "fp8" (fast with the large Linears as fp8 matrix products, opt-in, for
-    GPUs with fp8 tensor cores; elsewhere only with fp8_emulation=True, to measure its quality; docs/precision.md);
+    GPUs with fp8 tensor cores; fp8_emulation=True emulates its products exactly in float32, slowly: where no fp8
+    GPU is at hand, or to compare with one; docs/precision.md);
     see `pid.plan.default_precision`. `dtype` is the older spelling:
     float32 → the regime of float32 weights on the device (reference on CUDA, float32 on the CPU), bfloat16 → "fast". attention: the global-attention back end
     ("kernel", "sdpa", "fa4", "auto"; default: the device's, see docs/attention.md; "fa4" is FlashAttention-4, for

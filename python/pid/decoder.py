@@ -66,7 +66,7 @@ class PidDecoder:
                            "attention='sdpa'")
         if self.precision == "fp8":  # last of the checks: it changes the caller's network
             fp8.check_device(self.device, fp8_emulation)
-            fp8.quantize_linears(net)
+            fp8.quantize_linears(net, emulate=fp8_emulation)
         self.autotune = AttentionAutotune(path=AttentionAutotune.default_path())  # kept across processes
         self.caption_cache = _caption_cache(caption_cache)
         if parallel is not None and not isinstance(parallel, (SequenceParallel, DataParallel)):
@@ -149,7 +149,7 @@ class PidDecoder:
         unless max_memory asks for it), and `keep_gate_features=False` keeps only the latent CNN's features, making
         each gate's feature at each step (default: kept, unless max_memory asks otherwise). `max_memory` (bytes, or
         "6GB", "5.5GiB") plans the decode to fit: the least chunking whose estimated peak, weights included, fits
-        (pid.budget; never a change of the network's function), else MemoryBudgetError; chunks and keep_gate_features
+        (pid.memory; never a change of the network's function), else MemoryBudgetError; chunks and keep_gate_features
         given explicitly are kept. `cuda_graph=True` (CUDA only, opt-in) captures the whole decode in a CUDA graph on
         the first call for a given shape and setting and replays it afterwards, which removes the per-kernel launch
         cost; the graph keeps its working memory between calls (the last MAX_GRAPHS = 4 are kept;
@@ -164,12 +164,15 @@ class PidDecoder:
         images.check_output(output)
         if cuda_graph and self.device.type != "cuda":
             raise PidError(f"cuda_graph=True needs a decoder on a CUDA device, this one is on {self.device}")
+        if callback is not None and self.parallel is not None:
+            raise PidError("callback= is not supported with parallel decoding (a callback that raised on one rank would "
+                           "leave the others waiting in a collective): leave it off")
         if cuda_graph and callback is not None:
             raise PidError("callback= is not supported with cuda_graph=True (a replayed graph has no steps to report)")
         if cuda_graph and self.parallel is not None:
             raise PidError("cuda_graph=True is not supported with parallel decoding: leave it off")
-        space = self._latent_space(latent_space)
-        latent = inputs.prepare_latent(latent, self.config, space, latent_format, self.device)
+        latent = inputs.prepare_latent(latent, self.config, latent_format, self.device, latent_space=latent_space,
+                                       default_space=self.variant.latent if self.variant is not None else None)
         B, _, h, w = latent.shape
         H, W = inputs.output_size(self.config, self.variant, h, w, output_size)
         settings = self.sampler_settings(H, W, sampler=sampler, steps=steps, cfg_scale=cfg_scale, shift=shift)
@@ -284,15 +287,6 @@ class PidDecoder:
             log.info("windowed attention (%s, %s): pid's kernels (bfloat16: tensor cores; float32: CUDA cores); it "
                      "changes the network's output, see docs/attention.md", plan.window, plan.pixel_window)
         return plan
-
-    def _latent_space(self, latent_space):
-        """The latent space of this decode's latent: `latent_space=` (a pid.latents object or name), else the
-        variant's, else None (a network outside the registry)."""
-        if latent_space is not None:
-            from . import latents
-
-            return latents.get_latent_space(latent_space)
-        return self.variant.latent if self.variant is not None else None
 
     def _check_finite(self, out: torch.Tensor, latent: torch.Tensor) -> None:
         """NonFiniteOutputError naming the likely cause when the decode produced NaN or infinite values."""

@@ -15,7 +15,7 @@ from .config import PidConfig
 from .errors import LatentError, PidError
 from .sampling import SamplerSettings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pid.decoder")  # a decode's messages keep the decoder's logger, as before the split
 
 
 @dataclass
@@ -46,9 +46,11 @@ def to_device(t: torch.Tensor, device: torch.device, what: str) -> torch.Tensor:
     return t.to(device)
 
 
-def prepare_latent(latent, config: PidConfig, space, latent_format: str, device: torch.device) -> torch.Tensor:
-    """The latent as the network takes it: [B, C, h, w] on `device`, normalised (`latent_format="raw"`: by `space`,
-    a `pid.latents` space), checked against `space` and the network's channels, rounded to bfloat16 values."""
+def prepare_latent(latent, config: PidConfig, latent_format: str, device: torch.device, *, latent_space=None,
+                   default_space=None) -> torch.Tensor:
+    """The latent as the network takes it: [B, C, h, w] on `device`, normalised (`latent_format="raw"`: by its latent
+    space, `latent_space` (a `pid.latents` object or name), else `default_space` (the variant's)), checked against
+    that space and the network's channels, rounded to bfloat16 values."""
     from . import latents as latent_spaces
 
     if not isinstance(latent, torch.Tensor):
@@ -65,6 +67,7 @@ def prepare_latent(latent, config: PidConfig, space, latent_format: str, device:
         raise PidError("latent contains NaN or Inf values: check the LDM output (e.g. a VAE run in float16)")
     if latent_format not in ("normalized", "raw"):
         raise PidError(f"latent_format must be 'normalized' or 'raw', got {latent_format!r}")
+    space = default_space if latent_space is None else latent_spaces.get_latent_space(latent_space)
     if latent_format == "raw":
         if space is None:
             raise PidError("latent_format='raw' needs the latent space: load a registry variant or pass "

@@ -39,11 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple:
     """Exceptions that are the user's to fix: bad input (pid.errors.PidError and other ValueErrors), files and
     folders (OSError), a missing optional model or package, and running out of memory."""
-    import torch
-
     from pid.captions import TextEncoderUnavailable
+    from pid.memory import OutOfMemoryError
 
-    return ValueError, OSError, ImportError, TextEncoderUnavailable, torch.OutOfMemoryError
+    return ValueError, OSError, ImportError, TextEncoderUnavailable, OutOfMemoryError
 
 
 def _one_line(e: BaseException) -> str:
@@ -67,10 +66,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _user_errors() as e:
         if debug:
             raise
-        import torch
+        from pid.memory import OutOfMemoryError
 
         message = _one_line(e)
-        if isinstance(e, torch.OutOfMemoryError):
+        if isinstance(e, OutOfMemoryError):
             message = ("out of memory: " + message.split(". ")[0] + ". Try --pixel-chunk with a smaller N, --window, "
                        "a smaller --size or another --device (pid.estimate_memory gives the peak)")
         log.error("%s", message)

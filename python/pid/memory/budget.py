@@ -19,7 +19,7 @@ from ..errors import MemoryBudgetError, PidError
 from .estimate import MemoryEstimate, estimate_memory, pixel_chunk_for_budget
 from .measure import available_bytes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pid.decoder")  # decode_chunks' message is a decode's, logged as before the split
 
 # Chunk sizes tried, largest first (None: unchunked). Below ~256 tokens a chunk's matrix products get inefficient.
 # The plan chosen is the one with the fewest steps down this list (see plan_for_budget) that fits.

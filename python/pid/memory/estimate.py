@@ -124,7 +124,7 @@ def estimate_memory(variant_or_config, height: int, width: int, batch: int = 1, 
         mmdit = tokens * (D * 4 + D * act) + batch * token_chunk * _mmdit_mlp_token_bytes(cfg, act)
     # Attention: the stream, its modulated input, q/k/v and the output for all tokens of this rank's heads, the
     # projected output and one more row per token (the op's temporaries: fitted to the released network's tracked
-    # peaks, tests/test_budget.py); with sequence parallelism the all-to-all's send and receive buffers.
+    # peaks, tests/test_memory_budget.py); with sequence parallelism the all-to-all's send and receive buffers.
     attention = tokens * (D * 4 + D * act * 3) + batch * (grid + txt_len) * 4 * D // (world_size if sp else 1) * act
     if sp:
         attention += 2 * tokens * 3 * D * act

@@ -68,3 +68,7 @@ def available_bytes(device: torch.device) -> "int | None":
     except (OSError, ValueError):
         pass
     return available
+
+
+# The error a failed allocation raises: torch.OutOfMemoryError from torch 2.5, torch.cuda.OutOfMemoryError before.
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)

@@ -42,10 +42,10 @@ PIT_LINEARS: Layers = {
 class Fp8Linear(nn.Module):
     """A Linear whose weight is float8_e4m3fn with one float32 scale per output channel (`weight_scale`), its bias
     bf16. Its input is quantised per row at each call; the output is in the autocast dtype (bf16 in the fp8 regime),
-    else in the input's dtype. `emulate`: None (the fp8 GEMM where the device has one, else the exact emulation),
-    or True (always the emulation)."""
+    else in the input's dtype. `emulate` (fixed when it is made): False, the fp8 GEMM where the device has one, else
+    the exact emulation; True, always the emulation (`pid.load(..., fp8_emulation=True)`)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, emulate: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=_fp8.E4M3, device=device),
@@ -53,12 +53,13 @@ class Fp8Linear(nn.Module):
         self.weight_scale = nn.Parameter(torch.ones(out_features, device=device), requires_grad=False)
         self.bias = (nn.Parameter(torch.zeros(out_features, dtype=torch.bfloat16, device=device), requires_grad=False)
                      if bias else None)
-        self.emulate: Optional[bool] = None
+        self.emulate = emulate
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "Fp8Linear":
+    def from_linear(cls, linear: nn.Linear, emulate: bool = False) -> "Fp8Linear":
         """The fp8 form of `linear` (its weight quantised per output channel; bias rounded to bf16)."""
-        out = cls(linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device)
+        out = cls(linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device,
+                  emulate=emulate)
         with torch.no_grad():
             q, scale = _fp8.quantize_weight(linear.weight)
             out.weight.copy_(q)
@@ -82,7 +83,7 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device.type
         out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        return _fp8.linear(x, self.weight, self.weight_scale, self.bias, out_dtype, emulate=self.emulate)
+        return _fp8.linear(x, self.weight, self.weight_scale, self.bias, out_dtype, emulate=True if self.emulate else None)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -92,7 +93,8 @@ class Fp8Linear(nn.Module):
 def check_device(device: torch.device, emulation: bool = False) -> None:
     """PidError unless the fp8 regime can run well on `device` (fp8 tensor cores: CUDA compute capability 8.9+) or
     its emulation is asked for (`emulation`: the same arithmetic in float32 matrix products, exact but slower than
-    the fast regime: for measuring the regime's quality, not for speed)."""
+    the fast regime: for measuring the regime's quality, not for speed; on an fp8 GPU too, to compare with its
+    fp8 GEMM)."""
     if emulation or _fp8.gemm_available(device):
         return
     device = torch.device(device)
@@ -114,9 +116,9 @@ def fp8_linear_names(net: nn.Module, layers: Optional[Layers] = None) -> list[st
     return names
 
 
-def quantize_linears(net: nn.Module, layers: Optional[Layers] = None) -> nn.Module:
+def quantize_linears(net: nn.Module, layers: Optional[Layers] = None, *, emulate: bool = False) -> nn.Module:
     """`net` with its `layers` (default `FP8_LINEARS`) replaced, in place, by `Fp8Linear`s quantised from their
-    weights (already quantised ones are kept). Returns `net`."""
+    weights (already quantised ones are kept), emulating their products when `emulate`. Returns `net`."""
     for name in fp8_linear_names(net, layers):
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name)
@@ -125,7 +127,7 @@ def quantize_linears(net: nn.Module, layers: Optional[Layers] = None) -> nn.Modu
             continue
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"{name} is a {type(linear).__name__}, not the nn.Linear the fp8 regime quantises")
-        fp8 = Fp8Linear.from_linear(linear)
+        fp8 = Fp8Linear.from_linear(linear, emulate=emulate)
         if child.isdigit():
             parent[int(child)] = fp8
         else:
@@ -137,10 +139,3 @@ def is_quantized(net: nn.Module, layers: Optional[Layers] = None) -> bool:
     """Whether every Linear of `layers` (default: those the fp8 regime quantises) is an Fp8Linear."""
     names = fp8_linear_names(net, layers)
     return bool(names) and all(isinstance(net.get_submodule(n), Fp8Linear) for n in names)
-
-
-def set_emulation(net: nn.Module, emulate: Optional[bool]) -> None:
-    """Every Fp8Linear of `net` computes by the fp8 GEMM where it can (None) or by the emulation (True)."""
-    for module in net.modules():
-        if isinstance(module, Fp8Linear):
-            module.emulate = emulate

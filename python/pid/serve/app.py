@@ -23,6 +23,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import MemoryBudgetError, NonFiniteOutputError, PidError
+from ..memory import OutOfMemoryError
 from . import native, replies, wire
 from .extras import require_serve_extra
 from .batch_decode import DecodeJob, decode_jobs
@@ -222,6 +223,9 @@ class DecodeService:
             status, response = e.status, error_response(e.status, e.message, e.headers)
         except ClientGone:
             status, response = 499, error_response(499, "the client disconnected")
+        except asyncio.CancelledError:  # the host dropped the request: counted as the client gone
+            self.metrics.requests.labels(endpoint, "499").inc()
+            raise
         except Exception as e:
             status, message, headers = _decode_failure(e, self.batcher.retry_after())
             response = error_response(status, message, headers)
@@ -234,6 +238,9 @@ class DecodeService:
         try:
             done, _ = await asyncio.wait({job.future, gone}, timeout=max(0.0, start + self.timeout - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the host dropped the request (e.g. Ray Serve on a disconnect): so do we
+            self.batcher.cancel(job)
+            raise
         finally:
             gone.cancel()
         if job.future.done() and not job.future.cancelled():
@@ -377,7 +384,7 @@ def _latent_space(decoder):
 
 def _decode_failure(e: BaseException, retry_after: int) -> tuple[int, str, dict]:
     """(status, message, headers) of a decode that raised."""
-    if isinstance(e, (MemoryBudgetError, torch.OutOfMemoryError)):
+    if isinstance(e, (MemoryBudgetError, OutOfMemoryError)):
         return 503, f"the device has no memory for this decode now: {_one_line(e)}", {"Retry-After": str(retry_after)}
     if isinstance(e, NonFiniteOutputError):
         return 500, _one_line(e), {}

@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from ..errors import PidError
+from ..memory import OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def decode_jobs(decoder, jobs: list[DecodeJob], *, default_embeds: Optional[torc
     for members in groups.values():
         try:
             images = _decode_together(decoder, [jobs[i] for i in members], [embeds[i] for i in members], max_memory)
-        except (PidError, torch.OutOfMemoryError) as e:
+        except (PidError, OutOfMemoryError) as e:
             if len(members) == 1:
                 results[members[0]] = e
                 continue
@@ -97,7 +98,7 @@ def decode_jobs(decoder, jobs: list[DecodeJob], *, default_embeds: Optional[torc
             for i in members:
                 try:
                     images += _decode_together(decoder, [jobs[i]], [embeds[i]], max_memory)
-                except (PidError, torch.OutOfMemoryError) as single:
+                except (PidError, OutOfMemoryError) as single:
                     images.append(single)
         except Exception as e:  # a bug: every request of the batch learns of it
             images = [e] * len(members)

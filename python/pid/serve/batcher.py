@@ -72,7 +72,7 @@ class Batcher:
         """Queue a request; QueueFull or ShuttingDown when it cannot be taken."""
         if self.closing:
             raise ShuttingDown("the server is shutting down and takes no new requests")
-        if len(self.pending) >= self.max_queue:
+        if len(self.pending) >= self.max_queue and (self.busy or self.pending):  # it would wait: is there room?
             raise QueueFull(f"the queue is full ({self.max_queue} requests waiting)")
         job = Job(work, key, samples, asyncio.get_running_loop().create_future(),
                   device_was_busy=self.busy or bool(self.pending))
@@ -145,7 +145,12 @@ class Batcher:
         for job in self.pending[1:]:
             if job.key != first.key or job.future.done() or samples + job.samples > self.max_batch:
                 continue
-            if not self.fits(batch + [job]):
+            try:
+                fits = self.fits(batch + [job])
+            except Exception:  # the estimate failed: decode it apart (the loop must never stop)
+                log.exception("pid serve: could not estimate a batch's memory; decoding the requests apart")
+                fits = False
+            if not fits:
                 continue
             batch.append(job)
             samples += job.samples
