@@ -39,3 +39,8 @@ class UnknownVariantError(PidError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message on one line (what a command line or an HTTP error reply shows), else its type's name."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__

@@ -46,7 +46,9 @@ def _user_errors() -> tuple:
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    from pid.errors import one_line
+
+    text = one_line(e)
     if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
         text += f": {e.filename}"
     return text

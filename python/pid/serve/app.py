@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import time
 from typing import Callable, Optional, Union
 
 import torch
 
-from ..errors import MemoryBudgetError, NonFiniteOutputError, PidError
+from ..errors import MemoryBudgetError, NonFiniteOutputError, PidError, one_line
 from ..memory import OutOfMemoryError
 from . import native, replies, wire
 from .extras import require_serve_extra
@@ -35,10 +34,6 @@ from .wire import WireError
 log = logging.getLogger(__name__)
 
 MAX_NATIVE_BODY = 256 * 2**20  # a /v1/decode body: latents and caption embeddings (2.7 MB per caption)
-
-
-class ClientGone(Exception):
-    """The client disconnected before its reply was ready."""
 
 
 class DecodeService:
@@ -105,7 +100,7 @@ class DecodeService:
             log.info("pid serve: ready in %.1f s (%r, max batch %d, memory budget %s)", time.monotonic() - start,
                      decoder, self.max_batch, _gib(self.limits.budget))
         except Exception as e:  # the server stays up and says why in /health and every reply
-            self.error = f"the decoder failed to start: {_one_line(e)}"
+            self.error = f"the decoder failed to start: {one_line(e)}"
             log.error("pid serve: %s", self.error, exc_info=not isinstance(e, (PidError, OSError, ImportError)))
 
     def _read_default_embeds(self) -> Optional[torch.Tensor]:
@@ -174,7 +169,7 @@ class DecodeService:
         vae_factor = space.vae_factor if space is not None else self.decoder.config.latent_spatial_down_factor
         B, _, h, w = req.grid_shape(channels, vae_factor)
         self.check_size(B, h, w)
-        body = await read_body(request, req.body_bytes, exact=True)
+        body = await wire.read_body(request, req.body_bytes, exact=True)
         latent = req.latent(body, channels, vae_factor, space)
         return DecodeJob(latent, req.options.sigmas(B), req.options.seed, req.options.steps,
                          req.options.caption), req.reply
@@ -182,8 +177,8 @@ class DecodeService:
     async def parse_native(self, request) -> tuple[DecodeJob, replies.ReplyFormat]:
         options, latent_format = native.parse_native_query(request.query_params.multi_items())
         reply = native.native_reply_format(request.headers.get("accept"))
-        body = await read_body(request, MAX_NATIVE_BODY, exact=False)
-        shape = _safetensors_shape(body, "latent")
+        body = await wire.read_body(request, MAX_NATIVE_BODY, exact=False)
+        shape = native.safetensors_shape(body, "latent")
         if shape is not None and len(shape) in (3, 4):
             B, h, w = (1, *shape[1:]) if len(shape) == 3 else (shape[0], *shape[2:])
             self.check_size(B, h, w)  # before the tensors are read
@@ -220,15 +215,15 @@ class DecodeService:
             self.metrics.images.inc(images.shape[0])
             response = Response(body, 200, headers=headers, media_type=media_type)
         except WireError as e:
-            status, response = e.status, error_response(e.status, e.message, e.headers)
-        except ClientGone:
-            status, response = 499, error_response(499, "the client disconnected")
+            status, response = e.status, replies.error_response(e.status, e.message, e.headers)
+        except wire.ClientGone:
+            status, response = 499, replies.error_response(499, "the client disconnected")
         except asyncio.CancelledError:  # the host dropped the request: counted as the client gone
             self.metrics.requests.labels(endpoint, "499").inc()
             raise
         except Exception as e:
             status, message, headers = _decode_failure(e, self.batcher.retry_after())
-            response = error_response(status, message, headers)
+            response = replies.error_response(status, message, headers)
         self.metrics.requests.labels(endpoint, str(status)).inc()
         return response
 
@@ -247,7 +242,7 @@ class DecodeService:
             return job.future.result()
         self.batcher.cancel(job)
         if gone in done:
-            raise ClientGone()
+            raise wire.ClientGone()
         raise WireError(504, f"no reply within {self.timeout:g} s (the server's --timeout, queue and decode "
                              "together): it is overloaded, or the decode is too large for it")
 
@@ -330,52 +325,12 @@ def create_app(decoder: "Union[object, Callable[[], object]]", *, max_batch: int
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def error_response(status: int, message: str, headers: Optional[dict] = None):
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error": message}, status, headers=headers)
-
-
-async def read_body(request, size: int, *, exact: bool) -> bytes:
-    """The body, refused (400 / 413) as soon as it is longer than `size` bytes, or (exact) not `size` bytes."""
-    declared = request.headers.get("content-length")
-    what = f"shape x dtype make {size:,} bytes" if exact else f"at most {size:,} bytes are taken"
-    if declared is not None and declared.isdigit() and (int(declared) > size or exact and int(declared) != size):
-        raise WireError(400 if exact else 413, f"the body has {int(declared):,} bytes, but {what}")
-    from starlette.requests import ClientDisconnect
-
-    chunks, received = [], 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > size:
-                raise WireError(400 if exact else 413, f"the body has more than {size:,} bytes, but {what}")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientGone() from None
-    if exact and received != size:
-        raise WireError(400, f"the body has {received:,} bytes, but {what}")
-    return b"".join(chunks)
-
-
 async def _disconnected(receive) -> None:
     """Returns when the client disconnects (the body has been read: the next message is the disconnect)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _safetensors_shape(body: bytes, name: str) -> Optional[list[int]]:
-    """The shape of tensor `name` from a safetensors header, without reading the tensors (None if unreadable)."""
-    try:
-        n = int.from_bytes(body[:8], "little")
-        if not 0 < n <= len(body) - 8:
-            return None
-        shape = json.loads(body[8:8 + n]).get(name, {}).get("shape")
-        return [int(d) for d in shape] if isinstance(shape, list) else None
-    except (ValueError, AttributeError, TypeError):
-        return None
 
 
 def _latent_space(decoder):
@@ -385,22 +340,18 @@ def _latent_space(decoder):
 def _decode_failure(e: BaseException, retry_after: int) -> tuple[int, str, dict]:
     """(status, message, headers) of a decode that raised."""
     if isinstance(e, (MemoryBudgetError, OutOfMemoryError)):
-        return 503, f"the device has no memory for this decode now: {_one_line(e)}", {"Retry-After": str(retry_after)}
+        return 503, f"the device has no memory for this decode now: {one_line(e)}", {"Retry-After": str(retry_after)}
     if isinstance(e, NonFiniteOutputError):
-        return 500, _one_line(e), {}
+        return 500, one_line(e), {}
     if isinstance(e, PidError):  # bad input the early checks could not see
-        return 400, _one_line(e), {}
+        return 400, one_line(e), {}
     from ..captions import TextEncoderUnavailable
 
     if isinstance(e, (TextEncoderUnavailable, ImportError)):  # a caption not in the cache, and no Gemma here
-        return 400, (f"{_one_line(e)} (this server encodes caption text with Gemma; send caption_embeds to "
+        return 400, (f"{one_line(e)} (this server encodes caption text with Gemma; send caption_embeds to "
                      "/v1/decode instead)"), {}
     log.exception("decode failed", exc_info=e)
-    return 500, f"internal error: {type(e).__name__}: {_one_line(e)}", {}
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    return 500, f"internal error: {type(e).__name__}: {one_line(e)}", {}
 
 
 def _gib(n: Optional[int]) -> str:

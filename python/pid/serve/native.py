@@ -4,6 +4,7 @@ the `Accept` header asks (image/png, image/jpeg, or a safetensors file of float3
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -93,3 +94,15 @@ def parse_native_body(body: bytes, options: PidOptions, latent_format: str, chan
             raise bad(f"caption_embeds holds {embeds.shape[0]} captions for {latent.shape[0]} samples; give one or "
                       "one per sample")
     return NativeRequest(latent, embeds, options)
+
+
+def safetensors_shape(body: bytes, name: str) -> Optional[list[int]]:
+    """The shape of tensor `name` from a safetensors header, without reading the tensors (None if unreadable)."""
+    try:
+        n = int.from_bytes(body[:8], "little")
+        if not 0 < n <= len(body) - 8:
+            return None
+        shape = json.loads(body[8:8 + n]).get(name, {}).get("shape")
+        return [int(d) for d in shape] if isinstance(shape, list) else None
+    except (ValueError, AttributeError, TypeError):
+        return None

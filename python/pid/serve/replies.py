@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -54,3 +55,10 @@ def encode_reply(images: torch.Tensor, reply: ReplyFormat) -> tuple[bytes, str, 
     tensor = images.float().contiguous() if reply.kind == "tensor" else to_pixels(images).contiguous()
     dtype = "float32" if reply.kind == "tensor" else "uint8"
     return tensor.numpy().tobytes(), "tensor/binary", {"shape": json.dumps(list(tensor.shape)), "dtype": dtype}
+
+
+def error_response(status: int, message: str, headers: Optional[dict] = None):
+    """An error reply: JSON {"error": message} (diffusers' client raises it as RuntimeError(response.json()))."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status, headers=headers)

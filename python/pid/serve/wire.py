@@ -323,3 +323,29 @@ def parse_remote_query(pairs: Iterable[tuple[str, str]]) -> RemoteRequest:
                          partial_postprocess=query.boolean("partial_postprocess", False), scaling_factor=scaling,
                          shift_factor=query.number("shift_factor", float), do_scaling=query.boolean("do_scaling", False),
                          height=height, width=width, options=parse_pid_options(query))
+
+
+class ClientGone(Exception):
+    """The client disconnected before its reply was ready."""
+
+
+async def read_body(request, size: int, *, exact: bool) -> bytes:
+    """The body, refused (400 / 413) as soon as it is longer than `size` bytes, or (exact) not `size` bytes."""
+    declared = request.headers.get("content-length")
+    what = f"shape x dtype make {size:,} bytes" if exact else f"at most {size:,} bytes are taken"
+    if declared is not None and declared.isdigit() and (int(declared) > size or exact and int(declared) != size):
+        raise WireError(400 if exact else 413, f"the body has {int(declared):,} bytes, but {what}")
+    from starlette.requests import ClientDisconnect
+
+    chunks, received = [], 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > size:
+                raise WireError(400 if exact else 413, f"the body has more than {size:,} bytes, but {what}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None
+    if exact and received != size:
+        raise WireError(400, f"the body has {received:,} bytes, but {what}")
+    return b"".join(chunks)
