@@ -87,6 +87,11 @@ class PidDecoder:
         return next(self.net.parameters()).dtype
 
     @property
+    def latent_space(self):
+        """The latent space this decoder's variant decodes (a `pid.latents` object), None outside the registry."""
+        return self.variant.latent if self.variant is not None else None
+
+    @property
     def plan(self) -> ExecutionPlan:
         """The plan of this decoder's network calls: its precision regime (with the fused norm kernels in the fast
         regime), its attention back end and autotune memory; global attention, no pixel chunks."""
@@ -172,7 +177,7 @@ class PidDecoder:
         if cuda_graph and self.parallel is not None:
             raise PidError("cuda_graph=True is not supported with parallel decoding: leave it off")
         latent = inputs.prepare_latent(latent, self.config, latent_format, self.device, latent_space=latent_space,
-                                       default_space=self.variant.latent if self.variant is not None else None)
+                                       default_space=self.latent_space)
         B, _, h, w = latent.shape
         H, W = inputs.output_size(self.config, self.variant, h, w, output_size)
         settings = self.sampler_settings(H, W, sampler=sampler, steps=steps, cfg_scale=cfg_scale, shift=shift)

@@ -121,7 +121,7 @@ class DecodeService:
     def _warm_up(self) -> None:
         """One small decode with the default caption (which puts it in the caption cache), off the event loop."""
         cfg = self.decoder.config
-        space = _latent_space(self.decoder)
+        space = self.decoder.latent_space
         h, w = space.fixed_grid if space is not None and space.fixed_grid else (2, 2)
         job = DecodeJob(torch.zeros(1, cfg.lq_latent_channels, h, w), [0.0])
         quiet = logging.getLogger("pid.decoder")
@@ -165,7 +165,7 @@ class DecodeService:
 
     async def parse_remote(self, request) -> tuple[DecodeJob, replies.ReplyFormat]:
         req = wire.parse_remote_query(request.query_params.multi_items())
-        channels, space = self.decoder.config.lq_latent_channels, _latent_space(self.decoder)
+        channels, space = self.decoder.config.lq_latent_channels, self.decoder.latent_space
         vae_factor = space.vae_factor if space is not None else self.decoder.config.latent_spatial_down_factor
         B, _, h, w = req.grid_shape(channels, vae_factor)
         self.check_size(B, h, w)
@@ -184,7 +184,7 @@ class DecodeService:
             self.check_size(B, h, w)  # before the tensors are read
         cfg = self.decoder.config
         parsed = native.parse_native_body(body, options, latent_format, cfg.lq_latent_channels,
-                                        _latent_space(self.decoder), cfg.txt_embed_dim)
+                                        self.decoder.latent_space, cfg.txt_embed_dim)
         B, _, h, w = parsed.latent.shape
         self.check_size(B, h, w)
         if reply.single_image and B != 1:
@@ -331,10 +331,6 @@ async def _disconnected(receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _latent_space(decoder):
-    return decoder.variant.latent if decoder.variant is not None else None
 
 
 def _decode_failure(e: BaseException, retry_after: int) -> tuple[int, str, dict]:
